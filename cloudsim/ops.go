@@ -1,0 +1,421 @@
+package cloudsim
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+)
+
+// Rejection codes the emulator answers with on .../rejected. AWS publishes
+// no full list; these follow the codes seen in the field (see
+// docs/cloud-emulator.md).
+const (
+	CodeInvalidPayload                   = "InvalidPayload"                   // 400: not JSON, wrong types, missing or bad CSR
+	CodeInvalidCertificateOwnershipToken = "InvalidCertificateOwnershipToken" // 400: empty, unknown or expired token
+	CodeInvalidParameters                = "InvalidParameters"                // 400: missing parameter, invalid resulting resource
+	CodeResourceNotFound                 = "ResourceNotFound"                 // 404: unknown template or policy
+	CodeResourceConflict                 = "ResourceConflict"                 // 409: OverrideSettings FAIL on an existing thing
+	CodeInternalFailure                  = "InternalFailure"                  // 500: the emulator could not save its registry
+)
+
+// Rejection is the payload of every .../rejected answer.
+type Rejection struct {
+	StatusCode   int    `json:"statusCode"`
+	ErrorCode    string `json:"errorCode"`
+	ErrorMessage string `json:"errorMessage"`
+}
+
+func reject(status int, code, format string, args ...any) *Rejection {
+	return &Rejection{StatusCode: status, ErrorCode: code, ErrorMessage: fmt.Sprintf(format, args...)}
+}
+
+// The emulator's own encoding of the wire payloads, written from the AWS
+// developer guide (fleet-provision-api), independent of the device client.
+type (
+	createFromCsrRequest struct {
+		CSR string `json:"certificateSigningRequest"`
+	}
+	createFromCsrAccepted struct {
+		CertificateID  string `json:"certificateId"`
+		CertificatePEM string `json:"certificatePem"`
+		Token          string `json:"certificateOwnershipToken"`
+	}
+	registerThingRequest struct {
+		Token      string            `json:"certificateOwnershipToken"`
+		Parameters map[string]string `json:"parameters"`
+	}
+	registerThingAccepted struct {
+		ThingName           string            `json:"thingName"`
+		DeviceConfiguration map[string]string `json:"deviceConfiguration"`
+	}
+)
+
+// codec encodes one payload format. CBOR joins JSON here later, under the
+// same keys.
+type codec interface {
+	decode(b []byte, v any) error
+	encode(v any) ([]byte, error)
+}
+
+type jsonCodec struct{}
+
+func (jsonCodec) decode(b []byte, v any) error { return json.Unmarshal(b, v) }
+func (jsonCodec) encode(v any) ([]byte, error) { return json.Marshal(v) }
+
+var codecs = map[string]codec{"json": jsonCodec{}}
+
+// request is a parsed request topic. Answers go to Topic + "/accepted" or
+// "/rejected".
+type request struct {
+	Op       string
+	Format   string
+	Template string // RegisterThing only
+	Topic    string
+}
+
+// parseRequestTopic recognises the request topics of the operations the
+// emulator serves:
+//
+//	$aws/certificates/create-from-csr/{fmt}
+//	$aws/provisioning-templates/{templateName}/provision/{fmt}
+func parseRequestTopic(topic string) (request, bool) {
+	p := strings.Split(topic, "/")
+	switch {
+	case len(p) == 4 && p[0] == "$aws" && p[1] == "certificates" && p[2] == "create-from-csr":
+		if _, ok := codecs[p[3]]; ok {
+			return request{Op: OpCreateCertificateFromCsr, Format: p[3], Topic: topic}, true
+		}
+	case len(p) == 5 && p[0] == "$aws" && p[1] == "provisioning-templates" && p[3] == "provision":
+		if _, ok := codecs[p[4]]; ok && templateNameRE.MatchString(p[2]) {
+			return request{Op: OpRegisterThing, Format: p[4], Template: p[2], Topic: topic}, true
+		}
+	}
+	return request{}, false
+}
+
+// isProvisioningTopic reports whether a topic (or, for a subscription, a
+// filter) is a request or response topic of a served operation.
+func isProvisioningTopic(topic string, filter bool) bool {
+	if _, ok := parseRequestTopic(topic); ok {
+		return true
+	}
+	suffixes := []string{"/accepted", "/rejected"}
+	if filter {
+		suffixes = append(suffixes, "/+", "/#")
+	}
+	for _, suf := range suffixes {
+		if base, ok := strings.CutSuffix(topic, suf); ok {
+			if _, ok := parseRequestTopic(base); ok {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// handle runs one request with any injected fault and answers the
+// requesting connection.
+func (s *Server) handle(cl *mqtt.Client, p Principal, req request, payload []byte, qos byte) {
+	log := s.log.With("op", req.Op, "client", cl.ID, "certificateId", p.CertificateID)
+	c := codecs[req.Format]
+	f, faulty := s.faults.next(req.Op)
+	if faulty {
+		log.Info("injecting fault", "fault", f.String())
+		switch f.Action {
+		case FaultReject:
+			s.answer(cl, req, c, nil, &Rejection{StatusCode: f.Status, ErrorCode: f.Code,
+				ErrorMessage: fmt.Sprintf("Injected fault: %s answered %d %s by the cloud emulator.", req.Op, f.Status, f.Code)}, qos)
+			return
+		case FaultDrop:
+			if !f.AfterEffect {
+				return
+			}
+		case FaultDisconnect:
+			if !f.AfterEffect {
+				cl.Stop(errors.New("injected fault: disconnect"))
+				return
+			}
+		}
+	}
+
+	var accepted any
+	var rej *Rejection
+	switch req.Op {
+	case OpCreateCertificateFromCsr:
+		accepted, rej = s.createCertificateFromCsr(log, c, payload)
+	case OpRegisterThing:
+		accepted, rej = s.registerThing(log, c, req.Template, payload)
+	}
+
+	if faulty {
+		switch f.Action {
+		case FaultDelay:
+			select {
+			case <-time.After(f.Delay):
+			case <-s.closing:
+				return
+			}
+		case FaultDrop:
+			log.Info("answer dropped by fault")
+			return
+		case FaultDisconnect:
+			cl.Stop(errors.New("injected fault: disconnect"))
+			return
+		}
+	}
+	s.answer(cl, req, c, accepted, rej, qos)
+}
+
+func (s *Server) answer(cl *mqtt.Client, req request, c codec, accepted any, rej *Rejection, qos byte) {
+	topic, body := req.Topic+"/accepted", accepted
+	if rej != nil {
+		topic, body = req.Topic+"/rejected", any(rej)
+		s.log.Info("request rejected", "op", req.Op, "client", cl.ID, "statusCode", rej.StatusCode, "errorCode", rej.ErrorCode, "errorMessage", rej.ErrorMessage)
+	}
+	b, err := c.encode(body)
+	if err != nil {
+		s.log.Error("encode answer", "op", req.Op, "error", err)
+		return
+	}
+	s.deliver(cl, topic, b, qos)
+}
+
+// commit runs mutate on the registry and saves it; if mutate rejects or the
+// save fails, the registry is restored as it was, so a rejected request
+// leaves no trace.
+func (s *Server) commit(mutate func(r *Registry) *Rejection) *Rejection {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	backup, err := json.Marshal(s.reg)
+	if err != nil {
+		return reject(500, CodeInternalFailure, "Internal failure: %v", err)
+	}
+	restore := func() {
+		r := newRegistry()
+		if json.Unmarshal(backup, r) == nil {
+			s.reg = r
+		}
+	}
+	s.reg.sweep(s.now(), s.lifetime)
+	if rej := mutate(s.reg); rej != nil {
+		restore()
+		return rej
+	}
+	if err := writeRegistry(s.dir, s.reg); err != nil {
+		restore()
+		s.log.Error("registry not saved", "error", err)
+		return reject(500, CodeInternalFailure, "Internal failure: the emulator could not save its registry.")
+	}
+	return nil
+}
+
+func (s *Server) createCertificateFromCsr(log *slog.Logger, c codec, payload []byte) (any, *Rejection) {
+	var req createFromCsrRequest
+	if err := c.decode(payload, &req); err != nil {
+		return nil, reject(400, CodeInvalidPayload, "Invalid request payload: %v", err)
+	}
+	if strings.TrimSpace(req.CSR) == "" {
+		return nil, reject(400, CodeInvalidPayload, "Certificate signing request cannot be empty.")
+	}
+	csr, err := parseCSR(req.CSR)
+	if err != nil {
+		return nil, reject(400, CodeInvalidPayload, "Invalid certificate signing request: %s.", strings.TrimPrefix(err.Error(), errBadCSR.Error()+": "))
+	}
+	now := s.now()
+	cert, err := s.ca.issue(csr.PublicKey, csr.Subject, nil, now.Add(-5*time.Minute), deviceCertNotAfter)
+	if err != nil {
+		return nil, reject(400, CodeInvalidPayload, "Invalid certificate signing request: %v.", err)
+	}
+	token, err := newToken()
+	if err != nil {
+		return nil, reject(500, CodeInternalFailure, "Internal failure: %v", err)
+	}
+	id := CertificateID(cert.Raw)
+	pemText := string(certPEM(cert))
+	if rej := s.commit(func(r *Registry) *Rejection {
+		r.Certificates[id] = &Certificate{ID: id, Status: StatusPendingActivation, Policies: []string{}, CreatedAt: now.UTC(), PEM: pemText}
+		r.Tokens[token] = &Token{CertificateID: id, IssuedAt: now.UTC()}
+		return nil
+	}); rej != nil {
+		return nil, rej
+	}
+	log.Info("certificate created", "newCertificateId", id)
+	return createFromCsrAccepted{CertificateID: id, CertificatePEM: pemText, Token: token}, nil
+}
+
+// newToken makes an ownership token: 256 random bits, hex, well inside the
+// 512 bytes embedded clients reserve for one.
+func newToken() (string, error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("generate token: %w", err)
+	}
+	return hex.EncodeToString(b), nil
+}
+
+func (s *Server) registerThing(log *slog.Logger, c codec, templateName string, payload []byte) (any, *Rejection) {
+	var req registerThingRequest
+	if err := c.decode(payload, &req); err != nil {
+		return nil, reject(400, CodeInvalidPayload, "Invalid request payload: %v", err)
+	}
+	tmpl, ok := s.templates[templateName]
+	if !ok {
+		return nil, reject(404, CodeResourceNotFound, "Template %s not found.", templateName)
+	}
+	if req.Token == "" {
+		return nil, reject(400, CodeInvalidCertificateOwnershipToken, "Certificate ownership token cannot be empty.")
+	}
+	var out *registerThingAccepted
+	rej := s.commit(func(r *Registry) *Rejection {
+		tok, ok := r.Tokens[req.Token]
+		if !ok {
+			return reject(400, CodeInvalidCertificateOwnershipToken, "Certificate ownership token is invalid.")
+		}
+		if s.now().Sub(tok.IssuedAt) > s.lifetime {
+			return reject(400, CodeInvalidCertificateOwnershipToken, "Certificate ownership token has expired.")
+		}
+		cert, ok := r.Certificates[tok.CertificateID]
+		if !ok {
+			return reject(400, CodeInvalidCertificateOwnershipToken, "Certificate ownership token is invalid: its certificate no longer exists.")
+		}
+		if tok.UsedAt != nil {
+			// A device that lost power after RegisterThing repeats it with
+			// the same token; it gets the thing it already has.
+			out = &registerThingAccepted{ThingName: tok.ThingName, DeviceConfiguration: maps.Clone(tok.DeviceConfiguration)}
+			return nil
+		}
+		params := maps.Clone(req.Parameters)
+		if params == nil {
+			params = map[string]string{}
+		}
+		params[ParamCertificateID] = cert.ID
+		ev, err := tmpl.Evaluate(params, map[string]string{"AWS::Region": s.st.Region, "AWS::AccountId": s.st.AccountID})
+		if err != nil {
+			var pe *ParameterError
+			if errors.As(err, &pe) {
+				return reject(400, CodeInvalidParameters, "%s", pe.Msg)
+			}
+			return reject(400, CodeInvalidParameters, "Template %s: %v.", templateName, err)
+		}
+		if rej := s.apply(r, ev, cert); rej != nil {
+			return rej
+		}
+		now := s.now().UTC()
+		tok.UsedAt = &now
+		if ev.Thing != nil {
+			tok.ThingName = ev.Thing.Name
+		}
+		tok.DeviceConfiguration = ev.DeviceConfiguration
+		out = &registerThingAccepted{ThingName: tok.ThingName, DeviceConfiguration: maps.Clone(ev.DeviceConfiguration)}
+		return nil
+	})
+	if rej != nil {
+		return nil, rej
+	}
+	if out.DeviceConfiguration == nil {
+		out.DeviceConfiguration = map[string]string{}
+	}
+	log.Info("thing registered", "thingName", out.ThingName, "template", templateName)
+	return out, nil
+}
+
+// OverrideSettings values.
+const (
+	overrideDoNothing = "DO_NOTHING"
+	overrideReplace   = "REPLACE"
+	overrideFail      = "FAIL"
+	overrideMerge     = "MERGE"
+)
+
+// apply creates or updates the template's resources in the registry.
+func (s *Server) apply(r *Registry, ev *Evaluation, cert *Certificate) *Rejection {
+	if ev.Certificate != nil && ev.Certificate.ID != cert.ID {
+		return reject(400, CodeInvalidParameters, "Template certificate resource names certificate %q, not the one being registered; use {\"Ref\": \"AWS::IoT::Certificate::Id\"}.", ev.Certificate.ID)
+	}
+	for _, p := range ev.Policies {
+		if p.Document != nil {
+			r.Policies[p.Name] = p.Document
+		} else if !s.policies[p.Name] {
+			if _, ok := r.Policies[p.Name]; !ok {
+				return reject(404, CodeResourceNotFound, "Policy %s not found.", p.Name)
+			}
+		}
+		cert.Policies = addUnique(cert.Policies, p.Name)
+	}
+	if t := ev.Thing; t != nil {
+		thing, exists := r.Things[t.Name]
+		if !exists {
+			thing = &Thing{Name: t.Name, Attributes: t.Attributes, Groups: t.Groups, ThingTypeName: t.ThingTypeName,
+				BillingGroup: t.BillingGroup, Principals: []string{}, CreatedAt: s.now().UTC()}
+			if thing.Groups == nil {
+				thing.Groups = []string{}
+			}
+			r.Things[t.Name] = thing
+		} else if rej := override(thing, t); rej != nil {
+			return rej
+		}
+		thing.Principals = addUnique(thing.Principals, cert.ID)
+		cert.ThingName = t.Name
+	}
+	if ev.Certificate != nil {
+		cert.Status = ev.Certificate.Status
+	}
+	return nil
+}
+
+// override updates an existing thing as the template's OverrideSettings
+// say; a property without a setting is left alone (DO_NOTHING).
+func override(thing *Thing, t *ThingSpec) *Rejection {
+	conflict := func(prop string) *Rejection {
+		return reject(409, CodeResourceConflict, "Thing %s exists and its %s differs; the template's OverrideSettings say FAIL.", thing.Name, prop)
+	}
+	switch t.Overrides["AttributePayload"] {
+	case overrideReplace:
+		thing.Attributes = t.Attributes
+	case overrideMerge:
+		if thing.Attributes == nil {
+			thing.Attributes = map[string]string{}
+		}
+		maps.Copy(thing.Attributes, t.Attributes)
+	case overrideFail:
+		if !maps.Equal(thing.Attributes, t.Attributes) {
+			return conflict("AttributePayload")
+		}
+	}
+	switch t.Overrides["ThingGroups"] {
+	case overrideReplace:
+		thing.Groups = append([]string{}, t.Groups...)
+	case overrideMerge:
+		for _, g := range t.Groups {
+			thing.Groups = addUnique(thing.Groups, g)
+		}
+	case overrideFail:
+		a, b := slices.Sorted(slices.Values(thing.Groups)), slices.Sorted(slices.Values(t.Groups))
+		if !slices.Equal(a, b) {
+			return conflict("ThingGroups")
+		}
+	}
+	for prop, pair := range map[string][2]*string{
+		"ThingTypeName": {&thing.ThingTypeName, &t.ThingTypeName},
+		"BillingGroup":  {&thing.BillingGroup, &t.BillingGroup},
+	} {
+		switch t.Overrides[prop] {
+		case overrideReplace, overrideMerge:
+			*pair[0] = *pair[1]
+		case overrideFail:
+			if *pair[0] != *pair[1] {
+				return conflict(prop)
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,168 @@
+package cloudsim
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"time"
+
+	"github.com/fleetprov/fleetprov/internal/atomicfile"
+)
+
+// Certificate statuses, spelled as AWS IoT spells them.
+const (
+	StatusActive            = "ACTIVE"
+	StatusInactive          = "INACTIVE"
+	StatusPendingActivation = "PENDING_ACTIVATION"
+)
+
+// Registry is the emulator's record of the cloud: what `aws iot
+// list-things` and `list-certificates` would show. It is rewritten whole,
+// atomically, after every change, so a reader in another process always sees
+// a consistent snapshot.
+type Registry struct {
+	Things       map[string]*Thing          `json:"things"`
+	Certificates map[string]*Certificate    `json:"certificates"`
+	Tokens       map[string]*Token          `json:"tokens"`
+	Policies     map[string]json.RawMessage `json:"policies,omitempty"` // inline policies created by templates
+}
+
+// Thing is a registered IoT thing.
+type Thing struct {
+	Name          string            `json:"thingName"`
+	Attributes    map[string]string `json:"attributes"`
+	Groups        []string          `json:"groups"`
+	ThingTypeName string            `json:"thingTypeName,omitempty"`
+	BillingGroup  string            `json:"billingGroup,omitempty"`
+	Principals    []string          `json:"principals"` // certificate ids attached
+	CreatedAt     time.Time         `json:"createdAt"`
+}
+
+// Certificate is a certificate the emulator issued (or the claim).
+type Certificate struct {
+	ID        string    `json:"certificateId"`
+	Status    string    `json:"status"`
+	ThingName string    `json:"thingName,omitempty"`
+	Policies  []string  `json:"policies"`
+	CreatedAt time.Time `json:"createdAt"`
+	Claim     bool      `json:"claim"`
+	PEM       string    `json:"certificatePem"`
+}
+
+// Token is a certificate ownership token. Used tokens keep the answer they
+// produced so a repeated RegisterThing gets the same thing back.
+type Token struct {
+	CertificateID       string            `json:"certificateId"`
+	IssuedAt            time.Time         `json:"issuedAt"`
+	UsedAt              *time.Time        `json:"usedAt,omitempty"`
+	ThingName           string            `json:"thingName,omitempty"`
+	DeviceConfiguration map[string]string `json:"deviceConfiguration,omitempty"`
+}
+
+func newRegistry() *Registry {
+	return &Registry{
+		Things:       map[string]*Thing{},
+		Certificates: map[string]*Certificate{},
+		Tokens:       map[string]*Token{},
+		Policies:     map[string]json.RawMessage{},
+	}
+}
+
+// ReadRegistry loads Dir/registry.json. It is safe while `cloud serve` runs
+// in another process: the file is only ever replaced by rename, never
+// rewritten in place.
+func ReadRegistry(dir string) (*Registry, error) {
+	path := filepath.Join(dir, fileRegistry)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("%s not found: %s is %w; run `fleetprov cloud init --dir %s` first", path, dir, ErrNotInitialised, dir)
+		}
+		return nil, fmt.Errorf("read registry: %w", err)
+	}
+	r := newRegistry()
+	if err := json.Unmarshal(b, r); err != nil {
+		return nil, fmt.Errorf("%s: corrupt registry: %w", path, err)
+	}
+	// A registry written by hand or by an older emulator may lack a map.
+	if r.Things == nil {
+		r.Things = map[string]*Thing{}
+	}
+	if r.Certificates == nil {
+		r.Certificates = map[string]*Certificate{}
+	}
+	if r.Tokens == nil {
+		r.Tokens = map[string]*Token{}
+	}
+	if r.Policies == nil {
+		r.Policies = map[string]json.RawMessage{}
+	}
+	return r, nil
+}
+
+func writeRegistry(dir string, r *Registry) error {
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode registry: %w", err)
+	}
+	// 0600: the registry holds ownership tokens, which are credentials for
+	// as long as they live.
+	if err := atomicfile.WriteFile(filepath.Join(dir, fileRegistry), append(b, '\n'), 0o600); err != nil {
+		return fmt.Errorf("save registry: %w", err)
+	}
+	return nil
+}
+
+// SortedThings returns the things ordered by name, for stable listings.
+func (r *Registry) SortedThings() []*Thing {
+	out := make([]*Thing, 0, len(r.Things))
+	for _, t := range r.Things {
+		out = append(out, t)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// SortedCertificates returns the certificates ordered by creation time (then
+// id), so the claim comes first and device certificates follow in order.
+func (r *Registry) SortedCertificates() []*Certificate {
+	out := make([]*Certificate, 0, len(r.Certificates))
+	for _, c := range r.Certificates {
+		out = append(out, c)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].CreatedAt.Equal(out[j].CreatedAt) {
+			return out[i].CreatedAt.Before(out[j].CreatedAt)
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out
+}
+
+// sweep deletes certificates never activated whose ownership token has
+// expired, as AWS IoT does, so a device that gave up half-way leaves no
+// pending certificate behind forever. It reports whether anything changed.
+func (r *Registry) sweep(now time.Time, lifetime time.Duration) bool {
+	changed := false
+	for id, c := range r.Certificates {
+		if c.Status != StatusPendingActivation || c.Claim {
+			continue
+		}
+		if now.Sub(c.CreatedAt) > lifetime {
+			delete(r.Certificates, id)
+			changed = true
+		}
+	}
+	return changed
+}
+
+func addUnique(list []string, v string) []string {
+	if slices.Contains(list, v) {
+		return list
+	}
+	return append(list, v)
+}

@@ -1,0 +1,171 @@
+package main
+
+import (
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"net"
+	"os"
+	"reflect"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rogpeppe/go-internal/testscript"
+
+	"github.com/fleetprov/fleetprov/cloudsim"
+	"github.com/fleetprov/fleetprov/internal/cli"
+	"github.com/fleetprov/fleetprov/plugins/keystore"
+)
+
+// envBeCLI makes the test binary behave as fleetprov itself, so tests can
+// run (and SIGKILL) the real program without building it separately.
+const envBeCLI = "FLEETPROV_TEST_BE_CLI"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(envBeCLI) == "1" {
+		os.Exit(cli.Main(os.Args, os.Stdout, os.Stderr))
+	}
+	testscript.Main(m, map[string]func(){
+		"fleetprov":          func() { os.Exit(cli.Main(os.Args, os.Stdout, os.Stderr)) },
+		"fleet-provisioning": func() { os.Exit(cli.Main(os.Args, os.Stdout, os.Stderr)) },
+	})
+}
+
+func TestScripts(t *testing.T) {
+	testscript.Run(t, testscript.Params{
+		Dir:                 "testdata/script",
+		RequireExplicitExec: true,
+		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
+			"freeport":   cmdFreePort,
+			"waitlisten": cmdWaitListen,
+			"certok":     cmdCertOK,
+			"cloudcount": cmdCloudCount,
+		},
+	})
+}
+
+// freeport VAR: sets VAR to a free loopback address.
+func cmdFreePort(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 1 {
+		ts.Fatalf("usage: freeport VAR")
+	}
+	addr, err := cloudsim.FreePort()
+	ts.Check(err)
+	ts.Setenv(args[0], addr)
+}
+
+// waitlisten ADDR: waits until something accepts TCP connections on ADDR.
+func cmdWaitListen(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 1 {
+		ts.Fatalf("usage: waitlisten ADDR")
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		c, err := net.DialTimeout("tcp", args[0], time.Second)
+		if err == nil {
+			c.Close()
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	ts.Fatalf("nothing listens on %s", args[0])
+}
+
+// certok CERT CA KEY: CERT is a PEM certificate that chains to CA and whose
+// public key is KEY's.
+func cmdCertOK(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 3 {
+		ts.Fatalf("usage: certok CERT CA KEY")
+	}
+	err := certOK(ts.MkAbs(args[0]), ts.MkAbs(args[1]), ts.MkAbs(args[2]))
+	if neg {
+		if err == nil {
+			ts.Fatalf("certificate unexpectedly valid")
+		}
+		return
+	}
+	ts.Check(err)
+}
+
+func certOK(certPath, caPath, keyPath string) error {
+	cert, err := readCert(certPath)
+	if err != nil {
+		return err
+	}
+	caPEM, err := os.ReadFile(caPath)
+	if err != nil {
+		return err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return fmt.Errorf("%s holds no certificate", caPath)
+	}
+	if _, err := cert.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		return fmt.Errorf("%s does not verify against %s: %w", certPath, caPath, err)
+	}
+	keyPEM, err := os.ReadFile(keyPath)
+	if err != nil {
+		return err
+	}
+	key, err := keystore.ParsePrivateKeyPEM(keyPEM, keyPath)
+	if err != nil {
+		return err
+	}
+	if !reflect.DeepEqual(key.Public(), cert.PublicKey) {
+		return fmt.Errorf("%s is not the certificate for the key in %s", certPath, keyPath)
+	}
+	return nil
+}
+
+func readCert(path string) (*x509.Certificate, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	b, _ := pem.Decode(raw)
+	if b == nil {
+		return nil, fmt.Errorf("%s is not PEM", path)
+	}
+	return x509.ParseCertificate(b.Bytes)
+}
+
+// cloudcount DIR things=N certs=N active=N: the emulator's registry holds
+// that many things, device certificates, and ACTIVE device certificates.
+func cmdCloudCount(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) < 2 {
+		ts.Fatalf("usage: cloudcount DIR things=N certs=N active=N")
+	}
+	got, err := cloudCounts(ts.MkAbs(args[0]))
+	ts.Check(err)
+	for _, kv := range args[1:] {
+		k, v, ok := strings.Cut(kv, "=")
+		want, err := strconv.Atoi(v)
+		if !ok || err != nil {
+			ts.Fatalf("bad count %q", kv)
+		}
+		if got[k] != want {
+			ts.Fatalf("cloud has %s=%d, want %d", k, got[k], want)
+		}
+	}
+}
+
+// cloudCounts counts what the emulator's registry holds.
+func cloudCounts(dir string) (map[string]int, error) {
+	reg, err := cloudsim.ReadRegistry(dir)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]int{"things": len(reg.SortedThings())}
+	for _, c := range reg.SortedCertificates() {
+		if c.Claim {
+			continue
+		}
+		out["certs"]++
+		if c.Status == cloudsim.StatusActive {
+			out["active"]++
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,41 @@
+package engine
+
+import "time"
+
+// Data is what one state hands the next, journaled with every transition so
+// that a run killed at any point can continue. It never holds a private key:
+// keys stay in the KeyStore and only their URI is recorded. It does hold the
+// ownership token, which is why the journal file is 0600.
+type Data struct {
+	KeyURI       string `json:"keyUri,omitempty"`
+	KeyAlgorithm string `json:"keyAlgorithm,omitempty"`
+	CSRPEM       string `json:"csrPem,omitempty"`
+
+	CertificateID  string    `json:"certificateId,omitempty"`
+	CertificatePEM string    `json:"certificatePem,omitempty"`
+	OwnershipToken string    `json:"certificateOwnershipToken,omitempty"`
+	TokenIssuedAt  time.Time `json:"tokenIssuedAt,omitzero"`
+
+	TemplateName        string            `json:"templateName,omitempty"`
+	ThingName           string            `json:"thingName,omitempty"`
+	DeviceConfiguration map[string]string `json:"deviceConfiguration,omitempty"`
+
+	// Files lists what Persist wrote, so that status can show it and reset
+	// can keep backups of it.
+	Files []string `json:"files,omitempty"`
+}
+
+// TokenAge is how long ago the ownership token was issued, or 0 if there is
+// none.
+func (d *Data) TokenAge(now time.Time) time.Duration {
+	if d.OwnershipToken == "" || d.TokenIssuedAt.IsZero() {
+		return 0
+	}
+	return now.Sub(d.TokenIssuedAt)
+}
+
+// forgetCertificate drops a certificate whose token can no longer be used.
+func (d *Data) forgetCertificate() {
+	d.CertificateID, d.CertificatePEM, d.OwnershipToken = "", "", ""
+	d.TokenIssuedAt = time.Time{}
+}

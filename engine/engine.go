@@ -1,0 +1,285 @@
+// Package engine runs provisioning as a state machine whose every transition
+// is journaled before the next state runs, so a run killed at any point
+// resumes where it stopped. It owns the transition table, the journal, the
+// resume rules, retries and events; the states themselves live in package
+// states and know nothing of one another.
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+
+	"github.com/fleetprov/fleetprov/internal/config"
+	"github.com/fleetprov/fleetprov/internal/failure"
+)
+
+// State is one step of provisioning.
+type State interface {
+	// Name is one of the state names in the table.
+	Name() string
+	// Run does the step. It reads and fills r.Data. An error marked
+	// failure.Transient is retried until the retry deadline.
+	Run(ctx context.Context, r *Run) error
+}
+
+// Run is what a state sees of the run it is part of.
+type Run struct {
+	Config *config.Config
+	Data   *Data
+	Log    *slog.Logger
+	Now    func() time.Time
+	// Resumed is true when this state was entered from the journal (the
+	// previous run stopped in it), so it may find its own work half done.
+	Resumed bool
+	// Fresh is true when the run provisions afresh (no journal, or
+	// --force): there is no earlier work of this identity to reuse.
+	Fresh bool
+}
+
+// ErrTokenUnusable is returned (wrapped) by RegisterThing when the cloud
+// refuses the ownership token as expired or unknown: the engine then gets a
+// new certificate instead of failing.
+var ErrTokenUnusable = errors.New("certificate ownership token is no longer usable")
+
+// Backoff shapes the wait between retries: exponential from Initial, capped
+// at Max, with full jitter so a fleet that lost its uplink together does not
+// retry in step.
+type Backoff struct {
+	Initial, Max time.Duration
+}
+
+func (b Backoff) wait(try int) time.Duration {
+	d := b.Initial
+	for i := 1; i < try && d < b.Max; i++ {
+		d *= 2
+	}
+	d = min(d, b.Max)
+	return time.Duration(rand.Int64N(int64(d))) + 1
+}
+
+// DefaultBackoff is used when Options.Backoff is zero.
+var DefaultBackoff = Backoff{Initial: time.Second, Max: 30 * time.Second}
+
+// Options configure an Engine.
+type Options struct {
+	// States implements every state of the table but Done and Failed.
+	States      []State
+	Subscribers []Subscriber
+	Logger      *slog.Logger
+	Now         func() time.Time
+	Force       bool
+	Backoff     Backoff
+	// MaxAttempts caps how often a state is entered across runs without
+	// progress; 0 means 10.
+	MaxAttempts int
+	// Hold pauses after a state's entry is journaled and before it runs.
+	// For tests only: it lets a test kill the process inside a given state.
+	Hold map[string]time.Duration
+}
+
+// Result is the outcome of a successful Run.
+type Result struct {
+	AlreadyProvisioned bool
+	Reason             string
+	Data               Data
+	Config             *config.Config
+}
+
+// Engine runs one provisioning.
+type Engine struct {
+	opts   Options
+	states map[string]State
+}
+
+// New checks that opts implements the whole table.
+func New(opts Options) (*Engine, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Backoff == (Backoff{}) {
+		opts.Backoff = DefaultBackoff
+	}
+	if opts.MaxAttempts == 0 {
+		opts.MaxAttempts = 10
+	}
+	e := &Engine{opts: opts, states: map[string]State{}}
+	for _, s := range opts.States {
+		if !knownStates[s.Name()] {
+			return nil, fmt.Errorf("engine: state %q is not in the transition table", s.Name())
+		}
+		e.states[s.Name()] = s
+	}
+	for _, name := range Order {
+		if name == Done {
+			continue
+		}
+		if e.states[name] == nil {
+			return nil, fmt.Errorf("engine: no implementation for state %s", name)
+		}
+	}
+	return e, nil
+}
+
+func (e *Engine) emit(ev Event) {
+	if ev.Time.IsZero() {
+		ev.Time = e.opts.Now()
+	}
+	for _, s := range e.opts.Subscribers {
+		s.HandleEvent(ev)
+	}
+}
+
+// Run provisions: it loads the config, reads the journal, resumes where the
+// last run stopped and runs states until Done. Usage errors (bad config) are
+// returned before anything is written.
+func (e *Engine) Run(ctx context.Context) (*Result, error) {
+	started := e.opts.Now()
+	data := &Data{}
+	r := &Run{Data: data, Log: e.opts.Logger, Now: e.opts.Now}
+
+	// LoadConfig runs before the journal exists: the journal's path is in
+	// the config. It is re-run on every start, so it needs no record.
+	e.emit(Event{Type: EventEntered, State: LoadConfig, Attempt: 1})
+	t0 := e.opts.Now()
+	if err := e.states[LoadConfig].Run(ctx, r); err != nil {
+		e.emit(Event{Type: EventFailed, State: LoadConfig, Duration: e.opts.Now().Sub(t0), Err: err})
+		return nil, err
+	}
+	e.emit(Event{Type: EventLeft, State: LoadConfig, Duration: e.opts.Now().Sub(t0)})
+	cfg := r.Config
+	if cfg == nil {
+		return nil, errors.New("engine: LoadConfig produced no config")
+	}
+
+	j, err := OpenJournal(cfg.JournalPath)
+	if err != nil {
+		return nil, err
+	}
+	defer j.Close()
+	if n := j.Skipped(); n > 0 {
+		e.opts.Logger.Warn("ignored torn or corrupt journal records", "journal", j.Path(), "count", n)
+	}
+
+	plan, err := Resume(ResumeInput{
+		Last: j.Last(), Now: e.opts.Now(),
+		TokenLifetime: cfg.TokenLifetime, TokenMargin: cfg.TokenMargin,
+		Force: e.opts.Force, ConfigProvisioned: config.IsProvisioned(cfg),
+		MaxAttempts: e.opts.MaxAttempts,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("journal %s: %w", j.Path(), err)
+	}
+	if plan.AlreadyProvisioned {
+		e.emit(Event{Type: EventAlreadyProvisioned, Reason: plan.Reason, Data: &plan.Data})
+		return &Result{AlreadyProvisioned: true, Reason: plan.Reason, Data: plan.Data, Config: cfg}, nil
+	}
+	if plan.Resumed {
+		e.emit(Event{Type: EventResumed, State: plan.Start, Reason: plan.Reason})
+	}
+	*data = plan.Data
+	r.Fresh = !plan.Resumed
+
+	m, err := newMachine(plan.Start)
+	if err != nil {
+		return nil, err
+	}
+	state, attempt, resumed, event := plan.Start, plan.Attempt, plan.Resumed, ""
+	unusableTokens := 0
+	for state != Done {
+		// Save before acting: the entry is on disk before the state runs.
+		if err := j.Append(Record{State: state, Time: e.opts.Now(), Attempt: attempt, Event: event, Data: *data}); err != nil {
+			return nil, err
+		}
+		e.emit(Event{Type: EventEntered, State: state, Attempt: attempt})
+		if d := e.opts.Hold[state]; d > 0 {
+			e.opts.Logger.Warn("test hold: pausing before state", "state", state, "for", d)
+			if err := sleep(ctx, d); err != nil {
+				return nil, e.fail(j, state, attempt, data, 0, err)
+			}
+		}
+		r.Resumed = resumed
+		t0 := e.opts.Now()
+		err := e.runState(ctx, state, r, cfg.RetryDeadline)
+		dur := e.opts.Now().Sub(t0)
+		switch {
+		case err == nil:
+			event = successEvent[state]
+		case state == RegisterThing && errors.Is(err, ErrTokenUnusable) && unusableTokens < 2:
+			unusableTokens++
+			e.opts.Logger.Warn("ownership token refused; requesting a new certificate", "err", err)
+			data.forgetCertificate()
+			event = EvTokenUnusable
+		default:
+			return nil, e.fail(j, state, attempt, data, dur, err)
+		}
+		e.emit(Event{Type: EventLeft, State: state, Duration: dur})
+		next, err := fire(m, event)
+		if err != nil {
+			return nil, err
+		}
+		state, attempt, resumed = next, 1, false
+	}
+	if err := j.Append(Record{State: Done, Time: e.opts.Now(), Attempt: 1, Event: event, Data: *data}); err != nil {
+		return nil, err
+	}
+	e.emit(Event{Type: EventDone, State: Done, Duration: e.opts.Now().Sub(started), Data: data})
+	return &Result{Data: *data, Config: cfg}, nil
+}
+
+// fail journals the failure and reports it. The record keeps the state that
+// failed so the next run resumes there.
+func (e *Engine) fail(j *Journal, state string, attempt int, data *Data, dur time.Duration, cause error) error {
+	e.emit(Event{Type: EventFailed, State: state, Duration: dur, Err: cause})
+	rec := Record{State: Failed, Time: e.opts.Now(), Attempt: attempt, Event: EvFail, FailedState: state, Error: cause.Error(), Data: *data}
+	if err := j.Append(rec); err != nil {
+		return errors.Join(cause, err)
+	}
+	return fmt.Errorf("%s: %w", state, cause)
+}
+
+// runState runs one state, retrying transient errors with backoff until the
+// deadline.
+func (e *Engine) runState(ctx context.Context, name string, r *Run, deadline time.Duration) error {
+	st := e.states[name]
+	giveUp := e.opts.Now().Add(deadline)
+	for try := 1; ; try++ {
+		err := st.Run(ctx, r)
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("interrupted: %w", err)
+		}
+		if !failure.IsTransient(err) {
+			return err
+		}
+		wait := e.opts.Backoff.wait(try)
+		if e.opts.Now().Add(wait).After(giveUp) {
+			return fmt.Errorf("gave up after %d attempts over %s (retryDeadline): %w", try, deadline, err)
+		}
+		e.emit(Event{Type: EventRetrying, State: name, Attempt: try, Wait: wait, Err: err})
+		if err := sleep(ctx, wait); err != nil {
+			return fmt.Errorf("interrupted: %w", err)
+		}
+		// A retried state runs on its own earlier work, as after a crash.
+		r.Resumed = true
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

@@ -1,0 +1,234 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fleetprov/fleetprov/internal/config"
+	"github.com/fleetprov/fleetprov/internal/failure"
+)
+
+// stepState is a state for engine tests: it runs fn, which may inspect the
+// run and the journal.
+type stepState struct {
+	name string
+	fn   func(r *Run) error
+	runs int
+}
+
+func (s *stepState) Name() string { return s.name }
+func (s *stepState) Run(_ context.Context, r *Run) error {
+	s.runs++
+	if s.fn != nil {
+		return s.fn(r)
+	}
+	return nil
+}
+
+type fixture struct {
+	journal string
+	states  map[string]*stepState
+	events  []Event
+	out     bytes.Buffer
+}
+
+func newFixture(t *testing.T) *fixture {
+	f := &fixture{journal: filepath.Join(t.TempDir(), "journal"), states: map[string]*stepState{}}
+	for _, n := range Order[:len(Order)-1] {
+		f.states[n] = &stepState{name: n}
+	}
+	f.states[LoadConfig].fn = func(r *Run) error {
+		r.Config = &config.Config{JournalPath: f.journal, RetryDeadline: time.Second, TokenLifetime: time.Hour, TokenMargin: 5 * time.Minute}
+		return nil
+	}
+	return f
+}
+
+func (f *fixture) run(t *testing.T, force bool) (*Result, error) {
+	t.Helper()
+	var list []State
+	for _, s := range f.states {
+		list = append(list, s)
+	}
+	e, err := New(Options{
+		States: list, Force: force,
+		Backoff:     Backoff{Initial: time.Millisecond, Max: 4 * time.Millisecond},
+		Subscribers: []Subscriber{SubscriberFunc(func(ev Event) { f.events = append(f.events, ev) }), &Progress{W: &f.out}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e.Run(context.Background())
+}
+
+func TestEngineRunsInOrderAndJournalsBeforeEachState(t *testing.T) {
+	f := newFixture(t)
+	var seen []string
+	for _, n := range []string{PrepareKey, CreateCertificate, RegisterThing, Persist, Restart} {
+		n := n
+		f.states[n].fn = func(r *Run) error {
+			// The entry record must already be on disk when the state runs.
+			recs, _, err := ReadJournal(f.journal)
+			if err != nil || len(recs) == 0 || recs[len(recs)-1].State != n {
+				t.Errorf("%s ran before its entry was journaled (records %+v, %v)", n, recs, err)
+			}
+			seen = append(seen, n)
+			if n == RegisterThing {
+				r.Data.ThingName = "gg_1"
+			}
+			return nil
+		}
+	}
+	res, err := f.run(t, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(seen, ",") != "PrepareKey,CreateCertificate,RegisterThing,Persist,Restart" {
+		t.Errorf("order %v", seen)
+	}
+	if res.Data.ThingName != "gg_1" {
+		t.Errorf("result thing %q", res.Data.ThingName)
+	}
+	recs, _, _ := ReadJournal(f.journal)
+	if recs[len(recs)-1].State != Done || recs[len(recs)-1].Data.ThingName != "gg_1" {
+		t.Errorf("last record %+v, want Done with the thing name", recs[len(recs)-1])
+	}
+	if !strings.Contains(f.out.String(), "ok    RegisterThing") || !strings.Contains(f.out.String(), "provisioned in") {
+		t.Errorf("progress output:\n%s", f.out.String())
+	}
+
+	// A second run finds Done and changes nothing.
+	f.states[PrepareKey].runs = 0
+	res, err = f.run(t, false)
+	if err != nil || !res.AlreadyProvisioned || f.states[PrepareKey].runs != 0 {
+		t.Fatalf("second run: %+v, %v, PrepareKey ran %d times", res, err, f.states[PrepareKey].runs)
+	}
+	// --force provisions afresh.
+	if res, err = f.run(t, true); err != nil || res.AlreadyProvisioned || f.states[PrepareKey].runs != 1 {
+		t.Fatalf("forced run: %+v, %v", res, err)
+	}
+}
+
+func TestEngineRetriesTransientErrors(t *testing.T) {
+	f := newFixture(t)
+	f.states[CreateCertificate].fn = func(r *Run) error {
+		if f.states[CreateCertificate].runs < 3 {
+			return failure.Transient(errors.New("503 ServiceUnavailable"))
+		}
+		return nil
+	}
+	if _, err := f.run(t, false); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.states[CreateCertificate].runs; got != 3 {
+		t.Errorf("CreateCertificate ran %d times, want 3", got)
+	}
+	retries := 0
+	for _, ev := range f.events {
+		if ev.Type == EventRetrying {
+			retries++
+		}
+	}
+	if retries != 2 {
+		t.Errorf("%d retry events, want 2", retries)
+	}
+}
+
+func TestEngineGivesUpAtDeadline(t *testing.T) {
+	f := newFixture(t)
+	f.states[CreateCertificate].fn = func(r *Run) error {
+		time.Sleep(50 * time.Millisecond)
+		return failure.Transient(errors.New("timed out"))
+	}
+	_, err := f.run(t, false)
+	if err == nil || !strings.Contains(err.Error(), "gave up after") || !strings.Contains(err.Error(), "timed out") {
+		t.Fatalf("err = %v", err)
+	}
+	if n := f.states[CreateCertificate].runs; n < 2 || n > 40 {
+		t.Errorf("ran %d times within a 1s deadline", n)
+	}
+}
+
+func TestEngineFatalErrorIsJournaledAndResumed(t *testing.T) {
+	f := newFixture(t)
+	f.states[RegisterThing].fn = func(r *Run) error { return errors.New("403 AccessDenied") }
+	f.states[CreateCertificate].fn = func(r *Run) error {
+		r.Data.CertificateID, r.Data.OwnershipToken, r.Data.TokenIssuedAt = "c1", "tok", time.Now()
+		return nil
+	}
+	_, err := f.run(t, false)
+	if err == nil || !strings.Contains(err.Error(), "RegisterThing: 403 AccessDenied") {
+		t.Fatalf("err = %v", err)
+	}
+	if f.states[RegisterThing].runs != 1 {
+		t.Errorf("fatal error retried: %d runs", f.states[RegisterThing].runs)
+	}
+	recs, _, _ := ReadJournal(f.journal)
+	last := recs[len(recs)-1]
+	if last.State != Failed || last.FailedState != RegisterThing || last.Error != "403 AccessDenied" {
+		t.Fatalf("last record %+v", last)
+	}
+	// The next run resumes at RegisterThing with the same token: no second
+	// certificate.
+	f.states[RegisterThing].fn = nil
+	if _, err := f.run(t, false); err != nil {
+		t.Fatal(err)
+	}
+	if f.states[CreateCertificate].runs != 1 {
+		t.Errorf("CreateCertificate ran %d times, want 1", f.states[CreateCertificate].runs)
+	}
+}
+
+func TestEngineUnusableTokenGetsNewCertificate(t *testing.T) {
+	f := newFixture(t)
+	f.states[CreateCertificate].fn = func(r *Run) error {
+		r.Data.CertificateID, r.Data.OwnershipToken = "c", "tok"
+		return nil
+	}
+	f.states[RegisterThing].fn = func(r *Run) error {
+		if r.Data.OwnershipToken != "tok" {
+			t.Errorf("RegisterThing without a token")
+		}
+		if f.states[RegisterThing].runs == 1 {
+			return errors.Join(ErrTokenUnusable, errors.New("400 expired"))
+		}
+		return nil
+	}
+	if _, err := f.run(t, false); err != nil {
+		t.Fatal(err)
+	}
+	if f.states[CreateCertificate].runs != 2 || f.states[RegisterThing].runs != 2 {
+		t.Errorf("CreateCertificate %d, RegisterThing %d runs; want 2 and 2", f.states[CreateCertificate].runs, f.states[RegisterThing].runs)
+	}
+}
+
+func TestEngineUsageErrorWritesNothing(t *testing.T) {
+	f := newFixture(t)
+	f.states[LoadConfig].fn = func(r *Run) error { return failure.Usage("config x: bad") }
+	_, err := f.run(t, false)
+	if !failure.IsUsage(err) {
+		t.Fatalf("err = %v, want a usage error", err)
+	}
+	if recs, _, _ := ReadJournal(f.journal); len(recs) != 0 {
+		t.Errorf("journal written on a config error")
+	}
+}
+
+func TestMermaidHasEveryTransition(t *testing.T) {
+	g, err := Mermaid()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range Transitions {
+		for _, src := range e.Src {
+			if want := src + " --> " + e.Dst + ": " + e.Name; !strings.Contains(g, want) {
+				t.Errorf("diagram lacks %q", want)
+			}
+		}
+	}
+}

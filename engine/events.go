@@ -1,0 +1,118 @@
+package engine
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+)
+
+// EventType says what happened.
+type EventType string
+
+const (
+	EventResumed            EventType = "resumed"
+	EventAlreadyProvisioned EventType = "already-provisioned"
+	EventEntered            EventType = "entered"
+	EventLeft               EventType = "left"
+	EventRetrying           EventType = "retrying"
+	EventFailed             EventType = "failed"
+	EventDone               EventType = "done"
+)
+
+// Event is one thing the engine reports to subscribers.
+type Event struct {
+	Type  EventType
+	State string
+	Time  time.Time
+	// Duration is how long the state ran (Left, Failed) or the whole run
+	// took (Done).
+	Duration time.Duration
+	// Attempt is the try within this run (Retrying), or the entry count
+	// across runs (Entered).
+	Attempt int
+	// Wait is the backoff before the next try (Retrying).
+	Wait   time.Duration
+	Err    error
+	Reason string
+	Data   *Data
+}
+
+// Subscriber receives events in order. It must not block for long: the run
+// waits for it.
+type Subscriber interface {
+	HandleEvent(Event)
+}
+
+// SubscriberFunc adapts a function to Subscriber.
+type SubscriberFunc func(Event)
+
+func (f SubscriberFunc) HandleEvent(e Event) { f(e) }
+
+// LogSubscriber writes events to a slog logger.
+type LogSubscriber struct{ Logger *slog.Logger }
+
+func (l LogSubscriber) HandleEvent(e Event) {
+	lg := l.Logger
+	switch e.Type {
+	case EventResumed:
+		lg.Info("resuming", "state", e.State, "reason", e.Reason)
+	case EventAlreadyProvisioned:
+		lg.Info("already provisioned", "reason", e.Reason)
+	case EventEntered:
+		lg.Debug("state entered", "state", e.State, "entry", e.Attempt)
+	case EventLeft:
+		lg.Info("state done", "state", e.State, "duration", e.Duration.Round(time.Millisecond))
+	case EventRetrying:
+		lg.Warn("retrying", "state", e.State, "attempt", e.Attempt, "wait", e.Wait.Round(time.Millisecond), "err", e.Err)
+	case EventFailed:
+		lg.Error("state failed", "state", e.State, "duration", e.Duration.Round(time.Millisecond), "err", e.Err)
+	case EventDone:
+		attrs := []any{"duration", e.Duration.Round(time.Millisecond)}
+		if e.Data != nil {
+			attrs = append(attrs, "thing", e.Data.ThingName, "certificateId", e.Data.CertificateID)
+		}
+		lg.Info("provisioned", attrs...)
+	}
+}
+
+// Progress prints one line per step with its duration, for a person
+// watching a terminal.
+type Progress struct {
+	mu sync.Mutex
+	W  io.Writer
+}
+
+func (p *Progress) HandleEvent(e Event) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch e.Type {
+	case EventResumed:
+		fmt.Fprintf(p.W, "resuming at %s: %s\n", e.State, e.Reason)
+	case EventAlreadyProvisioned:
+		fmt.Fprintf(p.W, "already provisioned: %s\n", e.Reason)
+	case EventLeft:
+		fmt.Fprintf(p.W, "  ok    %-18s %s\n", e.State, fmtDuration(e.Duration))
+	case EventRetrying:
+		fmt.Fprintf(p.W, "  retry %-18s attempt %d in %s: %v\n", e.State, e.Attempt+1, fmtDuration(e.Wait), e.Err)
+	case EventFailed:
+		fmt.Fprintf(p.W, "  FAIL  %-18s %s: %v\n", e.State, fmtDuration(e.Duration), e.Err)
+	case EventDone:
+		fmt.Fprintf(p.W, "provisioned in %s", fmtDuration(e.Duration))
+		if e.Data != nil && e.Data.ThingName != "" {
+			fmt.Fprintf(p.W, ": thing %s, certificate %s", e.Data.ThingName, e.Data.CertificateID)
+		}
+		fmt.Fprintln(p.W)
+	}
+}
+
+func fmtDuration(d time.Duration) string {
+	switch {
+	case d < time.Millisecond:
+		return d.Round(time.Microsecond).String()
+	case d < time.Second:
+		return d.Round(time.Millisecond).String()
+	}
+	return d.Round(10 * time.Millisecond).String()
+}

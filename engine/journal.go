@@ -1,0 +1,264 @@
+package engine
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/fleetprov/fleetprov/internal/atomicfile"
+)
+
+// The journal is an append-only file of one record per line:
+//
+//	fp1 <crc32c of the JSON, 8 hex digits> <JSON>\n
+//
+// Each append is followed by fsync, so once Append returns the record is on
+// stable storage. Power lost during an append can leave only the last line
+// incomplete (a torn record): its checksum or its newline is missing, so it
+// is ignored and the record before it is the state to resume from. The file
+// is truncated back to its last whole record before the next append, so a
+// torn tail never corrupts the record written after it. Why not bbolt: a
+// reader (`fleetprov status` while `run` runs) must not block on the writer's
+// lock, and a line log can be read with a text editor on a broken device.
+
+const recordMagic = "fp1"
+
+var crcTable = crc32.MakeTable(crc32.Castagnoli)
+
+// Record is one journaled transition: the state entered, and the data that
+// state needs.
+type Record struct {
+	Seq   int       `json:"seq"`
+	State string    `json:"state"`
+	Time  time.Time `json:"time"`
+	// Attempt counts how often State has been entered, across runs, without
+	// progress to a later state.
+	Attempt int    `json:"attempt"`
+	Event   string `json:"event,omitempty"`
+	// For Failed: the state that failed and why.
+	FailedState string `json:"failedState,omitempty"`
+	Error       string `json:"error,omitempty"`
+	Data        Data   `json:"data"`
+}
+
+// Journal is an open journal file, locked for this process.
+type Journal struct {
+	path    string
+	f       *os.File
+	records []Record
+	skipped int
+}
+
+// ErrJournalLocked means another fleetprov run holds the journal.
+var ErrJournalLocked = errors.New("journal is in use by another fleetprov process")
+
+// OpenJournal opens (creating if needed) the journal at path for appending,
+// takes an exclusive lock on it, reads its whole records, and cuts off a torn
+// tail.
+func OpenJournal(path string) (*Journal, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("journal %s: %w", path, err)
+	}
+	_, statErr := os.Stat(path)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open journal %s: %w", path, err)
+	}
+	if errors.Is(statErr, fs.ErrNotExist) {
+		// Make the new directory entry durable before relying on the file.
+		if err := atomicfile.SyncDir(filepath.Dir(path)); err != nil {
+			f.Close()
+			return nil, err
+		}
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%s: %w", path, ErrJournalLocked)
+		}
+		return nil, fmt.Errorf("lock journal %s: %w", path, err)
+	}
+	// The journal holds the ownership token: keep it private even if it was
+	// created by an older version or by hand.
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("journal %s: %w", path, err)
+	}
+	recs, good, skipped, err := readRecords(f)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("read journal %s: %w", path, err)
+	}
+	if err := truncateTo(f, good); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("repair journal %s: %w", path, err)
+	}
+	return &Journal{path: path, f: f, records: recs, skipped: skipped}, nil
+}
+
+func truncateTo(f *os.File, size int64) error {
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if fi.Size() != size {
+		if err := f.Truncate(size); err != nil {
+			return err
+		}
+		if err := f.Sync(); err != nil {
+			return err
+		}
+	}
+	_, err = f.Seek(size, io.SeekStart)
+	return err
+}
+
+// ReadJournal reads the whole records of the journal at path without
+// locking it, for status while a run may be appending. A missing journal
+// gives no records and no error.
+func ReadJournal(path string) (records []Record, skipped int, err error) {
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, 0, nil
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("open journal %s: %w", path, err)
+	}
+	defer f.Close()
+	recs, _, skipped, err := readRecords(f)
+	if err != nil {
+		return nil, 0, fmt.Errorf("read journal %s: %w", path, err)
+	}
+	return recs, skipped, nil
+}
+
+// readRecords returns the valid records, the offset just past the last one,
+// and how many lines were skipped as torn or corrupt.
+func readRecords(r io.Reader) (recs []Record, good int64, skipped int, err error) {
+	br := bufio.NewReader(r)
+	var off int64
+	for {
+		line, rerr := br.ReadBytes('\n')
+		off += int64(len(line))
+		if len(line) > 0 {
+			if rec, ok := decodeRecord(line); ok {
+				recs = append(recs, rec)
+				good = off
+			} else {
+				skipped++
+			}
+		}
+		if rerr == io.EOF {
+			return recs, good, skipped, nil
+		}
+		if rerr != nil {
+			return nil, 0, 0, rerr
+		}
+	}
+}
+
+func decodeRecord(line []byte) (Record, bool) {
+	var rec Record
+	if !bytes.HasSuffix(line, []byte("\n")) {
+		return rec, false // torn: the append never finished
+	}
+	fields := bytes.SplitN(bytes.TrimSuffix(line, []byte("\n")), []byte(" "), 3)
+	if len(fields) != 3 || string(fields[0]) != recordMagic {
+		return rec, false
+	}
+	sum, err := strconv.ParseUint(string(fields[1]), 16, 32)
+	if err != nil || uint32(sum) != crc32.Checksum(fields[2], crcTable) {
+		return rec, false
+	}
+	if err := json.Unmarshal(fields[2], &rec); err != nil || !knownStates[rec.State] {
+		return rec, false
+	}
+	return rec, true
+}
+
+func encodeRecord(rec Record) ([]byte, error) {
+	body, err := json.Marshal(rec)
+	if err != nil {
+		return nil, err
+	}
+	return fmt.Appendf(nil, "%s %08x %s\n", recordMagic, crc32.Checksum(body, crcTable), body), nil
+}
+
+// Records returns the whole records read when the journal was opened plus
+// those appended since.
+func (j *Journal) Records() []Record { return j.records }
+
+// Skipped is how many torn or corrupt lines were ignored when opening.
+func (j *Journal) Skipped() int { return j.skipped }
+
+// Last returns the newest record, or nil if the journal is empty.
+func (j *Journal) Last() *Record {
+	if len(j.records) == 0 {
+		return nil
+	}
+	r := j.records[len(j.records)-1]
+	return &r
+}
+
+// Path is the journal file's path.
+func (j *Journal) Path() string { return j.path }
+
+// Append writes rec durably: it returns only after fsync.
+func (j *Journal) Append(rec Record) error {
+	rec.Seq = 1
+	if last := j.Last(); last != nil {
+		rec.Seq = last.Seq + 1
+	}
+	line, err := encodeRecord(rec)
+	if err != nil {
+		return fmt.Errorf("journal %s: %w", j.path, err)
+	}
+	if _, err := j.f.Write(line); err != nil {
+		return fmt.Errorf("append to journal %s: %w", j.path, err)
+	}
+	if err := j.f.Sync(); err != nil {
+		return fmt.Errorf("sync journal %s: %w", j.path, err)
+	}
+	j.records = append(j.records, rec)
+	return nil
+}
+
+// Close releases the lock and the file.
+func (j *Journal) Close() error { return j.f.Close() }
+
+// Archive moves the journal at path aside as path.bak-<UTC time>, so the
+// next run starts afresh while the history is kept. It fails if a run holds
+// the journal. A missing journal is not an error; it returns "" then.
+func Archive(path string, now time.Time) (string, error) {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("open journal %s: %w", path, err)
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		return "", fmt.Errorf("%s: %w", path, ErrJournalLocked)
+	}
+	dst := BackupName(path, now)
+	if err := os.Rename(path, dst); err != nil {
+		return "", fmt.Errorf("archive journal %s: %w", path, err)
+	}
+	return dst, atomicfile.SyncDir(filepath.Dir(path))
+}
+
+// BackupName is the name a file is moved to when it is kept as a backup.
+func BackupName(path string, now time.Time) string {
+	return path + ".bak-" + now.UTC().Format("20060102T150405Z")
+}

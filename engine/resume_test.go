@@ -1,0 +1,69 @@
+package engine
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestResumeRules(t *testing.T) {
+	now := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+	withToken := func(age time.Duration) Data {
+		return Data{KeyURI: "file:/k", CertificateID: "abc", CertificatePEM: "PEM", OwnershipToken: "tok", TokenIssuedAt: now.Add(-age)}
+	}
+	rec := func(state string, d Data) *Record { return &Record{State: state, Attempt: 1, Data: d} }
+	tests := []struct {
+		name      string
+		in        ResumeInput
+		start     string
+		already   bool
+		keepToken bool
+		reason    string
+	}{
+		{name: "fresh", in: ResumeInput{}, start: PrepareKey, reason: "no journal"},
+		{name: "config already provisioned", in: ResumeInput{ConfigProvisioned: true}, already: true, reason: "system.certificateFilePath"},
+		{name: "force over done", in: ResumeInput{Force: true, Last: rec(Done, withToken(0))}, start: PrepareKey, reason: "--force"},
+		{name: "done", in: ResumeInput{Last: rec(Done, withToken(0))}, already: true},
+		{name: "killed in PrepareKey", in: ResumeInput{Last: rec(PrepareKey, Data{})}, start: PrepareKey},
+		{name: "killed in CreateCertificate", in: ResumeInput{Last: rec(CreateCertificate, Data{KeyURI: "file:/k"})}, start: CreateCertificate},
+		{name: "fresh token reused", in: ResumeInput{Last: rec(RegisterThing, withToken(10*time.Minute))}, start: RegisterThing, keepToken: true, reason: "reusing ownership token issued 10m0s ago"},
+		{name: "token inside margin", in: ResumeInput{Last: rec(RegisterThing, withToken(56*time.Minute))}, start: CreateCertificate, reason: "too old"},
+		{name: "token expired", in: ResumeInput{Last: rec(RegisterThing, withToken(2*time.Hour))}, start: CreateCertificate, reason: "too old"},
+		{name: "token from the future", in: ResumeInput{Last: rec(RegisterThing, withToken(-time.Hour))}, start: CreateCertificate},
+		{name: "killed in Persist", in: ResumeInput{Last: rec(Persist, withToken(3*time.Hour))}, start: Persist, keepToken: true},
+		{name: "killed in Restart", in: ResumeInput{Last: rec(Restart, withToken(0))}, start: Restart, keepToken: true},
+		{name: "failed in RegisterThing", in: ResumeInput{Last: &Record{State: Failed, FailedState: RegisterThing, Error: "boom", Data: withToken(time.Minute)}}, start: RegisterThing, keepToken: true, reason: "last run failed in RegisterThing: boom"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.in.Now, tc.in.TokenLifetime, tc.in.TokenMargin = now, time.Hour, 5*time.Minute
+			p, err := Resume(tc.in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p.AlreadyProvisioned != tc.already || (!tc.already && p.Start != tc.start) {
+				t.Fatalf("plan = %+v, want start %s already %v", p, tc.start, tc.already)
+			}
+			if !tc.already && tc.in.Last != nil && !tc.in.Force {
+				if got := p.Data.OwnershipToken != ""; got != tc.keepToken && tc.in.Last.Data.OwnershipToken != "" {
+					t.Errorf("token kept = %v, want %v", got, tc.keepToken)
+				}
+			}
+			if !strings.Contains(p.Reason, tc.reason) {
+				t.Errorf("reason %q does not contain %q", p.Reason, tc.reason)
+			}
+		})
+	}
+}
+
+func TestResumeCapsReentries(t *testing.T) {
+	last := &Record{State: Failed, FailedState: CreateCertificate, Attempt: 3, Error: "rejected"}
+	_, err := Resume(ResumeInput{Last: last, MaxAttempts: 3, Now: time.Now(), TokenLifetime: time.Hour})
+	if err == nil || !strings.Contains(err.Error(), "state CreateCertificate was entered 3 times without progress") {
+		t.Fatalf("err = %v", err)
+	}
+	p, err := Resume(ResumeInput{Last: last, MaxAttempts: 4, Now: time.Now(), TokenLifetime: time.Hour})
+	if err != nil || p.Attempt != 4 {
+		t.Fatalf("plan %+v, err %v; want attempt 4", p, err)
+	}
+}

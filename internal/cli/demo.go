@@ -1,0 +1,66 @@
+package cli
+
+import (
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/fleetprov/fleetprov/cloudsim"
+	"github.com/fleetprov/fleetprov/internal/config"
+)
+
+func newDemoCmd(app *App) *cobra.Command {
+	var dir string
+	cmd := &cobra.Command{
+		Use:   "demo",
+		Short: "Provision a simulated device against a local cloud, in one process",
+		Long: `Starts the local cloud emulator in a new directory, provisions a device
+against it exactly as "fleetprov run" would on a real device, and prints each
+step, the thing name and where the files went. Needs no AWS account.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			if dir == "" {
+				d, err := os.MkdirTemp("", "fleetprov-demo-")
+				if err != nil {
+					return err
+				}
+				dir = d
+			}
+			listen, err := cloudsim.FreePort()
+			if err != nil {
+				return err
+			}
+			if err := cloudsim.Init(cloudsim.InitOptions{Dir: dir, Listen: listen}); err != nil {
+				return err
+			}
+			srv, err := cloudsim.Open(cloudsim.Options{Dir: dir, Logger: app.Logger})
+			if err != nil {
+				return err
+			}
+			if err := srv.Start(); err != nil {
+				return err
+			}
+			defer srv.Close()
+			fmt.Fprintf(app.Stdout, "local cloud listening on %s (files in %s)\n", srv.Addr(), dir)
+
+			cfgPath := filepath.Join(dir, "config.yaml")
+			if _, err := provision(ctx, app, provisionOptions{Load: config.LoadOptions{Path: cfgPath}}); err != nil {
+				return err
+			}
+			fmt.Fprintf(app.Stdout, "\nThe cloud now lists:\n")
+			if err := printThings(app.Stdout, dir, false); err != nil {
+				return err
+			}
+			fmt.Fprintf(app.Stdout, "\nTry: fleetprov status --config %s\n", cfgPath)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&dir, "dir", "", "directory for the emulator and the device's files (default: a new temporary directory, kept)")
+	return cmd
+}

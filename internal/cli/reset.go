@@ -1,0 +1,74 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/fleetprov/fleetprov/engine"
+	"github.com/fleetprov/fleetprov/internal/atomicfile"
+	"github.com/fleetprov/fleetprov/internal/config"
+)
+
+func newResetCmd(app *App) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "reset",
+		Short: "Forget the journal so the next run provisions afresh (old files kept as backups)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := config.Load(config.LoadOptions{Flags: cmd.Flags(), Environ: os.Environ(), SkipFileChecks: true})
+			if err != nil {
+				return err
+			}
+			now := time.Now()
+			// The journal first: it fails if a run holds it, before
+			// anything else is moved.
+			bak, err := engine.Archive(cfg.JournalPath, now)
+			if err != nil {
+				return err
+			}
+			if bak != "" {
+				fmt.Fprintf(app.Stdout, "journal kept as %s\n", bak)
+			}
+			for _, p := range []string{cfg.CertPath, cfg.KeyPath, cfg.CSRPath, cfg.RootCAOutPath} {
+				dst := engine.BackupName(p, now)
+				err := os.Rename(p, dst)
+				if errors.Is(err, fs.ErrNotExist) {
+					continue
+				}
+				if err != nil {
+					return fmt.Errorf("keep %s as backup: %w", p, err)
+				}
+				fmt.Fprintf(app.Stdout, "%s kept as %s\n", p, dst)
+			}
+			if config.IsProvisioned(cfg) {
+				// Greengrass treats a config naming a certificate as
+				// provisioned: clear the values, keeping a copy of the file.
+				raw, err := os.ReadFile(cfg.File)
+				if err != nil {
+					return err
+				}
+				fi, err := os.Stat(cfg.File)
+				if err != nil {
+					return err
+				}
+				dst := engine.BackupName(cfg.File, now)
+				if err := atomicfile.WriteFile(dst, raw, fi.Mode().Perm()); err != nil {
+					return err
+				}
+				if err := config.WriteBack(cfg.File, config.Provisioned{}); err != nil {
+					return err
+				}
+				fmt.Fprintf(app.Stdout, "%s: provisioned values cleared (copy kept as %s)\n", cfg.File, dst)
+			}
+			fmt.Fprintln(app.Stdout, "reset: the next run provisions afresh")
+			return nil
+		},
+	}
+	configFlag(cmd.Flags())
+	return cmd
+}

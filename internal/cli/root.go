@@ -1,0 +1,115 @@
+// Package cli is fleetprov's command tree. main.go only calls Main.
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/fleetprov/fleetprov/internal/failure"
+)
+
+// Exit codes, stable because scripts and systemd units test them.
+const (
+	ExitOK      = 0
+	ExitFailure = 1 // provisioning or any other runtime failure
+	ExitUsage   = 2 // bad flags or config; nothing was changed
+)
+
+// App carries what every command shares: output streams and the one slog
+// logger that all libraries' logs are routed into.
+type App struct {
+	Stdout, Stderr io.Writer
+	LogLevel       string
+	LogFormat      string
+	Logger         *slog.Logger
+}
+
+// Main runs the command line and returns the process exit code. Invoked under
+// the name fleet-provisioning (as Greengrass nucleus lite installs its
+// program), it behaves as "fleetprov run".
+func Main(args []string, stdout, stderr io.Writer) int {
+	app := &App{Stdout: stdout, Stderr: stderr}
+	root := newRootCmd(app)
+	argv := args[1:]
+	if len(args) > 0 && strings.TrimSuffix(filepath.Base(args[0]), ".exe") == "fleet-provisioning" {
+		argv = append([]string{"run"}, argv...)
+	}
+	root.SetArgs(argv)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	err := root.Execute()
+	if err == nil {
+		return ExitOK
+	}
+	fmt.Fprintf(stderr, "fleetprov: %s\n", oneLine(err))
+	if failure.IsUsage(err) {
+		return ExitUsage
+	}
+	var fe *flagError
+	if errors.As(err, &fe) {
+		return ExitUsage
+	}
+	return ExitFailure
+}
+
+// flagError wraps cobra's own parse errors (unknown flag, missing value) so
+// they exit with ExitUsage.
+type flagError struct{ err error }
+
+func (e *flagError) Error() string { return e.err.Error() + " (see --help)" }
+func (e *flagError) Unwrap() error { return e.err }
+
+func oneLine(err error) string {
+	return strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n", "; ")
+}
+
+func newRootCmd(app *App) *cobra.Command {
+	root := &cobra.Command{
+		Use:           "fleetprov",
+		Short:         "AWS IoT fleet provisioning by claim, resumable after power loss",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			logger, err := newLogger(app.Stderr, app.LogLevel, app.LogFormat)
+			if err != nil {
+				return err
+			}
+			app.Logger = logger
+			return nil
+		},
+	}
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &flagError{err: err} })
+	root.PersistentFlags().StringVar(&app.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
+	root.PersistentFlags().StringVar(&app.LogFormat, "log-format", "text", "log format: text or json")
+	root.AddCommand(
+		newRunCmd(app),
+		newStatusCmd(app),
+		newResetCmd(app),
+		newConfigCmd(app),
+		newGraphCmd(app),
+		newCloudCmd(app),
+		newDemoCmd(app),
+	)
+	return root
+}
+
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, failure.Usage(fmt.Sprintf("--log-level %q is not a level: use debug, info, warn or error", level))
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, failure.Usage(fmt.Sprintf("--log-format %q is not a format: use text or json", format))
+}

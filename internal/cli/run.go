@@ -1,0 +1,110 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/fleetprov/fleetprov/engine"
+	"github.com/fleetprov/fleetprov/internal/config"
+	"github.com/fleetprov/fleetprov/internal/failure"
+	"github.com/fleetprov/fleetprov/states"
+)
+
+// EnvTestHold pauses the engine before given states ("Persist=3s,...") so a
+// test can kill the process inside them. Not for production use.
+const EnvTestHold = "FLEETPROV_TEST_HOLD"
+
+func newRunCmd(app *App) *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Provision this device, resuming from the journal",
+		Long: `Provision this device by claim: make its key and CSR, get a certificate,
+register the thing, write the files and config, restart its services.
+A run killed at any point resumes on the next run. Exit codes: 0 provisioned
+(or already provisioned), 2 usage or config error (nothing changed), 1 any
+other failure.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			_, err := provision(ctx, app, provisionOptions{
+				Load:  config.LoadOptions{Flags: cmd.Flags(), Environ: os.Environ()},
+				Force: force,
+			})
+			return err
+		},
+	}
+	config.RegisterFlags(cmd.Flags())
+	cmd.Flags().BoolVar(&force, "force", false, "provision afresh even if already provisioned (old files are kept as backups)")
+	return cmd
+}
+
+type provisionOptions struct {
+	Load  config.LoadOptions
+	Force bool
+	Dial  states.DialFunc
+}
+
+// provision runs the engine with the progress printer and the logger
+// subscribed; run and demo share it.
+func provision(ctx context.Context, app *App, o provisionOptions) (*engine.Result, error) {
+	hold, err := parseHold(os.Getenv(EnvTestHold))
+	if err != nil {
+		return nil, err
+	}
+	list, session := states.All(o.Load, o.Force, o.Dial)
+	defer session.Close()
+	eng, err := engine.New(engine.Options{
+		States:      list,
+		Logger:      app.Logger,
+		Force:       o.Force,
+		Hold:        hold,
+		Subscribers: []engine.Subscriber{engine.LogSubscriber{Logger: app.Logger}, &engine.Progress{W: app.Stdout}},
+	})
+	if err != nil {
+		return nil, err
+	}
+	res, err := eng.Run(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if !res.AlreadyProvisioned {
+		// Greengrass nucleus lite prints this line and its users' scripts
+		// look for it.
+		app.Logger.Info("Process Complete, Your device is now provisioned")
+		c := res.Config
+		fmt.Fprintf(app.Stdout, "thing:       %s\ncertificate: %s\nprivate key: %s\nroot CA:     %s\nconfig:      %s\n",
+			res.Data.ThingName, c.CertPath, c.KeyPath, c.RootCAOutPath, c.File)
+	}
+	return res, nil
+}
+
+func parseHold(s string) (map[string]time.Duration, error) {
+	if s == "" {
+		return nil, nil
+	}
+	out := map[string]time.Duration{}
+	for _, part := range strings.Split(s, ",") {
+		name, dur, ok := strings.Cut(strings.TrimSpace(part), "=")
+		d, err := time.ParseDuration(dur)
+		if !ok || err != nil {
+			return nil, failure.Usage(fmt.Sprintf("%s: %q is not STATE=DURATION", EnvTestHold, part))
+		}
+		out[name] = d
+	}
+	return out, nil
+}
+
+// configFlag adds --config to commands that only need to find the config.
+func configFlag(fs *pflag.FlagSet) *string {
+	return fs.String(config.FlagConfig, config.DefaultPath, "Greengrass config.yaml (env "+config.EnvConfig+")")
+}

@@ -1,0 +1,123 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/fleetprov/fleetprov/engine"
+	"github.com/fleetprov/fleetprov/internal/config"
+)
+
+// statusReport is the --json form of status. Its field names are an
+// interface: scripts read them.
+type statusReport struct {
+	Config        string             `json:"config"`
+	Journal       string             `json:"journal"`
+	State         string             `json:"state"`
+	FailedState   string             `json:"failedState,omitempty"`
+	Error         string             `json:"error,omitempty"`
+	ThingName     string             `json:"thingName,omitempty"`
+	CertificateID string             `json:"certificateId,omitempty"`
+	TokenAge      string             `json:"tokenAge,omitempty"`
+	Transitions   []statusTransition `json:"transitions"`
+	Skipped       int                `json:"skippedRecords,omitempty"`
+	DeviceConfig  map[string]string  `json:"deviceConfiguration,omitempty"`
+	Provisioned   bool               `json:"provisioned"`
+	Files         []string           `json:"files,omitempty"`
+}
+
+type statusTransition struct {
+	Seq     int       `json:"seq"`
+	State   string    `json:"state"`
+	Time    time.Time `json:"time"`
+	Attempt int       `json:"attempt"`
+	Error   string    `json:"error,omitempty"`
+}
+
+func newStatusCmd(app *App) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show the journal: current state, each transition, thing, certificate, token age",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := config.Load(config.LoadOptions{Flags: cmd.Flags(), Environ: os.Environ(), SkipFileChecks: true})
+			if err != nil {
+				return err
+			}
+			recs, skipped, err := engine.ReadJournal(cfg.JournalPath)
+			if err != nil {
+				return err
+			}
+			rep := statusReport{Config: cfg.File, Journal: cfg.JournalPath, State: "none", Skipped: skipped, Transitions: []statusTransition{}}
+			for _, r := range recs {
+				rep.Transitions = append(rep.Transitions, statusTransition{Seq: r.Seq, State: r.State, Time: r.Time, Attempt: r.Attempt, Error: r.Error})
+			}
+			if n := len(recs); n > 0 {
+				last := recs[n-1]
+				rep.State, rep.FailedState, rep.Error = last.State, last.FailedState, last.Error
+				rep.ThingName, rep.CertificateID = last.Data.ThingName, last.Data.CertificateID
+				rep.DeviceConfig, rep.Files = last.Data.DeviceConfiguration, last.Data.Files
+				if age := last.Data.TokenAge(time.Now()); age > 0 {
+					rep.TokenAge = age.Round(time.Second).String()
+				}
+			}
+			rep.Provisioned = rep.State == engine.Done || (len(recs) == 0 && config.IsProvisioned(cfg))
+			if asJSON {
+				enc := json.NewEncoder(app.Stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(rep)
+			}
+			printStatus(app, rep)
+			return nil
+		},
+	}
+	configFlag(cmd.Flags())
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func printStatus(app *App, rep statusReport) {
+	w := app.Stdout
+	fmt.Fprintf(w, "config:      %s\njournal:     %s\n", rep.Config, rep.Journal)
+	state := rep.State
+	if rep.FailedState != "" {
+		state = fmt.Sprintf("%s (in %s: %s)", rep.State, rep.FailedState, rep.Error)
+	}
+	fmt.Fprintf(w, "state:       %s\n", state)
+	if rep.ThingName != "" {
+		fmt.Fprintf(w, "thing:       %s\n", rep.ThingName)
+	}
+	if rep.CertificateID != "" {
+		fmt.Fprintf(w, "certificate: %s\n", rep.CertificateID)
+	}
+	if rep.TokenAge != "" {
+		fmt.Fprintf(w, "token age:   %s\n", rep.TokenAge)
+	}
+	for k, v := range rep.DeviceConfig {
+		fmt.Fprintf(w, "device configuration: %s=%s\n", k, v)
+	}
+	if rep.Skipped > 0 {
+		fmt.Fprintf(w, "ignored %d torn or corrupt journal record(s)\n", rep.Skipped)
+	}
+	if len(rep.Transitions) == 0 {
+		if rep.Provisioned {
+			fmt.Fprintln(w, "no journal; config already names a device certificate")
+		} else {
+			fmt.Fprintln(w, "no journal: not provisioned yet")
+		}
+		return
+	}
+	fmt.Fprintln(w, "transitions:")
+	for _, t := range rep.Transitions {
+		fmt.Fprintf(w, "  %3d  %s  %-18s entry %d", t.Seq, t.Time.Local().Format(time.RFC3339), t.State, t.Attempt)
+		if t.Error != "" {
+			fmt.Fprintf(w, "  error: %s", t.Error)
+		}
+		fmt.Fprintln(w)
+	}
+}

@@ -1,0 +1,637 @@
+package config
+
+import (
+	"crypto"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/knadh/koanf/providers/env/v2"
+	"github.com/knadh/koanf/providers/posflag"
+	"github.com/knadh/koanf/v2"
+	"github.com/spf13/pflag"
+
+	"github.com/fleetprov/fleetprov/internal/failure"
+)
+
+// LoadOptions says where configuration comes from. Layers apply in order:
+// the file, then the environment, then the flags the user set.
+type LoadOptions struct {
+	// Path is the config file. Empty: --config if set in Flags, else
+	// FLEETPROV_CONFIG from Environ, else /etc/greengrass/config.yaml.
+	Path string
+	// Flags is the set RegisterFlags defined on, after parsing; nil for none.
+	// Only flags the user set override; other flags in the set are ignored.
+	Flags *pflag.FlagSet
+	// Environ is os.Environ()-style "NAME=value" pairs; nil means none.
+	// Empty values are ignored, as if unset.
+	Environ []string
+	// SkipFileChecks skips the checks only a provisioning run needs: that
+	// the required keys are set and that the claim key, claim certificate
+	// and root CA files are readable and well formed. Values present are
+	// still validated. For status and reset, and for run to learn whether
+	// the device is already provisioned (its claim files may be gone by
+	// then) before it calls (*Config).Check.
+	SkipFileChecks bool
+}
+
+// Limits AWS IoT and X.509 put on values.
+const (
+	maxTemplateName = 128
+	maxEndpoint     = 128
+	maxCommonName   = 64
+	maxClientID     = 128
+)
+
+var templateNameRE = regexp.MustCompile(`^[0-9A-Za-z_-]+$`)
+
+// origin remembers where values came from, so that messages can name the
+// flag or environment variable the user set rather than the file's key.
+type origin struct {
+	file    string
+	sources map[string]string // koanf path -> "flag --x" / "environment variable X"
+	present map[string]bool   // koanf path -> the key is in the merged config
+}
+
+func (o *origin) subject(key string) string {
+	if o == nil {
+		return dotted(key)
+	}
+	if s, ok := o.sources[key]; ok {
+		return s
+	}
+	return "config " + o.file + ": " + dotted(key)
+}
+
+func (o *origin) fail(key, format string, args ...any) error {
+	return failure.Usage(o.subject(key) + " " + fmt.Sprintf(format, args...))
+}
+
+func (o *origin) fromFile(key string) bool {
+	if o == nil {
+		return true
+	}
+	_, ok := o.sources[key]
+	return !ok
+}
+
+// Load reads the config file, applies environment and flag overrides and
+// validates everything, so that a run stops before touching anything when
+// the configuration is wrong. Every error it returns is a
+// *failure.UsageError whose message is one line naming the file and key (or
+// the flag or environment variable) at fault and what to do.
+func Load(opts LoadOptions) (*Config, error) {
+	path := configPath(opts)
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, failure.Usage(fmt.Sprintf("config file %s: %v", path, err))
+	}
+	b, err := os.ReadFile(abs)
+	if err != nil {
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			return nil, failure.Usage(fmt.Sprintf("config file %s not found: pass --config FILE or create it", abs))
+		case errors.Is(err, fs.ErrPermission):
+			return nil, failure.Usage(fmt.Sprintf("config file %s cannot be read (permission denied): run as a user that can read it", abs))
+		}
+		return nil, failure.Usage(fmt.Sprintf("config file %s cannot be read (%s): pass --config FILE naming Greengrass's config.yaml", abs, errText(err)))
+	}
+	tree, err := parseYAML(b)
+	if err != nil {
+		return nil, failure.Usage(fmt.Sprintf("config %s is not valid YAML: %s: fix the file", abs, err))
+	}
+
+	o := &origin{file: abs, sources: map[string]string{}, present: map[string]bool{}}
+	k := koanf.New("/")
+	if err := k.Load(mapProvider(tree), nil); err != nil {
+		return nil, failure.Usage(fmt.Sprintf("config %s: %v", abs, err))
+	}
+	envKeys := map[string]string{}
+	for _, key := range provisionKeys {
+		envKeys[key.Env] = key.Path()
+	}
+	environ := opts.Environ
+	err = k.Load(env.Provider("/", env.Opt{
+		Prefix:      EnvPrefix,
+		EnvironFunc: func() []string { return environ },
+		TransformFunc: func(name, value string) (string, any) {
+			key := envKeys[name]
+			if key == "" || value == "" {
+				return "", nil
+			}
+			o.sources[key] = "environment variable " + name
+			return key, value
+		},
+	}), nil)
+	if err != nil {
+		return nil, failure.Usage(fmt.Sprintf("environment: %v", err))
+	}
+	if fs := opts.Flags; fs != nil {
+		if a, b := fs.Lookup("output-dir"), fs.Lookup("out-cert-path"); a != nil && b != nil && a.Changed && b.Changed {
+			return nil, failure.Usage("flags --output-dir and --out-cert-path both set the output directory: pass only one")
+		}
+		err := k.Load(posflag.ProviderWithFlag(fs, "/", nil, func(f *pflag.Flag) (string, any) {
+			key := flagKey(f.Name)
+			if key == "" || !f.Changed {
+				return "", nil
+			}
+			name := "--" + f.Name
+			if f.Shorthand != "" {
+				name = "-" + f.Shorthand + "/--" + f.Name
+			}
+			o.sources[key] = "flag " + name
+			return key, f.Value.String()
+		}), nil)
+		if err != nil {
+			return nil, failure.Usage(fmt.Sprintf("flags: %v", err))
+		}
+	}
+	for _, key := range k.Keys() {
+		o.present[key] = true
+		// A parent of a flattened key (templateParams of a YAML map) is
+		// present too.
+		for i := strings.LastIndex(key, "/"); i > 0; i = strings.LastIndex(key[:i], "/") {
+			o.present[key[:i]] = true
+		}
+	}
+
+	l := &loader{k: k, o: o, dir: filepath.Dir(abs)}
+	cfg := l.build()
+	if l.err != nil {
+		return nil, l.err
+	}
+	if !opts.SkipFileChecks {
+		if err := cfg.Check(); err != nil {
+			return nil, err
+		}
+	}
+	return cfg, nil
+}
+
+// mapProvider hands koanf the already parsed file.
+type mapProvider map[string]any
+
+func (m mapProvider) ReadBytes() ([]byte, error) { return nil, errors.New("not supported") }
+func (m mapProvider) Read() (map[string]any, error) {
+	return map[string]any(m), nil
+}
+
+// loader turns the merged koanf tree into a Config, keeping the first
+// error: one line is all a user is shown, and the first is the one to fix.
+type loader struct {
+	k   *koanf.Koanf
+	o   *origin
+	dir string
+	err error
+}
+
+func (l *loader) fail(key, format string, args ...any) {
+	if l.err == nil {
+		l.err = l.o.fail(key, format, args...)
+	}
+}
+
+// str is the key's value as a single string ("" when unset or null).
+func (l *loader) str(key string) string {
+	switch v := l.k.Get(key).(type) {
+	case nil:
+		return ""
+	case string:
+		return v
+	case []any:
+		l.fail(key, "is a list: write a single value")
+	case map[string]any:
+		l.fail(key, "is a mapping: write a single value")
+	default:
+		return fmt.Sprint(v)
+	}
+	return ""
+}
+
+func (l *loader) strOr(key, def string) string {
+	if v := l.str(key); v != "" {
+		return v
+	}
+	return def
+}
+
+// path resolves a relative path from the file against the file's
+// directory, and one from a flag or the environment against the working
+// directory.
+func (l *loader) path(key, def string) string {
+	v := l.str(key)
+	if v == "" {
+		return def
+	}
+	if filepath.IsAbs(v) {
+		return filepath.Clean(v)
+	}
+	if l.o.fromFile(key) {
+		return filepath.Join(l.dir, v)
+	}
+	if a, err := filepath.Abs(v); err == nil {
+		return a
+	}
+	return v
+}
+
+func (l *loader) duration(key string, def time.Duration, allowZero bool) time.Duration {
+	v := strings.TrimSpace(l.str(key))
+	if v == "" {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		l.fail(key, "%q is not a duration: write it like 30s, 5m or 1h", v)
+		return def
+	}
+	if d < 0 || (d == 0 && !allowZero) {
+		l.fail(key, "%q must be longer than zero: write it like 30s, 5m or 1h", v)
+		return def
+	}
+	return d
+}
+
+func (l *loader) build() *Config {
+	c := &Config{File: l.o.file, origin: l.o}
+	const fp = ProvisionPrefix
+
+	c.RootPath = l.path(SystemPrefix+"rootPath", filepath.Clean(DefaultRootPath))
+	c.ThingName = l.str(SystemPrefix + "thingName")
+	c.CertificateFilePath = l.str(SystemPrefix + "certificateFilePath")
+	c.PrivateKeyPath = l.str(SystemPrefix + "privateKeyPath")
+	c.SystemRootCAPath = l.str(SystemPrefix + "rootCaPath")
+
+	c.AWSRegion = l.str(NucleusPrefix + "awsRegion")
+	c.IoTRoleAlias = l.str(NucleusPrefix + "iotRoleAlias")
+	c.PosixUser = l.str(NucleusPrefix + "runWithDefault/posixUser")
+	if c.PosixUser != "" {
+		parts := strings.Split(c.PosixUser, ":")
+		if len(parts) > 2 || parts[0] == "" || (len(parts) == 2 && parts[1] == "") {
+			l.fail(NucleusPrefix+"runWithDefault/posixUser", "%q is not user or user:group: write it like ggcore:ggcore", c.PosixUser)
+		}
+	}
+
+	c.ClaimCertPath = l.path(fp+"claimCertPath", "")
+	if v := l.str(fp + "claimKeyPath"); strings.HasPrefix(v, "handle:") {
+		c.ClaimKeyPath = v // a TPM handle, not a path; Check says it is not supported
+	} else {
+		c.ClaimKeyPath = l.path(fp+"claimKeyPath", "")
+	}
+	c.RootCAPath = l.path(fp+"rootCaPath", "")
+
+	c.TemplateName = l.str(fp + "templateName")
+	if n := utf8.RuneCountInString(c.TemplateName); n > maxTemplateName {
+		l.fail(fp+"templateName", "is %d characters long; a template name may have at most %d: shorten it", n, maxTemplateName)
+	} else if c.TemplateName != "" && !templateNameRE.MatchString(c.TemplateName) {
+		l.fail(fp+"templateName", "%q is not a valid template name: use only letters, digits, '_' and '-'", c.TemplateName)
+	}
+	c.TemplateParams = l.templateParams(fp + "templateParams")
+
+	port := 0
+	c.IoTDataEndpoint = strings.TrimSpace(l.str(fp + "iotDataEndpoint"))
+	if c.IoTDataEndpoint != "" {
+		c.IoTDataHost, port = l.endpoint(fp+"iotDataEndpoint", c.IoTDataEndpoint)
+	}
+	c.IoTCredEndpoint = strings.TrimSpace(l.str(fp + "iotCredEndpoint"))
+	if n := utf8.RuneCountInString(c.IoTCredEndpoint); n > maxEndpoint {
+		l.fail(fp+"iotCredEndpoint", "is %d characters long; an endpoint may have at most %d: check the value", n, maxEndpoint)
+	}
+
+	c.CSRCommonName = l.strOr(fp+"csrCommonName", DefaultCSRCommonName)
+	if n := utf8.RuneCountInString(c.CSRCommonName); n > maxCommonName {
+		l.fail(fp+"csrCommonName", "is %d characters long; a certificate's common name may have at most %d: shorten it", n, maxCommonName)
+	}
+
+	c.OutputDir = l.path(fp+"outputDir", filepath.Clean(DefaultOutputDir))
+	c.CSRPath = l.path(fp+"csrPath", filepath.Join(c.OutputDir, CSRFileName))
+	c.CertPath = l.path(fp+"certPath", filepath.Join(c.OutputDir, CertFileName))
+	c.KeyPath = l.path(fp+"keyPath", filepath.Join(c.OutputDir, KeyFileName))
+	c.RootCAOutPath = filepath.Join(c.OutputDir, RootCAFileName)
+
+	c.KeyAlgorithm = strings.ToLower(strings.TrimSpace(l.strOr(fp+"keyAlgorithm", DefaultKeyAlgorithm)))
+	switch c.KeyAlgorithm {
+	case KeyECP256, KeyECP384, KeyRSA2048, KeyRSA3072:
+	default:
+		l.fail(fp+"keyAlgorithm", "%q is not a key algorithm: use %s, %s, %s or %s", c.KeyAlgorithm, KeyECP256, KeyECP384, KeyRSA2048, KeyRSA3072)
+	}
+	c.JournalPath = l.path(fp+"journalPath", filepath.Join(c.RootPath, "fleetprov", "journal"))
+
+	c.MQTTPort = DefaultMQTTPort
+	if v := strings.TrimSpace(l.str(fp + "mqttPort")); v != "" {
+		p, err := strconv.Atoi(v)
+		if err != nil || p < 1 || p > 65535 {
+			l.fail(fp+"mqttPort", "%q is not a port number: use 1 to 65535", v)
+		} else {
+			c.MQTTPort = p
+		}
+	}
+	if port != 0 {
+		c.MQTTPort = port // the endpoint's own port wins
+	}
+	c.ClientID = l.str(fp + "clientId")
+	if n := len(c.ClientID); n > maxClientID {
+		l.fail(fp+"clientId", "is %d bytes long; AWS IoT accepts client ids of at most %d: shorten it or leave it empty for a random one", n, maxClientID)
+	}
+
+	c.RequestTimeout = l.duration(fp+"requestTimeout", DefaultRequestTimeout, false)
+	c.ConnectTimeout = l.duration(fp+"connectTimeout", DefaultConnectTimeout, false)
+	c.RetryDeadline = l.duration(fp+"retryDeadline", DefaultRetryDeadline, false)
+	c.TokenLifetime = l.duration(fp+"tokenLifetime", DefaultTokenLifetime, false)
+	c.TokenMargin = l.duration(fp+"tokenMargin", DefaultTokenMargin, true)
+	if l.err == nil && c.TokenMargin >= c.TokenLifetime {
+		l.fail(fp+"tokenMargin", "(%s) is not shorter than tokenLifetime (%s): make it shorter, or no token could ever be reused", c.TokenMargin, c.TokenLifetime)
+	}
+
+	c.RestartStrategy = strings.ToLower(strings.TrimSpace(l.strOr(fp+"restartStrategy", DefaultRestartStrategy)))
+	switch c.RestartStrategy {
+	case RestartSystemd, RestartCommand, RestartNone:
+	default:
+		l.fail(fp+"restartStrategy", "%q is not a restart strategy: use %s, %s or %s", c.RestartStrategy, RestartSystemd, RestartCommand, RestartNone)
+	}
+	c.RestartUnits = l.units(fp + "restartUnits")
+	if c.RestartStrategy == RestartSystemd && len(c.RestartUnits) == 0 {
+		l.fail(fp+"restartUnits", "is empty: list the systemd units to restart, or set restartStrategy to none")
+	}
+	c.RestartCommand = strings.TrimSpace(l.str(fp + "restartCommand"))
+	if c.RestartStrategy == RestartCommand && c.RestartCommand == "" {
+		l.fail(fp+"restartCommand", "is missing: restartStrategy is command, so set restartCommand to the command that restarts Greengrass")
+	}
+	c.SystemctlPath = l.strOr(fp+"systemctlPath", DefaultSystemctlPath)
+
+	c.Warnings = l.unknownKeys()
+	return c
+}
+
+// endpoint checks "host" or "host:port" and returns the host and the port
+// (0 when none is given).
+func (l *loader) endpoint(key, v string) (string, int) {
+	if n := utf8.RuneCountInString(v); n > maxEndpoint {
+		l.fail(key, "is %d characters long; an endpoint may have at most %d: check the value", n, maxEndpoint)
+		return v, 0
+	}
+	if strings.Contains(v, "://") || strings.ContainsAny(v, "/ \t") {
+		l.fail(key, "%q is not a host name: write only the host (or host:port), e.g. xxxx-ats.iot.us-east-1.amazonaws.com", v)
+		return v, 0
+	}
+	if !strings.Contains(v, ":") {
+		return v, 0
+	}
+	host, ps, err := net.SplitHostPort(v)
+	p, perr := strconv.Atoi(ps)
+	if err != nil || host == "" || perr != nil || p < 1 || p > 65535 {
+		l.fail(key, "%q is not host or host:port: write e.g. xxxx-ats.iot.us-east-1.amazonaws.com or [::1]:8883", v)
+		return v, 0
+	}
+	return host, p
+}
+
+// templateParams accepts a YAML map (Greengrass lite today) or a string
+// holding a JSON object (its older releases, and the -p flag). Values
+// become strings; a parameter holding a list or a map is an error.
+func (l *loader) templateParams(key string) map[string]string {
+	out := map[string]string{}
+	fix := `write it as a YAML map or a JSON object such as {"SerialNumber": "X"}`
+	var m map[string]any
+	switch v := l.k.Get(key).(type) {
+	case nil:
+		return out
+	case map[string]any:
+		m = v
+	case string:
+		if strings.TrimSpace(v) == "" {
+			return out
+		}
+		dec := json.NewDecoder(strings.NewReader(v))
+		dec.UseNumber()
+		var j any
+		if err := dec.Decode(&j); err != nil {
+			l.fail(key, "is not a JSON object (%v): %s", err, fix)
+			return out
+		}
+		if _, err := dec.Token(); err != io.EOF {
+			l.fail(key, "has text after the JSON object: %s", fix)
+			return out
+		}
+		var ok bool
+		if m, ok = j.(map[string]any); !ok {
+			l.fail(key, "is a JSON %s, not an object: %s", jsonKind(j), fix)
+			return out
+		}
+	case []any:
+		l.fail(key, "is a list: %s", fix)
+		return out
+	default:
+		l.fail(key, "is neither a map nor a JSON object: %s", fix)
+		return out
+	}
+	names := make([]string, 0, len(m))
+	for n := range m {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		switch pv := m[n].(type) {
+		case nil:
+			out[n] = ""
+		case string:
+			out[n] = pv
+		case json.Number:
+			out[n] = pv.String()
+		case bool:
+			out[n] = strconv.FormatBool(pv)
+		default:
+			l.fail(key, "parameter %q is a %s: template parameters must be strings", n, jsonKind(pv))
+			return out
+		}
+	}
+	return out
+}
+
+func jsonKind(v any) string {
+	switch v.(type) {
+	case []any:
+		return "list"
+	case map[string]any:
+		return "mapping"
+	case string:
+		return "string"
+	case json.Number:
+		return "number"
+	case bool:
+		return "boolean"
+	case nil:
+		return "null"
+	}
+	return fmt.Sprintf("%T", v)
+}
+
+// units reads restartUnits: a YAML list, or a string of names separated by
+// commas or spaces (the form an environment variable can carry).
+func (l *loader) units(key string) []string {
+	switch v := l.k.Get(key).(type) {
+	case nil:
+		return []string{DefaultRestartUnit}
+	case string:
+		return strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' })
+	case []any:
+		out := make([]string, 0, len(v))
+		for i, item := range v {
+			s, ok := item.(string)
+			if !ok || strings.TrimSpace(s) == "" {
+				l.fail(key, "item %d is not a unit name: list unit names such as greengrass-lite.target", i+1)
+				return nil
+			}
+			out = append(out, strings.TrimSpace(s))
+		}
+		return out
+	}
+	l.fail(key, "is a mapping: list unit names such as greengrass-lite.target")
+	return nil
+}
+
+// unknownKeys warns about keys under the fleet_provisioning configuration
+// that nothing reads: most likely typos that would otherwise be ignored.
+func (l *loader) unknownKeys() []string {
+	known := map[string]bool{}
+	lower := map[string]string{}
+	for _, k := range provisionKeys {
+		known[k.Name] = true
+		lower[strings.ToLower(k.Name)] = k.Name
+	}
+	seen := map[string]bool{}
+	var out []string
+	for _, key := range l.k.Keys() {
+		rest, ok := strings.CutPrefix(key, ProvisionPrefix)
+		if !ok {
+			continue
+		}
+		name, _, _ := strings.Cut(rest, "/")
+		if known[name] || seen[name] {
+			continue
+		}
+		seen[name] = true
+		msg := l.o.subject(ProvisionPrefix+name) + " is not a key fleetprov reads; it is ignored"
+		if s, ok := lower[strings.ToLower(name)]; ok {
+			msg += " (did you mean " + s + "?)"
+		}
+		out = append(out, msg)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Check verifies what a provisioning run needs beyond well-formed values:
+// the required keys are set, and the claim key, claim certificate and root
+// CA are readable PEM files, the key matching the certificate. Load calls it
+// unless LoadOptions.SkipFileChecks is set. It reads files but changes nothing; the
+// key's content never appears in a message.
+func (c *Config) Check() error {
+	o := c.origin
+	for _, r := range []struct{ key, val, what string }{
+		{"claimCertPath", c.ClaimCertPath, "the claim certificate's PEM file"},
+		{"claimKeyPath", c.ClaimKeyPath, "the claim private key's PEM file"},
+		{"rootCaPath", c.RootCAPath, "the root CA certificate's PEM file (AmazonRootCA1.pem)"},
+		{"templateName", c.TemplateName, "the provisioning template's name"},
+		{"iotDataEndpoint", c.IoTDataEndpoint, "the AWS IoT data endpoint (aws iot describe-endpoint --endpoint-type iot:Data-ATS)"},
+	} {
+		if r.val != "" {
+			continue
+		}
+		key := ProvisionPrefix + r.key
+		state := "is missing"
+		if o != nil && o.present[key] {
+			state = "is empty"
+		}
+		hint := ""
+		for _, k := range provisionKeys {
+			if k.Name == r.key && len(k.Flags) > 0 {
+				hint = ", or pass --" + k.Flags[0]
+			}
+		}
+		return failure.Usage(fmt.Sprintf("%s %s: set it to %s%s", o.subject(key), state, r.what, hint))
+	}
+	return c.checkFiles()
+}
+
+func (c *Config) checkFiles() error {
+	o := c.origin
+	keyKey := ProvisionPrefix + "claimKeyPath"
+	certKey := ProvisionPrefix + "claimCertPath"
+	caKey := ProvisionPrefix + "rootCaPath"
+	if strings.HasPrefix(c.ClaimKeyPath, "handle:") {
+		return o.fail(keyKey, "%q names a TPM key: TPM claim keys are not supported yet: use a PEM key file", c.ClaimKeyPath)
+	}
+
+	b, err := os.ReadFile(c.ClaimKeyPath)
+	if err != nil {
+		return o.fail(keyKey, "%s %s: %s", c.ClaimKeyPath, readProblem(err), readFix(err, "the claim private key's PEM file"))
+	}
+	keyPub, problem := parsePrivateKeyPEM(b)
+	clear(b)
+	if problem != "" {
+		return o.fail(keyKey, "%s %s: set it to the claim private key's unencrypted PEM file", c.ClaimKeyPath, problem)
+	}
+
+	b, err = os.ReadFile(c.ClaimCertPath)
+	if err != nil {
+		return o.fail(certKey, "%s %s: %s", c.ClaimCertPath, readProblem(err), readFix(err, "the claim certificate's PEM file"))
+	}
+	certs := parseCertsPEM(b)
+	if len(certs) == 0 {
+		return o.fail(certKey, "%s is not a PEM certificate: set it to the claim certificate's PEM file", c.ClaimCertPath)
+	}
+	if eq, ok := certs[0].PublicKey.(interface{ Equal(x crypto.PublicKey) bool }); !ok || !eq.Equal(keyPub) {
+		return o.fail(keyKey, "%s does not belong to the claim certificate %s (their public keys differ): use the key the claim certificate was issued for", c.ClaimKeyPath, c.ClaimCertPath)
+	}
+	now := time.Now()
+	if na := certs[0].NotAfter; now.After(na) {
+		c.Warnings = append(c.Warnings, fmt.Sprintf("%s: claim certificate %s expired on %s (or the clock is wrong): AWS IoT will refuse it", o.subject(certKey), c.ClaimCertPath, na.UTC().Format(time.RFC3339)))
+	}
+
+	b, err = os.ReadFile(c.RootCAPath)
+	if err != nil {
+		return o.fail(caKey, "%s %s: %s", c.RootCAPath, readProblem(err), readFix(err, "the root CA certificate's PEM file (AmazonRootCA1.pem)"))
+	}
+	if len(parseCertsPEM(b)) == 0 {
+		return o.fail(caKey, "%s is not a PEM certificate: set it to the root CA certificate's PEM file (AmazonRootCA1.pem)", c.RootCAPath)
+	}
+	return nil
+}
+
+func readProblem(err error) string {
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return "does not exist"
+	case errors.Is(err, fs.ErrPermission):
+		return "cannot be read (permission denied)"
+	}
+	return "cannot be read (" + errText(err) + ")"
+}
+
+func readFix(err error, what string) string {
+	if errors.Is(err, fs.ErrPermission) {
+		return "run as a user that can read it"
+	}
+	return "set it to " + what
+}
+
+// errText is an error without the path a *PathError repeats.
+func errText(err error) string {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err.Error()
+	}
+	return err.Error()
+}

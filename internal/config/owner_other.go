@@ -1,0 +1,11 @@
+//go:build !unix
+
+package config
+
+import (
+	"os"
+
+	"github.com/fleetprov/fleetprov/internal/atomicfile"
+)
+
+func fileOwner(os.FileInfo) *atomicfile.Owner { return nil }

@@ -1,0 +1,106 @@
+package config
+
+import (
+	"errors"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// parseYAML reads config.yaml into a nested map whose scalars are the
+// literal text the user wrote (nil for null). Keeping the text, instead of
+// YAML's guess at a type, matters for template parameters: a serial number
+// written 0x1F or 0123 must reach the cloud as written, not as 31 or 83.
+// Values from the file, the environment and flags are thus all strings,
+// and one set of parsers handles them.
+func parseYAML(b []byte) (map[string]any, error) {
+	// Decoding into a plain value first catches what the Node API lets
+	// through: duplicate keys, recursive aliases.
+	var probe any
+	if err := yaml.Unmarshal(b, &probe); err != nil {
+		return nil, yamlError(err)
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		return nil, yamlError(err)
+	}
+	if doc.Kind == 0 || len(doc.Content) == 0 {
+		return map[string]any{}, nil
+	}
+	root := doc.Content[0]
+	for root.Kind == yaml.AliasNode {
+		root = root.Alias
+	}
+	if root.Kind == yaml.ScalarNode && root.ShortTag() == "!!null" {
+		return map[string]any{}, nil
+	}
+	if root.Kind != yaml.MappingNode {
+		return nil, errors.New("its top level is not a mapping of keys to values")
+	}
+	return nodeValue(root).(map[string]any), nil
+}
+
+func nodeValue(n *yaml.Node) any {
+	switch n.Kind {
+	case yaml.DocumentNode:
+		if len(n.Content) == 0 {
+			return nil
+		}
+		return nodeValue(n.Content[0])
+	case yaml.AliasNode:
+		return nodeValue(n.Alias)
+	case yaml.ScalarNode:
+		if n.ShortTag() == "!!null" {
+			return nil
+		}
+		return n.Value
+	case yaml.SequenceNode:
+		out := make([]any, 0, len(n.Content))
+		for _, c := range n.Content {
+			out = append(out, nodeValue(c))
+		}
+		return out
+	case yaml.MappingNode:
+		out := make(map[string]any, len(n.Content)/2)
+		var merges []any
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			if k.Kind == yaml.ScalarNode && k.ShortTag() == "!!merge" {
+				merges = append(merges, nodeValue(v))
+				continue
+			}
+			out[k.Value] = nodeValue(v)
+		}
+		// "<<: *base" fills in what the mapping does not set itself.
+		for _, m := range merges {
+			list, ok := m.([]any)
+			if !ok {
+				list = []any{m}
+			}
+			for _, item := range list {
+				mm, ok := item.(map[string]any)
+				if !ok {
+					continue
+				}
+				for k, v := range mm {
+					if _, set := out[k]; !set {
+						out[k] = v
+					}
+				}
+			}
+		}
+		return out
+	}
+	return nil
+}
+
+// yamlError makes a YAML error one line without the package's "yaml: "
+// prefix: "line 3: mapping values are not allowed in this context".
+func yamlError(err error) error {
+	var te *yaml.TypeError
+	if errors.As(err, &te) {
+		return errors.New(strings.Join(te.Errors, "; "))
+	}
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	return errors.New(strings.Join(strings.Fields(msg), " "))
+}

@@ -1,0 +1,531 @@
+// Package iotclient is the device side of the AWS IoT fleet provisioning
+// MQTT API: CreateCertificateFromCsr and RegisterThing over MQTT 5 with
+// mutual TLS, authenticated by the claim certificate.
+//
+// Every error it returns is either marked with failure.Transient (worth
+// retrying: the network, timeouts, throttling, 5xx) or fatal (bad
+// credentials, TLS verification, 4xx rejections, malformed answers).
+package iotclient
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"regexp"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/eclipse/paho.golang/autopaho"
+	"github.com/eclipse/paho.golang/paho"
+	"github.com/google/uuid"
+
+	"github.com/fleetprov/fleetprov/internal/failure"
+)
+
+const (
+	defaultPort           = 8883
+	defaultConnectTimeout = 30 * time.Second
+	keepAlive             = 30 // seconds, as Greengrass nucleus lite
+	closeTimeout          = 5 * time.Second
+	resubscribeTimeout    = 10 * time.Second
+	// AWS IoT speaks MQTT over TLS on 443 only with this ALPN protocol.
+	alpnMQTT443 = "x-amzn-mqtt-ca"
+)
+
+// Options configure Dial.
+type Options struct {
+	Endpoint       string // host or host:port
+	Port           int    // used when Endpoint has no port; 0 = 8883
+	ClaimCertPath  string
+	ClaimKeyPath   string
+	RootCAPath     string
+	ClientID       string // "" = a random UUID, as Greengrass nucleus lite does
+	ConnectTimeout time.Duration
+	Logger         *slog.Logger
+	Format         string // payload format: "json" ("" means json)
+}
+
+// CertificateResult is an accepted CreateCertificateFromCsr answer. The
+// certificate is PENDING_ACTIVATION until RegisterThing uses the token.
+type CertificateResult struct {
+	CertificateID  string
+	CertificatePEM string
+	OwnershipToken string
+}
+
+// RegistrationResult is an accepted RegisterThing answer.
+type RegistrationResult struct {
+	ThingName           string
+	DeviceConfiguration map[string]string
+}
+
+// Client is one MQTT connection to AWS IoT with the claim certificate.
+// It is safe for concurrent use; requests of one kind are serialised.
+type Client struct {
+	endpoint string // host:port, for messages
+	log      *slog.Logger
+	codec    codec
+	cm       *autopaho.ConnectionManager
+	stop     context.CancelFunc // ends the connection manager
+
+	// AWS puts no correlation token in answers: an answer is matched by
+	// topic alone, so only one request of a kind may be in flight.
+	csrMu sync.Mutex
+	regMu sync.Mutex
+
+	mu         sync.Mutex
+	subs       map[string]struct{} // response topics, restored on reconnect
+	waiters    map[string]*waiter  // response topic -> the request waiting on it
+	down       chan struct{}       // closed when the current connection drops
+	lastErr    error               // last failed connection attempt
+	abortDial  context.CancelFunc  // set while Dial waits; called on a fatal connect error
+	closed     chan struct{}
+	closeOnce  sync.Once
+	closeError error
+}
+
+type waiter struct {
+	answers chan answer // buffered 1: the first answer wins
+}
+
+type answer struct {
+	topic    string
+	rejected bool
+	payload  []byte
+}
+
+// Dial connects to the endpoint with the claim certificate and returns once
+// the connection is up (CONNACK received) or fails. Bad credential files and
+// TLS verification failures are fatal; an endpoint that does not answer
+// within ConnectTimeout is transient.
+func Dial(ctx context.Context, o Options) (*Client, error) {
+	host, port, err := splitEndpoint(o.Endpoint, o.Port)
+	if err != nil {
+		return nil, err
+	}
+	cdc, err := codecFor(o.Format)
+	if err != nil {
+		return nil, err
+	}
+	tlsCfg, err := tlsConfig(o, host, port)
+	if err != nil {
+		return nil, err
+	}
+	logger := o.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	clientID := o.ClientID
+	if clientID == "" {
+		clientID = uuid.NewString()
+	}
+	timeout := o.ConnectTimeout
+	if timeout <= 0 {
+		timeout = defaultConnectTimeout
+	}
+	endpoint := net.JoinHostPort(host, strconv.Itoa(port))
+	logger = logger.With(slog.String("endpoint", endpoint))
+
+	c := &Client{
+		endpoint: endpoint,
+		log:      logger,
+		codec:    cdc,
+		subs:     map[string]struct{}{},
+		waiters:  map[string]*waiter{},
+		down:     make(chan struct{}),
+		closed:   make(chan struct{}),
+	}
+
+	waitCtx, cancelWait := context.WithTimeout(ctx, timeout)
+	defer cancelWait()
+	c.abortDial = cancelWait
+
+	cfg := autopaho.ClientConfig{
+		ServerUrls:                    []*url.URL{{Scheme: "tls", Host: endpoint}},
+		TlsCfg:                        tlsCfg,
+		KeepAlive:                     keepAlive,
+		CleanStartOnInitialConnection: true,
+		SessionExpiryInterval:         0,
+		// The default is a flat 10 s between attempts, longer than a
+		// whole provisioning run should wait for a flaky link.
+		ReconnectBackoff: autopaho.NewExponentialBackoff(250*time.Millisecond, 5*time.Second, time.Second, 2),
+		ConnectTimeout:   timeout,
+		OnConnectionUp:   c.onConnectionUp,
+		OnConnectionDown: c.onConnectionDown,
+		OnConnectError:   c.onConnectError,
+		Debug:            slogAdapter{l: logger, level: slog.LevelDebug, component: "autopaho"},
+		Errors:           slogAdapter{l: logger, level: slog.LevelWarn, component: "autopaho"},
+		PahoDebug:        slogAdapter{l: logger, level: slog.LevelDebug, component: "paho"},
+		PahoErrors:       slogAdapter{l: logger, level: slog.LevelError, component: "paho"},
+		ClientConfig: paho.ClientConfig{
+			ClientID:          clientID,
+			OnPublishReceived: []func(paho.PublishReceived) (bool, error){c.onPublishReceived},
+		},
+	}
+
+	// The connection outlives Dial's ctx (a caller's per-step deadline);
+	// Close ends it.
+	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	c.stop = stop
+	logger.Debug("connecting", slog.String("clientId", clientID), slog.Duration("timeout", timeout))
+	cm, err := autopaho.NewConnection(runCtx, cfg)
+	if err != nil {
+		stop()
+		return nil, fmt.Errorf("iotclient: connect to %s: %w", endpoint, err)
+	}
+	c.cm = cm
+
+	awaitErr := cm.AwaitConnection(waitCtx)
+	c.mu.Lock()
+	c.abortDial = nil
+	lastErr := c.lastErr
+	c.mu.Unlock()
+	if awaitErr == nil {
+		logger.Info("connected to AWS IoT", slog.String("clientId", clientID))
+		return c, nil
+	}
+
+	stop()
+	select {
+	case <-cm.Done():
+	case <-time.After(closeTimeout):
+	}
+	if isFatalConnectError(lastErr) {
+		return nil, fmt.Errorf("iotclient: connect to %s: %s: %w", endpoint, fatalConnectHint(lastErr, o), lastErr)
+	}
+	if lastErr == nil {
+		lastErr = awaitErr
+	}
+	if ctx.Err() != nil {
+		return nil, failure.Transient(fmt.Errorf("iotclient: connect to %s: %w (last attempt: %w)", endpoint, ctx.Err(), lastErr))
+	}
+	return nil, failure.Transient(fmt.Errorf("iotclient: no MQTT connection to %s within %s: %w", endpoint, timeout, lastErr))
+}
+
+// splitEndpoint accepts "host", "host:port" and "[v6]:port".
+func splitEndpoint(endpoint string, port int) (string, int, error) {
+	if endpoint == "" {
+		return "", 0, errors.New("iotclient: no endpoint given")
+	}
+	if port == 0 {
+		port = defaultPort
+	}
+	host, p, err := net.SplitHostPort(endpoint)
+	if err != nil {
+		// No port: the whole string is the host (brackets allowed for IPv6).
+		host = endpoint
+		if len(host) > 1 && host[0] == '[' && host[len(host)-1] == ']' {
+			host = host[1 : len(host)-1]
+		}
+	} else {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 1 || n > 65535 {
+			return "", 0, fmt.Errorf("iotclient: endpoint %q: port %q is not a number from 1 to 65535", endpoint, p)
+		}
+		port = n
+	}
+	if host == "" {
+		return "", 0, fmt.Errorf("iotclient: endpoint %q has no host", endpoint)
+	}
+	if port < 1 || port > 65535 {
+		return "", 0, fmt.Errorf("iotclient: port %d is not from 1 to 65535", port)
+	}
+	return host, port, nil
+}
+
+func tlsConfig(o Options, host string, port int) (*tls.Config, error) {
+	if o.ClaimCertPath == "" || o.ClaimKeyPath == "" {
+		return nil, errors.New("iotclient: claim certificate and key paths are required")
+	}
+	if o.RootCAPath == "" {
+		return nil, errors.New("iotclient: root CA path is required")
+	}
+	// The error names the files, never their contents.
+	cert, err := tls.LoadX509KeyPair(o.ClaimCertPath, o.ClaimKeyPath)
+	if err != nil {
+		return nil, fmt.Errorf("iotclient: load claim certificate %s and key %s: %w", o.ClaimCertPath, o.ClaimKeyPath, err)
+	}
+	caPEM, err := os.ReadFile(o.RootCAPath)
+	if err != nil {
+		return nil, fmt.Errorf("iotclient: read root CA: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return nil, fmt.Errorf("iotclient: root CA %s holds no PEM certificate", o.RootCAPath)
+	}
+	cfg := &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		RootCAs:      pool,
+		ServerName:   host,
+		MinVersion:   tls.VersionTLS12,
+	}
+	if port == 443 {
+		cfg.NextProtos = []string{alpnMQTT443}
+	}
+	return cfg, nil
+}
+
+func (c *Client) onConnectError(err error) {
+	c.log.Debug("connection attempt failed", slog.Any("error", err))
+	c.mu.Lock()
+	c.lastErr = err
+	abort := c.abortDial
+	c.mu.Unlock()
+	// Retrying with the same certificates cannot succeed: stop Dial now
+	// instead of at its deadline.
+	if abort != nil && isFatalConnectError(err) {
+		abort()
+	}
+}
+
+func (c *Client) onConnectionUp(cm *autopaho.ConnectionManager, _ *paho.Connack) {
+	c.mu.Lock()
+	c.down = make(chan struct{})
+	topics := make([]string, 0, len(c.subs))
+	for t := range c.subs {
+		topics = append(topics, t)
+	}
+	c.mu.Unlock()
+	if len(topics) == 0 {
+		return
+	}
+	// The session does not outlive a connection (expiry 0): restore the
+	// response subscriptions. Must not block autopaho's loop.
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), resubscribeTimeout)
+		defer cancel()
+		sub := &paho.Subscribe{}
+		for _, t := range topics {
+			sub.Subscriptions = append(sub.Subscriptions, paho.SubscribeOptions{Topic: t, QoS: 1})
+		}
+		if _, err := cm.Subscribe(ctx, sub); err != nil {
+			c.log.Warn("restoring response subscriptions after reconnect failed", slog.Any("error", err))
+		}
+	}()
+}
+
+func (c *Client) onConnectionDown() bool {
+	c.log.Warn("connection to AWS IoT lost; reconnecting")
+	c.mu.Lock()
+	close(c.down)
+	c.mu.Unlock()
+	return true
+}
+
+func (c *Client) onPublishReceived(pr paho.PublishReceived) (bool, error) {
+	p := pr.Packet
+	c.mu.Lock()
+	w := c.waiters[p.Topic]
+	c.mu.Unlock()
+	if w == nil {
+		// A late answer to a request that timed out, or someone else's.
+		c.log.Debug("ignoring message nobody waits for", slog.String("topic", p.Topic), slog.Int("bytes", len(p.Payload)))
+		return true, nil
+	}
+	a := answer{topic: p.Topic, rejected: isRejectedTopic(p.Topic), payload: p.Payload}
+	select {
+	case w.answers <- a:
+	default: // already answered
+	}
+	return true, nil
+}
+
+func isRejectedTopic(topic string) bool {
+	const suffix = "/rejected"
+	return len(topic) >= len(suffix) && topic[len(topic)-len(suffix):] == suffix
+}
+
+// request subscribes to topic's accepted and rejected answers, publishes
+// body on topic and returns the first answer. ctx bounds the whole exchange.
+func (c *Client) request(ctx context.Context, op, topic string, body []byte) (answer, error) {
+	accepted, rejected := topic+"/accepted", topic+"/rejected"
+	select {
+	case <-c.closed:
+		return answer{}, fmt.Errorf("iotclient: %s: client is closed", op)
+	default:
+	}
+	if err := c.cm.AwaitConnection(ctx); err != nil {
+		return answer{}, failure.Transient(fmt.Errorf("iotclient: %s: not connected to %s: %w", op, c.endpoint, err))
+	}
+
+	w := &waiter{answers: make(chan answer, 1)}
+	c.mu.Lock()
+	down := c.down
+	c.subs[accepted] = struct{}{}
+	c.subs[rejected] = struct{}{}
+	c.waiters[accepted] = w
+	c.waiters[rejected] = w
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		delete(c.waiters, accepted)
+		delete(c.waiters, rejected)
+		c.mu.Unlock()
+	}()
+
+	// Subscribe every time, even if subscribed before: after a reconnect
+	// the restoring SUBSCRIBE may not have been acknowledged yet, and an
+	// answer sent before the subscription exists is lost.
+	sa, err := c.cm.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{
+		{Topic: accepted, QoS: 1},
+		{Topic: rejected, QoS: 1},
+	}})
+	if err != nil {
+		if sa != nil {
+			return answer{}, fmt.Errorf("iotclient: %s: subscribe to %s and %s refused (reason codes %v): check that the claim policy allows iot:Subscribe on them", op, accepted, rejected, sa.Reasons)
+		}
+		return answer{}, failure.Transient(fmt.Errorf("iotclient: %s: subscribe to %s: %w", op, accepted, err))
+	}
+
+	c.log.Debug("publishing request", slog.String("operation", op), slog.String("topic", topic), slog.Int("bytes", len(body)))
+	pr, err := c.cm.Publish(ctx, &paho.Publish{QoS: 1, Topic: topic, Payload: body})
+	if err != nil {
+		if pr != nil && pr.ReasonCode >= 0x80 && pr.ReasonCode != 0x97 { // 0x97: quota exceeded
+			return answer{}, fmt.Errorf("iotclient: %s: publish to %s refused (reason code 0x%02x): check that the claim policy allows iot:Publish on it: %w", op, topic, pr.ReasonCode, err)
+		}
+		return answer{}, failure.Transient(fmt.Errorf("iotclient: %s: publish to %s: %w", op, topic, err))
+	}
+
+	select {
+	case a := <-w.answers:
+		c.log.Debug("answer received", slog.String("operation", op), slog.String("topic", a.topic), slog.Int("bytes", len(a.payload)))
+		return a, nil
+	case <-down:
+		// AWS answers only the connection that asked: after a reconnect
+		// the answer will never come.
+		return answer{}, failure.Transient(fmt.Errorf("iotclient: %s: connection to %s lost while waiting for an answer on %s", op, c.endpoint, accepted))
+	case <-c.closed:
+		return answer{}, fmt.Errorf("iotclient: %s: client closed while waiting for an answer on %s", op, accepted)
+	case <-ctx.Done():
+		return answer{}, failure.Transient(fmt.Errorf("iotclient: %s: no answer on %s or %s from %s: %w", op, accepted, rejected, c.endpoint, ctx.Err()))
+	}
+}
+
+// decodeRejection turns a rejected answer into an error.
+func (c *Client) decodeRejection(op string, a answer) error {
+	var p rejectedPayload
+	if err := c.codec.unmarshal(a.payload, &p); err != nil {
+		return fmt.Errorf("iotclient: %s: malformed answer on %s: %w", op, a.topic, err)
+	}
+	if p.StatusCode == nil {
+		return fmt.Errorf("iotclient: %s: malformed answer on %s: no statusCode", op, a.topic)
+	}
+	r := &Rejection{Operation: op, StatusCode: *p.StatusCode, ErrorCode: p.ErrorCode, ErrorMessage: p.ErrorMessage}
+	c.log.Warn("request rejected", slog.String("operation", op), slog.Int("statusCode", r.StatusCode),
+		slog.String("errorCode", r.ErrorCode), slog.String("errorMessage", r.ErrorMessage))
+	return classifyRejection(r)
+}
+
+// CreateCertificateFromCsr asks AWS IoT to sign csrPEM. The returned
+// certificate stays PENDING_ACTIVATION until RegisterThing presents the
+// ownership token (valid for one hour).
+func (c *Client) CreateCertificateFromCsr(ctx context.Context, csrPEM string) (*CertificateResult, error) {
+	const op = opCreateCertificateFromCsr
+	if csrPEM == "" {
+		return nil, fmt.Errorf("iotclient: %s: empty CSR", op)
+	}
+	body, err := c.codec.marshal(createCertificateFromCsrRequest{CertificateSigningRequest: csrPEM})
+	if err != nil {
+		return nil, fmt.Errorf("iotclient: %s: encode request: %w", op, err)
+	}
+	c.csrMu.Lock()
+	defer c.csrMu.Unlock()
+	a, err := c.request(ctx, op, createCertificateFromCsrTopic(c.codec.name()), body)
+	if err != nil {
+		return nil, err
+	}
+	if a.rejected {
+		return nil, c.decodeRejection(op, a)
+	}
+	var p createCertificateFromCsrAccepted
+	if err := c.codec.unmarshal(a.payload, &p); err != nil {
+		return nil, fmt.Errorf("iotclient: %s: malformed answer on %s: %w", op, a.topic, err)
+	}
+	var missing []string
+	if p.CertificateID == "" {
+		missing = append(missing, "certificateId")
+	}
+	if p.CertificatePEM == "" {
+		missing = append(missing, "certificatePem")
+	}
+	if p.CertificateOwnershipToken == "" {
+		missing = append(missing, "certificateOwnershipToken")
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("iotclient: %s: malformed answer on %s: empty or missing %v", op, a.topic, missing)
+	}
+	if blk, _ := pem.Decode([]byte(p.CertificatePEM)); blk == nil || blk.Type != "CERTIFICATE" {
+		return nil, fmt.Errorf("iotclient: %s: malformed answer on %s: certificatePem is not a PEM certificate", op, a.topic)
+	}
+	c.log.Info("certificate created", slog.String("certificateId", p.CertificateID),
+		slog.Int("certificatePemBytes", len(p.CertificatePEM)), slog.Int("ownershipTokenBytes", len(p.CertificateOwnershipToken)))
+	return &CertificateResult{
+		CertificateID:  p.CertificateID,
+		CertificatePEM: p.CertificatePEM,
+		OwnershipToken: p.CertificateOwnershipToken,
+	}, nil
+}
+
+// templateNameRE is AWS's rule for template names; it also keeps MQTT
+// wildcards and separators out of the request topic.
+var templateNameRE = regexp.MustCompile(`^[0-9A-Za-z_-]{1,36}$`)
+
+// RegisterThing asks AWS IoT to run the provisioning template with the
+// ownership token and parameters.
+func (c *Client) RegisterThing(ctx context.Context, templateName string, token string, params map[string]string) (*RegistrationResult, error) {
+	const op = opRegisterThing
+	if !templateNameRE.MatchString(templateName) {
+		return nil, fmt.Errorf("iotclient: %s: template name %q must be 1-36 characters of 0-9 A-Z a-z _ -", op, templateName)
+	}
+	if token == "" {
+		return nil, fmt.Errorf("iotclient: %s: empty certificate ownership token", op)
+	}
+	body, err := c.codec.marshal(registerThingRequest{CertificateOwnershipToken: token, Parameters: params})
+	if err != nil {
+		return nil, fmt.Errorf("iotclient: %s: encode request: %w", op, err)
+	}
+	c.regMu.Lock()
+	defer c.regMu.Unlock()
+	a, err := c.request(ctx, op, registerThingTopic(templateName, c.codec.name()), body)
+	if err != nil {
+		return nil, err
+	}
+	if a.rejected {
+		return nil, c.decodeRejection(op, a)
+	}
+	var p registerThingAccepted
+	if err := c.codec.unmarshal(a.payload, &p); err != nil {
+		return nil, fmt.Errorf("iotclient: %s: malformed answer on %s: %w", op, a.topic, err)
+	}
+	if p.ThingName == "" {
+		return nil, fmt.Errorf("iotclient: %s: malformed answer on %s: empty or missing thingName", op, a.topic)
+	}
+	if p.DeviceConfiguration == nil {
+		p.DeviceConfiguration = map[string]string{}
+	}
+	c.log.Info("thing registered", slog.String("thingName", p.ThingName), slog.Int("deviceConfigurationKeys", len(p.DeviceConfiguration)))
+	return &RegistrationResult{ThingName: p.ThingName, DeviceConfiguration: p.DeviceConfiguration}, nil
+}
+
+// Close sends DISCONNECT and waits, bounded, for the connection to end.
+// Requests still waiting fail. Calling Close again returns the first result.
+func (c *Client) Close() error {
+	c.closeOnce.Do(func() {
+		close(c.closed)
+		ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+		defer cancel()
+		if err := c.cm.Disconnect(ctx); err != nil {
+			c.closeError = fmt.Errorf("iotclient: disconnect from %s: %w", c.endpoint, err)
+		}
+		c.stop()
+	})
+	return c.closeError
+}

@@ -1,0 +1,47 @@
+package states
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/fleetprov/fleetprov/engine"
+	"github.com/fleetprov/fleetprov/internal/config"
+	"github.com/fleetprov/fleetprov/internal/failure"
+)
+
+// LoadConfig reads and validates config.yaml with its env and flag
+// overrides. Everything is checked here, before any file is touched.
+type LoadConfig struct {
+	Options config.LoadOptions
+	// Force is run --force: the claim files are needed even when the
+	// config says the device is provisioned.
+	Force bool
+}
+
+var _ engine.State = (*LoadConfig)(nil)
+
+func (*LoadConfig) Name() string { return engine.LoadConfig }
+
+func (s *LoadConfig) Run(_ context.Context, r *engine.Run) error {
+	opts := s.Options
+	opts.SkipFileChecks = true
+	cfg, err := config.Load(opts)
+	if err != nil {
+		return err
+	}
+	// A provisioned device may have deleted its claim credentials, as it
+	// should: "already provisioned" must not depend on them.
+	if !config.IsProvisioned(cfg) || s.Force {
+		if err := cfg.Check(); err != nil {
+			return err
+		}
+	}
+	for _, w := range cfg.Warnings {
+		r.Log.Warn(w)
+	}
+	if _, err := fileOwner(cfg); err != nil {
+		return failure.Usage(fmt.Sprintf("config %s: %v", cfg.File, err))
+	}
+	r.Config = cfg
+	return nil
+}

@@ -1,0 +1,81 @@
+package states
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/fleetprov/fleetprov/engine"
+	"github.com/fleetprov/fleetprov/internal/atomicfile"
+	"github.com/fleetprov/fleetprov/internal/config"
+)
+
+// Persist writes the certificate and the root CA crash-safely, then the
+// provisioned values into config.yaml. Every write replaces whole files, so
+// running it again after a crash gives the same result.
+type Persist struct{}
+
+var _ engine.State = (*Persist)(nil)
+
+func (*Persist) Name() string { return engine.Persist }
+
+func (*Persist) Run(_ context.Context, r *engine.Run) error {
+	cfg, d := r.Config, r.Data
+	if d.CertificatePEM == "" || d.ThingName == "" {
+		return fmt.Errorf("journal has no registered certificate to persist: run `fleetprov reset` and provision again")
+	}
+	owner, err := fileOwner(cfg)
+	if err != nil {
+		return err
+	}
+	opts := atomicfile.Options{MkdirMode: 0o755}
+	if owner != nil {
+		opts.Owner = &atomicfile.Owner{UID: owner.UID, GID: owner.GID}
+	}
+	if err := atomicfile.WriteFile(cfg.CertPath, []byte(d.CertificatePEM), 0o600, opts); err != nil {
+		return err
+	}
+	rootCA, err := os.ReadFile(cfg.RootCAPath)
+	if err != nil {
+		return fmt.Errorf("read root CA %s: %w", cfg.RootCAPath, err)
+	}
+	if err := atomicfile.WriteFile(cfg.RootCAOutPath, rootCA, 0o644, opts); err != nil {
+		return err
+	}
+	if owner != nil {
+		// Greengrass runs as posixUser and must be able to enter the
+		// directory holding its credentials.
+		for _, dir := range uniqueDirs(cfg.CertPath, cfg.KeyPath, cfg.RootCAOutPath) {
+			if err := os.Chown(dir, owner.UID, owner.GID); err != nil {
+				return fmt.Errorf("set owner of %s: %w", dir, err)
+			}
+		}
+	}
+	err = config.WriteBack(cfg.File, config.Provisioned{
+		ThingName:           d.ThingName,
+		CertificateFilePath: cfg.CertPath,
+		PrivateKeyPath:      cfg.KeyPath,
+		RootCAPath:          cfg.RootCAOutPath,
+		IoTDataEndpoint:     cfg.IoTDataHost,
+		IoTCredEndpoint:     cfg.IoTCredEndpoint,
+	})
+	if err != nil {
+		return err
+	}
+	d.Files = []string{cfg.KeyPath, cfg.CSRPath, cfg.CertPath, cfg.RootCAOutPath, cfg.File}
+	r.Log.Info("credentials written", "certificate", cfg.CertPath, "key", cfg.KeyPath, "rootCA", cfg.RootCAOutPath, "config", cfg.File)
+	return nil
+}
+
+func uniqueDirs(paths ...string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, p := range paths {
+		if d := filepath.Dir(p); !seen[d] {
+			seen[d] = true
+			out = append(out, d)
+		}
+	}
+	return out
+}

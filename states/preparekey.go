@@ -1,0 +1,83 @@
+package states
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/fleetprov/fleetprov/engine"
+	"github.com/fleetprov/fleetprov/internal/atomicfile"
+	"github.com/fleetprov/fleetprov/plugins/keystore"
+)
+
+// PrepareKey makes the device's own key in the key store and a CSR signed by
+// it. The private key never leaves the store; the CSR is built through a
+// crypto.Signer backed by it.
+type PrepareKey struct{}
+
+var _ engine.State = (*PrepareKey)(nil)
+
+func (*PrepareKey) Name() string { return engine.PrepareKey }
+
+func (*PrepareKey) Run(ctx context.Context, r *engine.Run) error {
+	cfg := r.Config
+	uri := keystore.FileURI(cfg.KeyPath)
+	ks, err := keystore.Open(uri)
+	if err != nil {
+		return err
+	}
+	defer ks.Close()
+	owner, err := fileOwner(cfg)
+	if err != nil {
+		return err
+	}
+
+	_, err = ks.GetPublicKey(ctx, &keystore.GetPublicKeyRequest{URI: uri})
+	exists := err == nil
+	if err != nil && !errors.Is(err, keystore.ErrKeyNotFound) {
+		if !r.Fresh {
+			return fmt.Errorf("device key: %w", err)
+		}
+		exists = true // an unreadable leftover: set it aside below
+	}
+	if exists && !r.Fresh {
+		// Resumed: the key was made by the run that stopped here. Reuse it,
+		// so a certificate already issued for it stays valid.
+		r.Log.Info("reusing existing device key", "key", uri)
+	} else {
+		if exists {
+			// Provisioning afresh over an old key (--force, reset, or a
+			// leftover file): keep the old one as a backup, never destroy it.
+			bak := engine.BackupName(cfg.KeyPath, r.Now())
+			if err := os.Rename(cfg.KeyPath, bak); err != nil {
+				return fmt.Errorf("keep old key %s as backup: %w", cfg.KeyPath, err)
+			}
+			r.Log.Info("kept old device key as backup", "backup", bak)
+		}
+		if _, err := ks.CreateKey(ctx, &keystore.CreateKeyRequest{URI: uri, Algorithm: keystore.Algorithm(cfg.KeyAlgorithm), Owner: owner}); err != nil {
+			return fmt.Errorf("create device key: %w", err)
+		}
+		r.Log.Info("created device key", "key", uri, "algorithm", cfg.KeyAlgorithm)
+	}
+
+	signer, err := ks.CreateSigner(ctx, &keystore.CreateSignerRequest{URI: uri})
+	if err != nil {
+		return fmt.Errorf("device key: %w", err)
+	}
+	csr, err := keystore.CreateCSR(signer, cfg.CSRCommonName)
+	if err != nil {
+		return err
+	}
+	opts := atomicfile.Options{MkdirMode: 0o755}
+	if owner != nil {
+		opts.Owner = &atomicfile.Owner{UID: owner.UID, GID: owner.GID}
+	}
+	if err := atomicfile.WriteFile(cfg.CSRPath, csr, 0o644, opts); err != nil {
+		return err
+	}
+	r.Data.KeyURI = uri
+	r.Data.KeyAlgorithm = cfg.KeyAlgorithm
+	r.Data.CSRPEM = string(csr)
+	return nil
+}

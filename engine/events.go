@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"sync"
 	"time"
+
+	"github.com/fleetprov/fleetprov/internal/failure"
 )
 
 // EventType says what happened.
@@ -67,6 +69,11 @@ func (l LogSubscriber) HandleEvent(e Event) {
 	case EventRetrying:
 		lg.Warn("retrying", "state", e.State, "attempt", e.Attempt, "wait", e.Wait.Round(time.Millisecond), "err", e.Err)
 	case EventFailed:
+		if failure.IsUsage(e.Err) {
+			// The CLI prints a usage error as its one line; logging it too
+			// would say it twice.
+			return
+		}
 		lg.Error("state failed", "state", e.State, "duration", e.Duration.Round(time.Millisecond), "err", e.Err)
 	case EventDone:
 		attrs := []any{"duration", e.Duration.Round(time.Millisecond)}
@@ -97,7 +104,11 @@ func (p *Progress) HandleEvent(e Event) {
 	case EventRetrying:
 		fmt.Fprintf(p.W, "  retry %-18s attempt %d in %s: %v\n", e.State, e.Attempt+1, fmtDuration(e.Wait), e.Err)
 	case EventFailed:
-		fmt.Fprintf(p.W, "  FAIL  %-18s %s: %v\n", e.State, fmtDuration(e.Duration), e.Err)
+		if failure.IsUsage(e.Err) {
+			return
+		}
+		// The error itself is printed once, on stderr, by the CLI.
+		fmt.Fprintf(p.W, "  FAIL  %-18s %s\n", e.State, fmtDuration(e.Duration))
 	case EventDone:
 		fmt.Fprintf(p.W, "provisioned in %s", fmtDuration(e.Duration))
 		if e.Data != nil && e.Data.ThingName != "" {

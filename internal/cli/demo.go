@@ -25,6 +25,15 @@ step, the thing name and where the files went. Needs no AWS account.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			if !cmd.Flags().Changed("log-level") {
+				// The progress lines tell the story; info logs from both
+				// sides of the wire would drown them.
+				lg, err := newLogger(app.Stderr, "warn", app.LogFormat)
+				if err != nil {
+					return err
+				}
+				app.Logger = lg
+			}
 			if dir == "" {
 				d, err := os.MkdirTemp("", "fleetprov-demo-")
 				if err != nil {

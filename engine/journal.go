@@ -258,7 +258,17 @@ func Archive(path string, now time.Time) (string, error) {
 	return dst, atomicfile.SyncDir(filepath.Dir(path))
 }
 
-// BackupName is the name a file is moved to when it is kept as a backup.
+// BackupName is a free name to move path to when it is kept as a backup:
+// path.bak-<UTC time>, or with .2, .3, ... appended when that is taken, so
+// two backups in the same second (or on a device whose clock restarts at the
+// same time every boot) never overwrite each other.
 func BackupName(path string, now time.Time) string {
-	return path + ".bak-" + now.UTC().Format("20060102T150405Z")
+	base := path + ".bak-" + now.UTC().Format("20060102T150405Z")
+	name := base
+	for i := 2; ; i++ {
+		if _, err := os.Lstat(name); err != nil {
+			return name // free, or unusable: the rename will say why
+		}
+		name = fmt.Sprintf("%s.%d", base, i)
+	}
 }

@@ -136,3 +136,21 @@ func TestArchive(t *testing.T) {
 		t.Errorf("backup holds %d records, want 2", len(recs))
 	}
 }
+
+func TestBackupNameNeverReusesAName(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "priv_key")
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	seen := map[string]bool{}
+	for i := 0; i < 3; i++ {
+		name := BackupName(path, now)
+		if seen[name] {
+			t.Fatalf("backup name %s given twice", name)
+		}
+		seen[name] = true
+		os.WriteFile(name, nil, 0o600)
+	}
+	if !seen[path+".bak-20260102T030405Z"] || !seen[path+".bak-20260102T030405Z.3"] {
+		t.Errorf("names %v", seen)
+	}
+}

@@ -340,8 +340,8 @@ func TestWriteFileOwner(t *testing.T) {
 		t.Fatal(err)
 	}
 	fi, _ = os.Stat(path)
-	if st := fi.Sys().(*syscall.Stat_t); st.Uid != 0 || st.Gid != 0 {
-		t.Errorf("owner without Options.Owner = %d:%d, want 0:0", st.Uid, st.Gid)
+	if st := fi.Sys().(*syscall.Stat_t); int(st.Uid) != os.Geteuid() || int(st.Gid) != os.Getegid() {
+		t.Errorf("owner without Options.Owner = %d:%d, want %d:%d", st.Uid, st.Gid, os.Geteuid(), os.Getegid())
 	}
 }
 

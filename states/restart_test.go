@@ -1,0 +1,174 @@
+package states
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/fleetprov/fleetprov/internal/failure"
+)
+
+const noRestart = `restartStrategy: "none" #[Nothing to restart next to the emulator]`
+
+// recordedCalls reads the stand-in systemctl's log: one argv per call.
+func recordedCalls(t *testing.T, log string) [][]string {
+	t.Helper()
+	b, err := os.ReadFile(log)
+	if os.IsNotExist(err) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	var calls [][]string
+	var cur []string
+	for _, line := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n") {
+		if line == "--end" {
+			calls = append(calls, cur)
+			cur = nil
+			continue
+		}
+		cur = append(cur, line)
+	}
+	return calls
+}
+
+func TestRestartSystemd(t *testing.T) {
+	tests := []struct {
+		name   string
+		config string // replaces restartStrategy: none in config.yaml
+		want   []string
+	}{
+		{
+			name:   "default units",
+			config: `restartStrategy: "systemd"`,
+			want:   []string{"restart", "--", "greengrass-lite.target"},
+		},
+		{
+			name: "custom units",
+			config: `restartStrategy: systemd
+      restartUnits:
+        - ggl.core.iotcored.service
+        - ggl.core.tesd.service`,
+			want: []string{"restart", "--", "ggl.core.iotcored.service", "ggl.core.tesd.service"},
+		},
+		{
+			// A unit name that looks like an option is still a unit:
+			// the "--" keeps systemctl from reading it as a flag.
+			name:   "unit list as one string",
+			config: `restartUnits: "greengrass-lite.target, -odd.service"`,
+			want:   []string{"restart", "--", "greengrass-lite.target", "-odd.service"},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			script, log := recordedSystemctl(t, 0, "")
+			d := newDevice(t, replaceLine(t, noRestart, tc.config+"\n      systemctlPath: "+script))
+			if err := (&Restart{}).Run(context.Background(), d.run(true)); err != nil {
+				t.Fatalf("Restart: %v", err)
+			}
+			want := [][]string{append([]string{script}, tc.want...)}
+			if got := recordedCalls(t, log); !reflect.DeepEqual(got, want) {
+				t.Errorf("systemctl calls = %q, want %q", got, want)
+			}
+		})
+	}
+}
+
+func TestRestartCommand(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "restarted")
+	// Shell syntax (a pipe, a redirection, a variable) works only if the
+	// command is run by /bin/sh -c.
+	cmd := `echo "ggl restarted by $0" | tr a-z A-Z > ` + out
+	d := newDevice(t, replaceLine(t, noRestart, "restartStrategy: command\n      restartCommand: '"+cmd+"'"))
+	if err := (&Restart{}).Run(context.Background(), d.run(true)); err != nil {
+		t.Fatalf("Restart: %v", err)
+	}
+	if got, want := string(readFile(t, out)), "GGL RESTARTED BY /BIN/SH\n"; got != want {
+		t.Errorf("the command wrote %q, want %q", got, want)
+	}
+}
+
+func TestRestartNone(t *testing.T) {
+	script, log := recordedSystemctl(t, 0, "")
+	d := newDevice(t, replaceLine(t, noRestart, noRestart+"\n      systemctlPath: "+script))
+	if d.cfg.RestartStrategy != "none" {
+		t.Fatalf("restartStrategy = %q, want none", d.cfg.RestartStrategy)
+	}
+	if err := (&Restart{}).Run(context.Background(), d.run(true)); err != nil {
+		t.Fatalf("Restart: %v", err)
+	}
+	if calls := recordedCalls(t, log); calls != nil {
+		t.Errorf("restartStrategy none ran systemctl: %q", calls)
+	}
+}
+
+// A failed restart is worth retrying (systemd busy, a unit still
+// stopping), and the user sees why it failed: the command's last line.
+func TestRestartFailureIsTransient(t *testing.T) {
+	t.Run("systemd", func(t *testing.T) {
+		script, log := recordedSystemctl(t, 1,
+			`echo "Warning: greengrass-lite.target changed on disk." >&2
+echo "Job for greengrass-lite.target failed because the control process exited with error code." >&2`)
+		d := newDevice(t, replaceLine(t, noRestart, `restartStrategy: "systemd"`+"\n      systemctlPath: "+script))
+		err := (&Restart{}).Run(context.Background(), d.run(true))
+		want := `restart "` + script + ` restart -- greengrass-lite.target": exit status 1: ` +
+			`Job for greengrass-lite.target failed because the control process exited with error code.`
+		if err == nil || err.Error() != want {
+			t.Fatalf("err = %v\nwant %s", err, want)
+		}
+		if !failure.IsTransient(err) {
+			t.Error("a failed systemctl is not transient")
+		}
+		if n := len(recordedCalls(t, log)); n != 1 {
+			t.Errorf("systemctl ran %d times, want once (the engine retries, not the state)", n)
+		}
+	})
+
+	t.Run("command", func(t *testing.T) {
+		cmd := `echo stopping; echo restart.sh: ggl.core.iotcored still running >&2; exit 3`
+		d := newDevice(t, replaceLine(t, noRestart, "restartStrategy: command\n      restartCommand: '"+cmd+"'"))
+		err := (&Restart{}).Run(context.Background(), d.run(true))
+		want := `restart "/bin/sh -c ` + cmd + `": exit status 3: restart.sh: ggl.core.iotcored still running`
+		if err == nil || err.Error() != want {
+			t.Fatalf("err = %v\nwant %s", err, want)
+		}
+		if !failure.IsTransient(err) {
+			t.Error("a failed restart command is not transient")
+		}
+	})
+
+	t.Run("systemctl missing", func(t *testing.T) {
+		missing := filepath.Join(t.TempDir(), "systemctl")
+		d := newDevice(t, replaceLine(t, noRestart, `restartStrategy: "systemd"`+"\n      systemctlPath: "+missing))
+		err := (&Restart{}).Run(context.Background(), d.run(true))
+		if !errors.Is(err, os.ErrNotExist) || !strings.HasPrefix(err.Error(), `restart "`+missing+` restart -- greengrass-lite.target": `) {
+			t.Fatalf("err = %v, want one naming the command and saying it does not exist", err)
+		}
+	})
+}
+
+func TestRestartUnknownStrategy(t *testing.T) {
+	d := newDevice(t, nil)
+	d.cfg.RestartStrategy = "reboot" // config.Load refuses it; the state must too
+	err := (&Restart{}).Run(context.Background(), d.run(true))
+	if err == nil || err.Error() != `restartStrategy "reboot" is unknown` {
+		t.Fatalf("err = %v", err)
+	}
+	if failure.IsTransient(err) {
+		t.Error("an unknown strategy is retried")
+	}
+}
+
+func TestRestartHonoursCancel(t *testing.T) {
+	d := newDevice(t, replaceLine(t, noRestart, "restartStrategy: command\n      restartCommand: 'sleep 60'"))
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := (&Restart{}).Run(ctx, d.run(true)); err == nil {
+		t.Fatal("Restart ran a command under a cancelled context")
+	}
+}

@@ -11,6 +11,7 @@ import (
 // Cloud is the AWS IoT fleet provisioning API as the states use it.
 type Cloud interface {
 	CreateCertificateFromCsr(ctx context.Context, csrPEM string) (*iotclient.CertificateResult, error)
+	CreateKeysAndCertificate(ctx context.Context) (*iotclient.KeysResult, error)
 	RegisterThing(ctx context.Context, templateName, token string, params map[string]string) (*iotclient.RegistrationResult, error)
 	Close() error
 }
@@ -32,6 +33,8 @@ func DialIoT(ctx context.Context, r *engine.Run) (Cloud, error) {
 		ClientID:       cfg.ClientID,
 		ConnectTimeout: cfg.ConnectTimeout,
 		Logger:         r.Log,
+		Format:         cfg.PayloadFormat,
+		ALPN:           cfg.MQTTALPN,
 	})
 }
 

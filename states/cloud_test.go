@@ -3,6 +3,8 @@ package states
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -244,11 +246,22 @@ func TestRegisterThingUnknownTemplate(t *testing.T) {
 	d := newDevice(t, replaceLine(t,
 		`templateName: "GreengrassFleetProvisioningTemplate"`,
 		`templateName: "NoSuchTemplate"`))
+	// Let the claim use any template's topics, so the request reaches the
+	// template lookup instead of being refused by the claim policy.
+	policy := filepath.Join(d.dir, "policies", "GreengrassProvisioningClaimPolicy.json")
+	raw, err := os.ReadFile(policy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wide := strings.ReplaceAll(string(raw), "provisioning-templates/GreengrassFleetProvisioningTemplate/", "provisioning-templates/*/")
+	if err := os.WriteFile(policy, []byte(wide), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	d.startCloud(t)
 	s := session(t)
 	r := certifiedRun(t, d, s)
 
-	err := (&RegisterThing{Session: s}).Run(context.Background(), r)
+	err = (&RegisterThing{Session: s}).Run(context.Background(), r)
 	if err == nil {
 		t.Fatal("RegisterThing with an unknown template succeeded")
 	}

@@ -9,11 +9,15 @@ import (
 	"reflect"
 
 	"github.com/fleetprov/fleetprov/engine"
+	"github.com/fleetprov/fleetprov/internal/config"
 	"github.com/fleetprov/fleetprov/internal/failure"
+	"github.com/fleetprov/fleetprov/plugins/keystore"
 )
 
 // CreateCertificate sends the CSR with CreateCertificateFromCsr over the
-// claim connection and keeps the certificate and its ownership token.
+// claim connection and keeps the certificate and its ownership token; in the
+// create-keys mode it asks CreateKeysAndCertificate instead and stores the
+// key it gets.
 type CreateCertificate struct{ Session *Session }
 
 var _ engine.State = (*CreateCertificate)(nil)
@@ -21,6 +25,9 @@ var _ engine.State = (*CreateCertificate)(nil)
 func (*CreateCertificate) Name() string { return engine.CreateCertificate }
 
 func (s *CreateCertificate) Run(ctx context.Context, r *engine.Run) error {
+	if r.Config.CertificateMode == config.ModeCreateKeys {
+		return s.createKeys(ctx, r)
+	}
 	if r.Data.CSRPEM == "" {
 		return errors.New("no CSR in the journal: run `fleetprov reset` and provision again")
 	}
@@ -48,16 +55,78 @@ func (s *CreateCertificate) Run(ctx context.Context, r *engine.Run) error {
 	return nil
 }
 
-// certMatchesCSR checks the certificate is for our key: a certificate for
-// another key would be useless, and writing it would break the device.
-func certMatchesCSR(certPEM, csrPEM string) error {
+// createKeys runs CreateKeysAndCertificate and stores the key the cloud
+// made through the key store, before the certificate is journaled: a
+// journaled certificate always has its key on disk.
+func (s *CreateCertificate) createKeys(ctx context.Context, r *engine.Run) error {
+	c, err := s.Session.get(ctx, r)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.Config.RequestTimeout)
+	defer cancel()
+	res, err := c.CreateKeysAndCertificate(ctx)
+	if err != nil {
+		if failure.IsTransient(err) {
+			s.Session.drop()
+		}
+		return err
+	}
+	key, err := keystore.ParsePrivateKeyPEM([]byte(res.PrivateKeyPEM), "privateKey from the cloud")
+	if err != nil {
+		return err
+	}
+	cert, err := parseCertPEM(res.CertificatePEM)
+	if err != nil {
+		return fmt.Errorf("certificate %s from the cloud: %w", res.CertificateID, err)
+	}
+	if !reflect.DeepEqual(cert.PublicKey, key.Public()) {
+		return fmt.Errorf("certificate %s from the cloud is not for the private key sent with it", res.CertificateID)
+	}
+	uri := keystore.FileURI(r.Config.KeyPath)
+	ks, err := keystore.Open(uri)
+	if err != nil {
+		return err
+	}
+	defer ks.Close()
+	imp, ok := ks.(keystore.KeyImporter)
+	if !ok {
+		return fmt.Errorf("key store for %s cannot store a key made elsewhere: use certificateMode csr", uri)
+	}
+	owner, err := fileOwner(r.Config)
+	if err != nil {
+		return err
+	}
+	if err := imp.ImportKey(ctx, &keystore.ImportKeyRequest{URI: uri, PrivateKey: key, Owner: owner}); err != nil {
+		return fmt.Errorf("store the key from the cloud: %w", err)
+	}
+	r.Data.KeyURI = uri
+	r.Data.CertificateID = res.CertificateID
+	r.Data.CertificatePEM = res.CertificatePEM
+	r.Data.OwnershipToken = res.OwnershipToken
+	r.Data.TokenIssuedAt = r.Now()
+	r.Log.Info("keys and certificate issued", "certificateId", res.CertificateID, "key", uri)
+	return nil
+}
+
+func parseCertPEM(certPEM string) (*x509.Certificate, error) {
 	cb, _ := pem.Decode([]byte(certPEM))
 	if cb == nil {
-		return errors.New("certificatePem is not PEM")
+		return nil, errors.New("certificatePem is not PEM")
 	}
 	cert, err := x509.ParseCertificate(cb.Bytes)
 	if err != nil {
-		return fmt.Errorf("certificatePem: %w", err)
+		return nil, fmt.Errorf("certificatePem: %w", err)
+	}
+	return cert, nil
+}
+
+// certMatchesCSR checks the certificate is for our key: a certificate for
+// another key would be useless, and writing it would break the device.
+func certMatchesCSR(certPEM, csrPEM string) error {
+	cert, err := parseCertPEM(certPEM)
+	if err != nil {
+		return err
 	}
 	rb, _ := pem.Decode([]byte(csrPEM))
 	if rb == nil {

@@ -2,6 +2,7 @@ package states
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,7 +12,8 @@ import (
 	"github.com/fleetprov/fleetprov/internal/config"
 )
 
-// Persist writes the certificate and the root CA crash-safely, then the
+// Persist writes the certificate, the root CA and the device configuration
+// crash-safely, then the
 // provisioned values into config.yaml. Every write replaces whole files, so
 // running it again after a crash gives the same result.
 type Persist struct{}
@@ -43,6 +45,14 @@ func (*Persist) Run(_ context.Context, r *engine.Run) error {
 	if err := atomicfile.WriteFile(cfg.RootCAOutPath, rootCA, 0o644, opts); err != nil {
 		return err
 	}
+	devCfg, err := json.MarshalIndent(orEmpty(d.DeviceConfiguration), "", "  ")
+	if err != nil {
+		return err
+	}
+	devCfgPath := DeviceConfigurationPath(cfg)
+	if err := atomicfile.WriteFile(devCfgPath, append(devCfg, '\n'), 0o644, opts); err != nil {
+		return err
+	}
 	if owner != nil {
 		// Greengrass runs as posixUser and must be able to enter the
 		// directory holding its credentials.
@@ -63,9 +73,26 @@ func (*Persist) Run(_ context.Context, r *engine.Run) error {
 	if err != nil {
 		return err
 	}
-	d.Files = []string{cfg.KeyPath, cfg.CSRPath, cfg.CertPath, cfg.RootCAOutPath, cfg.File}
+	d.Files = []string{cfg.KeyPath}
+	if cfg.CertificateMode == config.ModeCSR {
+		d.Files = append(d.Files, cfg.CSRPath)
+	}
+	d.Files = append(d.Files, cfg.CertPath, cfg.RootCAOutPath, devCfgPath, cfg.File)
 	r.Log.Info("credentials written", "certificate", cfg.CertPath, "key", cfg.KeyPath, "rootCA", cfg.RootCAOutPath, "config", cfg.File)
 	return nil
+}
+
+// DeviceConfigurationPath is where Persist writes the deviceConfiguration
+// RegisterThing returned: a JSON object next to the certificate.
+func DeviceConfigurationPath(cfg *config.Config) string {
+	return filepath.Join(filepath.Dir(cfg.CertPath), "deviceConfiguration.json")
+}
+
+func orEmpty(m map[string]string) map[string]string {
+	if m == nil {
+		return map[string]string{}
+	}
+	return m
 }
 
 func uniqueDirs(paths ...string) []string {

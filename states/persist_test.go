@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"encoding/pem"
 	"math/big"
 	"os"
@@ -53,6 +54,7 @@ func registeredRun(t *testing.T, d *device) *engine.Run {
 	r.Data.CertificatePEM = deviceCertPEM(t)
 	r.Data.CertificateID = "0123456789abcdef"
 	r.Data.ThingName = testThing
+	r.Data.DeviceConfiguration = map[string]string{"FallbackUrl": "https://www.example.com/test-site", "LocationUrl": "https://example.aws/"}
 	return r
 }
 
@@ -94,6 +96,13 @@ func TestPersist(t *testing.T) {
 	if m := mode(t, cfg.CertPath); m != 0o600 {
 		t.Errorf("certificate mode = %v, want -rw-------", m)
 	}
+	var devCfg map[string]string
+	if err := json.Unmarshal(readFile(t, DeviceConfigurationPath(cfg)), &devCfg); err != nil {
+		t.Fatalf("deviceConfiguration.json: %v", err)
+	}
+	if !reflect.DeepEqual(devCfg, orEmpty(r.Data.DeviceConfiguration)) {
+		t.Errorf("deviceConfiguration.json = %v, want %v", devCfg, r.Data.DeviceConfiguration)
+	}
 	if got, want := readFile(t, cfg.RootCAOutPath), readFile(t, cfg.RootCAPath); !bytes.Equal(got, want) {
 		t.Errorf("root CA copy %s differs from rootCaPath %s", cfg.RootCAOutPath, cfg.RootCAPath)
 	}
@@ -129,7 +138,7 @@ func TestPersist(t *testing.T) {
 		t.Errorf("config.yaml mode changed to %v", m)
 	}
 
-	wantFiles := []string{cfg.KeyPath, cfg.CSRPath, cfg.CertPath, cfg.RootCAOutPath, d.configPath}
+	wantFiles := []string{cfg.KeyPath, cfg.CSRPath, cfg.CertPath, cfg.RootCAOutPath, DeviceConfigurationPath(cfg), d.configPath}
 	if !reflect.DeepEqual(r.Data.Files, wantFiles) {
 		t.Errorf("Data.Files = %q, want %q", r.Data.Files, wantFiles)
 	}

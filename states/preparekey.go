@@ -8,12 +8,14 @@ import (
 
 	"github.com/fleetprov/fleetprov/engine"
 	"github.com/fleetprov/fleetprov/internal/atomicfile"
+	"github.com/fleetprov/fleetprov/internal/config"
 	"github.com/fleetprov/fleetprov/plugins/keystore"
 )
 
 // PrepareKey makes the device's own key in the key store and a CSR signed by
 // it. The private key never leaves the store; the CSR is built through a
-// crypto.Signer backed by it.
+// crypto.Signer backed by it. In the create-keys certificate mode the cloud
+// makes the key instead, and PrepareKey only clears the way for it.
 type PrepareKey struct{}
 
 var _ engine.State = (*PrepareKey)(nil)
@@ -31,6 +33,10 @@ func (*PrepareKey) Run(ctx context.Context, r *engine.Run) error {
 	owner, err := fileOwner(cfg)
 	if err != nil {
 		return err
+	}
+
+	if cfg.CertificateMode == config.ModeCreateKeys {
+		return prepareForCloudKey(r, uri)
 	}
 
 	_, err = ks.GetPublicKey(ctx, &keystore.GetPublicKeyRequest{URI: uri})
@@ -79,5 +85,23 @@ func (*PrepareKey) Run(ctx context.Context, r *engine.Run) error {
 	r.Data.KeyURI = uri
 	r.Data.KeyAlgorithm = cfg.KeyAlgorithm
 	r.Data.CSRPEM = string(csr)
+	return nil
+}
+
+// prepareForCloudKey readies the create-keys mode, where the cloud makes the
+// key pair and CreateCertificate stores it. There is no CSR; all that is left
+// to do here is keep an old key as a backup when provisioning afresh. A key
+// found on resume belongs to a certificate that never reached the journal and
+// will be replaced.
+func prepareForCloudKey(r *engine.Run, uri string) error {
+	path := r.Config.KeyPath
+	if _, err := os.Lstat(path); err == nil && r.Fresh {
+		bak := engine.BackupName(path, r.Now())
+		if err := os.Rename(path, bak); err != nil {
+			return fmt.Errorf("keep old key %s as backup: %w", path, err)
+		}
+		r.Log.Info("kept old device key as backup", "backup", bak)
+	}
+	r.Data.KeyURI, r.Data.KeyAlgorithm, r.Data.CSRPEM = uri, "", ""
 	return nil
 }

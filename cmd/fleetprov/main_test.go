@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/ecdsa"
+	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
@@ -42,6 +44,7 @@ func TestScripts(t *testing.T) {
 			"waitlisten": cmdWaitListen,
 			"certok":     cmdCertOK,
 			"cloudcount": cmdCloudCount,
+			"keyinfo":    cmdKeyInfo,
 		},
 	})
 }
@@ -168,4 +171,34 @@ func cloudCounts(dir string) (map[string]int, error) {
 		}
 	}
 	return out, nil
+}
+
+// keyinfo KEY TYPE MODE: KEY is a PEM private key of TYPE (P-256, P-384,
+// RSA-2048, ...) in a file with permission bits MODE (octal).
+func cmdKeyInfo(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 3 {
+		ts.Fatalf("usage: keyinfo KEY TYPE MODE")
+	}
+	path := ts.MkAbs(args[0])
+	raw, err := os.ReadFile(path)
+	ts.Check(err)
+	key, err := keystore.ParsePrivateKeyPEM(raw, path)
+	ts.Check(err)
+	var kind string
+	switch k := key.Public().(type) {
+	case *ecdsa.PublicKey:
+		kind = k.Curve.Params().Name
+	case *rsa.PublicKey:
+		kind = fmt.Sprintf("RSA-%d", k.N.BitLen())
+	default:
+		kind = fmt.Sprintf("%T", k)
+	}
+	if kind != args[1] {
+		ts.Fatalf("%s holds a %s key, want %s", args[0], kind, args[1])
+	}
+	fi, err := os.Stat(path)
+	ts.Check(err)
+	if got := fmt.Sprintf("%04o", fi.Mode().Perm()); got != args[2] {
+		ts.Fatalf("%s has mode %s, want %s", args[0], got, args[2])
+	}
 }

@@ -21,6 +21,23 @@ const (
 	RestartNone    = "none"
 )
 
+// Payload formats accepted by payloadFormat: the last segment of the
+// provisioning topics.
+const (
+	FormatJSON = "json"
+	FormatCBOR = "cbor"
+)
+
+// Certificate modes accepted by certificateMode.
+const (
+	// ModeCSR: the device makes its key and sends a CSR
+	// (CreateCertificateFromCsr). The private key never leaves the device.
+	ModeCSR = "csr"
+	// ModeCreateKeys: the cloud makes the key pair and sends the private key
+	// back (CreateKeysAndCertificate).
+	ModeCreateKeys = "create-keys"
+)
+
 // Key algorithms accepted by keyAlgorithm.
 const (
 	KeyECP256  = "ecdsa-p256"
@@ -66,6 +83,9 @@ type Config struct {
 	OutputDir       string        // outputDir, default /var/lib/greengrass/credentials/
 	RootCAOutPath   string        // where the root CA is copied: OutputDir/AmazonRootCA.pem
 	KeyAlgorithm    string        // keyAlgorithm: ecdsa-p256 (default), ecdsa-p384, rsa-2048, rsa-3072
+	PayloadFormat   string        // payloadFormat: json (default) or cbor
+	CertificateMode string        // certificateMode: csr (default) or create-keys
+	MQTTALPN        string        // mqttAlpn: "" = x-amzn-mqtt-ca on port 443 only; "none"; or a protocol name
 	JournalPath     string        // journalPath, default <rootPath>/fleetprov/journal
 	MQTTPort        int           // mqttPort, default 8883 (unless the endpoint names a port)
 	ClientID        string        // clientId, default a random UUID per connection
@@ -98,6 +118,8 @@ const (
 	DefaultOutputDir       = "/var/lib/greengrass/credentials/"
 	DefaultCSRCommonName   = "aws-greengrass-nucleus-lite"
 	DefaultKeyAlgorithm    = KeyECP256
+	DefaultPayloadFormat   = FormatJSON
+	DefaultCertificateMode = ModeCSR
 	DefaultMQTTPort        = 8883
 	DefaultRequestTimeout  = 30 * time.Second
 	DefaultConnectTimeout  = 30 * time.Second

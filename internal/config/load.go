@@ -328,6 +328,20 @@ func (l *loader) build() *Config {
 	}
 	c.JournalPath = l.path(fp+"journalPath", filepath.Join(c.RootPath, "fleetprov", "journal"))
 
+	c.PayloadFormat = strings.ToLower(strings.TrimSpace(l.strOr(fp+"payloadFormat", DefaultPayloadFormat)))
+	switch c.PayloadFormat {
+	case FormatJSON, FormatCBOR:
+	default:
+		l.fail(fp+"payloadFormat", "%q is not a payload format: use %s or %s", c.PayloadFormat, FormatJSON, FormatCBOR)
+	}
+	c.CertificateMode = strings.ToLower(strings.TrimSpace(l.strOr(fp+"certificateMode", DefaultCertificateMode)))
+	switch c.CertificateMode {
+	case ModeCSR, ModeCreateKeys:
+	default:
+		l.fail(fp+"certificateMode", "%q is not a certificate mode: use %s (the key never leaves the device) or %s (the cloud makes the key)", c.CertificateMode, ModeCSR, ModeCreateKeys)
+	}
+	c.MQTTALPN = strings.TrimSpace(l.str(fp + "mqttAlpn"))
+
 	c.MQTTPort = DefaultMQTTPort
 	if v := strings.TrimSpace(l.str(fp + "mqttPort")); v != "" {
 		p, err := strconv.Atoi(v)

@@ -20,6 +20,7 @@ import (
 	"os"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -50,7 +51,18 @@ type Options struct {
 	ClientID       string // "" = a random UUID, as Greengrass nucleus lite does
 	ConnectTimeout time.Duration
 	Logger         *slog.Logger
-	Format         string // payload format: "json" ("" means json)
+	Format         string // payload format: "json" ("" means json) or "cbor"
+	// ALPN is the TLS ALPN protocol to offer: "" offers x-amzn-mqtt-ca on
+	// port 443 (AWS IoT needs it there) and nothing elsewhere; "none"
+	// offers nothing.
+	ALPN string
+}
+
+// KeysResult is an accepted CreateKeysAndCertificate answer: the cloud
+// made the key pair, so the private key crossed the network.
+type KeysResult struct {
+	CertificateResult
+	PrivateKeyPEM string
 }
 
 // CertificateResult is an accepted CreateCertificateFromCsr answer. The
@@ -78,8 +90,9 @@ type Client struct {
 
 	// AWS puts no correlation token in answers: an answer is matched by
 	// topic alone, so only one request of a kind may be in flight.
-	csrMu sync.Mutex
-	regMu sync.Mutex
+	csrMu  sync.Mutex
+	keysMu sync.Mutex
+	regMu  sync.Mutex
 
 	mu         sync.Mutex
 	subs       map[string]struct{} // response topics, restored on reconnect
@@ -267,7 +280,11 @@ func tlsConfig(o Options, host string, port int) (*tls.Config, error) {
 		ServerName:   host,
 		MinVersion:   tls.VersionTLS12,
 	}
-	if port == 443 {
+	switch {
+	case o.ALPN == "none":
+	case o.ALPN != "":
+		cfg.NextProtos = []string{o.ALPN}
+	case port == 443:
 		cfg.NextProtos = []string{alpnMQTT443}
 	}
 	return cfg, nil
@@ -449,29 +466,79 @@ func (c *Client) CreateCertificateFromCsr(ctx context.Context, csrPEM string) (*
 	if err := c.codec.unmarshal(a.payload, &p); err != nil {
 		return nil, fmt.Errorf("iotclient: %s: malformed answer on %s: %w", op, a.topic, err)
 	}
-	var missing []string
-	if p.CertificateID == "" {
-		missing = append(missing, "certificateId")
-	}
-	if p.CertificatePEM == "" {
-		missing = append(missing, "certificatePem")
-	}
-	if p.CertificateOwnershipToken == "" {
-		missing = append(missing, "certificateOwnershipToken")
-	}
-	if len(missing) > 0 {
-		return nil, fmt.Errorf("iotclient: %s: malformed answer on %s: empty or missing %v", op, a.topic, missing)
-	}
-	if blk, _ := pem.Decode([]byte(p.CertificatePEM)); blk == nil || blk.Type != "CERTIFICATE" {
-		return nil, fmt.Errorf("iotclient: %s: malformed answer on %s: certificatePem is not a PEM certificate", op, a.topic)
+	res := &CertificateResult{CertificateID: p.CertificateID, CertificatePEM: p.CertificatePEM, OwnershipToken: p.CertificateOwnershipToken}
+	if err := checkCertificateAnswer(op, a.topic, res, nil); err != nil {
+		return nil, err
 	}
 	c.log.Info("certificate created", slog.String("certificateId", p.CertificateID),
 		slog.Int("certificatePemBytes", len(p.CertificatePEM)), slog.Int("ownershipTokenBytes", len(p.CertificateOwnershipToken)))
-	return &CertificateResult{
-		CertificateID:  p.CertificateID,
-		CertificatePEM: p.CertificatePEM,
-		OwnershipToken: p.CertificateOwnershipToken,
-	}, nil
+	return res, nil
+}
+
+// CreateKeysAndCertificate asks AWS IoT to make a key pair and a
+// certificate for it. Prefer CreateCertificateFromCsr: here the private key
+// crosses the network.
+func (c *Client) CreateKeysAndCertificate(ctx context.Context) (*KeysResult, error) {
+	const op = opCreateKeysAndCertificate
+	body, err := c.codec.marshal(createKeysAndCertificateRequest{})
+	if err != nil {
+		return nil, fmt.Errorf("iotclient: %s: encode request: %w", op, err)
+	}
+	c.keysMu.Lock()
+	defer c.keysMu.Unlock()
+	a, err := c.request(ctx, op, createKeysAndCertificateTopic(c.codec.name()), body)
+	if err != nil {
+		return nil, err
+	}
+	if a.rejected {
+		return nil, c.decodeRejection(op, a)
+	}
+	var p createKeysAndCertificateAccepted
+	if err := c.codec.unmarshal(a.payload, &p); err != nil {
+		// The decoder's message may quote the payload, which holds a
+		// private key: keep it out of the error.
+		return nil, fmt.Errorf("iotclient: %s: malformed answer on %s (%d bytes)", op, a.topic, len(a.payload))
+	}
+	res := &KeysResult{
+		CertificateResult: CertificateResult{CertificateID: p.CertificateID, CertificatePEM: p.CertificatePEM, OwnershipToken: p.CertificateOwnershipToken},
+		PrivateKeyPEM:     p.PrivateKey,
+	}
+	if err := checkCertificateAnswer(op, a.topic, &res.CertificateResult, &p.PrivateKey); err != nil {
+		return nil, err
+	}
+	c.log.Info("keys and certificate created", slog.String("certificateId", p.CertificateID),
+		slog.Int("certificatePemBytes", len(p.CertificatePEM)), slog.Int("ownershipTokenBytes", len(p.CertificateOwnershipToken)))
+	return res, nil
+}
+
+// checkCertificateAnswer rejects an accepted answer with a missing field
+// or a certificate that is not PEM; privateKey is checked when non-nil.
+func checkCertificateAnswer(op, topic string, r *CertificateResult, privateKey *string) error {
+	var missing []string
+	if r.CertificateID == "" {
+		missing = append(missing, "certificateId")
+	}
+	if r.CertificatePEM == "" {
+		missing = append(missing, "certificatePem")
+	}
+	if privateKey != nil && *privateKey == "" {
+		missing = append(missing, "privateKey")
+	}
+	if r.OwnershipToken == "" {
+		missing = append(missing, "certificateOwnershipToken")
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("iotclient: %s: malformed answer on %s: empty or missing %v", op, topic, missing)
+	}
+	if blk, _ := pem.Decode([]byte(r.CertificatePEM)); blk == nil || blk.Type != "CERTIFICATE" {
+		return fmt.Errorf("iotclient: %s: malformed answer on %s: certificatePem is not a PEM certificate", op, topic)
+	}
+	if privateKey != nil {
+		if blk, _ := pem.Decode([]byte(*privateKey)); blk == nil || !strings.HasSuffix(blk.Type, "PRIVATE KEY") {
+			return fmt.Errorf("iotclient: %s: malformed answer on %s: privateKey is not a PEM private key", op, topic)
+		}
+	}
+	return nil
 }
 
 // templateNameRE is AWS's rule for template names; it also keeps MQTT

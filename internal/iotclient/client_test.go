@@ -576,7 +576,7 @@ func TestDialBadInputIsFatal(t *testing.T) {
 			"iotclient: load claim certificate " + p.claimCertPath + " and key " + p.rootCAPath + ": tls: found a certificate rather than a key in the PEM for the private key"},
 		{"root CA not PEM", func(o *Options) { o.RootCAPath = p.write(t, "empty.pem", []byte("x")) },
 			"iotclient: root CA " + p.dir + "/empty.pem holds no PEM certificate"},
-		{"cbor not yet", func(o *Options) { o.Format = "cbor" }, `iotclient: payload format "cbor" is not supported (supported: json)`},
+		{"unknown format", func(o *Options) { o.Format = "xml" }, `iotclient: payload format "xml" is not supported (supported: json, cbor)`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -270,7 +270,11 @@ func startBroker(t *testing.T, tlsCfg *tls.Config) *fakeAWS {
 		// Answer outside the publishing client's read loop.
 		go func() { _ = srv.Publish(req.topic+"/"+suffix, payload, false, 1) }()
 	}
-	for i, filter := range []string{"$aws/certificates/create-from-csr/json", "$aws/provisioning-templates/+/provision/json"} {
+	for i, filter := range []string{
+		"$aws/certificates/create-from-csr/json", "$aws/provisioning-templates/+/provision/json",
+		"$aws/certificates/create-from-csr/cbor", "$aws/provisioning-templates/+/provision/cbor",
+		"$aws/certificates/create/json", "$aws/certificates/create/cbor",
+	} {
 		if err := srv.Subscribe(filter, i+1, handler); err != nil {
 			t.Fatal(err)
 		}

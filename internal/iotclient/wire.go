@@ -3,6 +3,8 @@ package iotclient
 import (
 	"encoding/json"
 	"fmt"
+
+	"github.com/fxamacker/cbor/v2"
 )
 
 // The wire format is encoded here from the AWS IoT developer guide (fleet
@@ -11,6 +13,7 @@ import (
 
 const (
 	opCreateCertificateFromCsr = "CreateCertificateFromCsr"
+	opCreateKeysAndCertificate = "CreateKeysAndCertificate"
 	opRegisterThing            = "RegisterThing"
 )
 
@@ -18,6 +21,10 @@ const (
 // <topic>/accepted and <topic>/rejected.
 func createCertificateFromCsrTopic(format string) string {
 	return "$aws/certificates/create-from-csr/" + format
+}
+
+func createKeysAndCertificateTopic(format string) string {
+	return "$aws/certificates/create/" + format
 }
 
 func registerThingTopic(templateName, format string) string {
@@ -31,6 +38,17 @@ type createCertificateFromCsrRequest struct {
 type createCertificateFromCsrAccepted struct {
 	CertificateID             string `json:"certificateId" cbor:"certificateId"`
 	CertificatePEM            string `json:"certificatePem" cbor:"certificatePem"`
+	CertificateOwnershipToken string `json:"certificateOwnershipToken" cbor:"certificateOwnershipToken"`
+}
+
+// createKeysAndCertificateRequest is empty: the docs show no payload, the
+// SDKs send {} (and CBOR's empty map), which the service accepts.
+type createKeysAndCertificateRequest struct{}
+
+type createKeysAndCertificateAccepted struct {
+	CertificateID             string `json:"certificateId" cbor:"certificateId"`
+	CertificatePEM            string `json:"certificatePem" cbor:"certificatePem"`
+	PrivateKey                string `json:"privateKey" cbor:"privateKey"`
 	CertificateOwnershipToken string `json:"certificateOwnershipToken" cbor:"certificateOwnershipToken"`
 }
 
@@ -54,8 +72,7 @@ type rejectedPayload struct {
 }
 
 // codec encodes request payloads and decodes answers for one payload format;
-// the format name is also the last segment of the request topic. A CBOR
-// codec (same keys as JSON, per AWS) slots in here.
+// the format name is also the last segment of the request topic.
 type codec interface {
 	name() string
 	marshal(v any) ([]byte, error)
@@ -70,11 +87,32 @@ func (jsonCodec) marshal(v any) ([]byte, error) { return json.Marshal(v) }
 
 func (jsonCodec) unmarshal(data []byte, v any) error { return json.Unmarshal(data, v) }
 
+// cborCodec speaks CBOR (RFC 8949) with the same keys as JSON, as AWS
+// specifies for the cbor topics. Maps are encoded in canonical key order so
+// a payload is the same bytes every time.
+type cborCodec struct{ enc cbor.EncMode }
+
+func newCBORCodec() cborCodec {
+	enc, err := cbor.CanonicalEncOptions().EncMode()
+	if err != nil {
+		panic(err) // fixed options: cannot fail
+	}
+	return cborCodec{enc: enc}
+}
+
+func (cborCodec) name() string { return "cbor" }
+
+func (c cborCodec) marshal(v any) ([]byte, error) { return c.enc.Marshal(v) }
+
+func (cborCodec) unmarshal(data []byte, v any) error { return cbor.Unmarshal(data, v) }
+
 func codecFor(format string) (codec, error) {
 	switch format {
 	case "", "json":
 		return jsonCodec{}, nil
+	case "cbor":
+		return newCBORCodec(), nil
 	default:
-		return nil, fmt.Errorf("iotclient: payload format %q is not supported (supported: json)", format)
+		return nil, fmt.Errorf("iotclient: payload format %q is not supported (supported: json, cbor)", format)
 	}
 }

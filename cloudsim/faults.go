@@ -68,8 +68,8 @@ func (f Fault) String() string {
 
 // ParseFault reads the --fault syntax: OP:ACTION[:times=N], where ACTION is
 // delay=DURATION, reject=STATUS/CODE, drop, drop=answer, disconnect or
-// disconnect=answer. OP is CreateCertificateFromCsr or RegisterThing (or *
-// for both).
+// disconnect=answer. OP is CreateCertificateFromCsr,
+// CreateKeysAndCertificate or RegisterThing (or * for all three).
 func ParseFault(spec string) (Fault, error) {
 	bad := func(why string) (Fault, error) {
 		return Fault{}, fmt.Errorf("fault %q: %s (syntax: OP:delay=2s|reject=503/ServiceUnavailable|drop[=answer]|disconnect[=answer][:times=N])", spec, why)
@@ -80,10 +80,10 @@ func ParseFault(spec string) (Fault, error) {
 	}
 	var f Fault
 	switch parts[0] {
-	case OpCreateCertificateFromCsr, OpRegisterThing, "*":
+	case OpCreateCertificateFromCsr, OpCreateKeysAndCertificate, OpRegisterThing, "*":
 		f.Op = parts[0]
 	default:
-		return bad(fmt.Sprintf("unknown operation %q; use CreateCertificateFromCsr, RegisterThing or *", parts[0]))
+		return bad(fmt.Sprintf("unknown operation %q; use CreateCertificateFromCsr, CreateKeysAndCertificate, RegisterThing or *", parts[0]))
 	}
 	action, arg, hasArg := strings.Cut(parts[1], "=")
 	f.Action = FaultAction(action)

@@ -13,7 +13,6 @@ import (
 	"encoding/pem"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -23,7 +22,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
 )
 
@@ -57,7 +55,51 @@ func initDir(t *testing.T) string {
 	if err := Init(InitOptions{Dir: dir, Listen: addr}); err != nil {
 		t.Fatalf("Init: %v", err)
 	}
+	useTestClaimPolicy(t, dir)
 	return dir
+}
+
+// testClaimPolicy lets the claim use both certificate flows and any
+// template, and nothing else, so tests of other features need not fit the
+// Greengrass claim policy; policy tests choose theirs with
+// Options.ClaimPolicies.
+const testClaimPolicy = `{
+  "Version": "2012-10-17",
+  "Statement": [
+    {"Effect": "Allow", "Action": "iot:Connect", "Resource": "*"},
+    {"Effect": "Allow", "Action": ["iot:Publish", "iot:Receive"], "Resource": [
+      "arn:aws:iot:us-east-1:123456789012:topic/$aws/certificates/*",
+      "arn:aws:iot:us-east-1:123456789012:topic/$aws/provisioning-templates/*/provision/*"]},
+    {"Effect": "Allow", "Action": "iot:Subscribe", "Resource": [
+      "arn:aws:iot:us-east-1:123456789012:topicfilter/$aws/certificates/*",
+      "arn:aws:iot:us-east-1:123456789012:topicfilter/$aws/provisioning-templates/*/provision/*"]}
+  ]
+}
+`
+
+// useTestClaimPolicy writes testClaimPolicy as TestClaimPolicy and records
+// it in cloud.json as the claim's policy.
+func useTestClaimPolicy(t *testing.T, dir string) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(dir, "policies", "TestClaimPolicy.json"), []byte(testClaimPolicy), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "cloud.json")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st map[string]any
+	if err := json.Unmarshal(b, &st); err != nil {
+		t.Fatal(err)
+	}
+	st["claimPolicies"] = []string{"TestClaimPolicy"}
+	if b, err = json.Marshal(st); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func startEnv(t *testing.T, opts Options) *env {
@@ -104,34 +146,12 @@ func (e *env) tlsConfig(t *testing.T, cert tls.Certificate) *tls.Config {
 	return &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}, ServerName: "127.0.0.1"}
 }
 
-// dial connects with cert and returns the CONNACK error, if any.
+// dial connects with cert and returns the CONNACK error, if any. A device
+// certificate connects with its thing's name as client id, as Greengrass
+// does: the Greengrass device policy admits no other.
 func (e *env) dial(t *testing.T, cert tls.Certificate) (*client, error) {
 	t.Helper()
-	d := &net.Dialer{Timeout: 5 * time.Second}
-	conn, err := tls.DialWithDialer(d, "tcp", e.srv.Addr(), e.tlsConfig(t, cert))
-	if err != nil {
-		return nil, err
-	}
-	c := &client{t: t, msgs: make(chan *paho.Publish, 16)}
-	c.pc = paho.NewClient(paho.ClientConfig{
-		Conn: packets.NewThreadSafeConn(conn),
-		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
-			c.mu.Lock()
-			c.seen = append(c.seen, pr.Packet.Topic)
-			c.mu.Unlock()
-			c.msgs <- pr.Packet
-			return true, nil
-		}},
-		PacketTimeout: 5 * time.Second,
-	})
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if _, err := c.pc.Connect(ctx, &paho.Connect{ClientID: randomID(), KeepAlive: 30, CleanStart: true}); err != nil {
-		_ = conn.Close()
-		return nil, err
-	}
-	t.Cleanup(func() { _ = c.pc.Disconnect(&paho.Disconnect{}) })
-	return c, nil
+	return e.dialWithID(t, cert, e.clientIDFor(cert))
 }
 
 func (e *env) claimCert(t *testing.T) tls.Certificate {

@@ -10,10 +10,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"text/template"
@@ -49,8 +51,10 @@ const (
 	defaultAccountID     = "123456789012"
 	defaultStackName     = "GreengrassFleetProvisioning"
 	claimPolicyName      = "GreengrassProvisioningClaimPolicy"
-	sampleSerialNumber   = "a2_b9_d2_5a_fd_f9"
-	iotRoleAlias         = "GreengrassV2TokenExchangeRoleAlias-GreengrassFleetProvisioning"
+	// The AWS docs' sample claim policy, for CreateKeysAndCertificate.
+	createKeysClaimPolicyName = "CreateKeysClaimPolicy"
+	sampleSerialNumber        = "a2_b9_d2_5a_fd_f9"
+	iotRoleAlias              = "GreengrassV2TokenExchangeRoleAlias-GreengrassFleetProvisioning"
 )
 
 // The Greengrass nucleus lite CloudFormation snippets, verbatim, so the
@@ -60,6 +64,8 @@ var (
 	greengrassTemplate []byte
 	//go:embed embedded/greengrass-lite-cfn-claim-policy.json
 	greengrassClaimPolicy []byte
+	//go:embed embedded/docs-claim-policy-create-keys.json
+	docsCreateKeysClaimPolicy []byte
 	//go:embed embedded/greengrass-lite-cfn-device-policies.json
 	greengrassDevicePolicies []byte
 )
@@ -69,22 +75,31 @@ var (
 	ErrInitialised    = errors.New("already an emulator directory")
 	ErrNotInitialised = errors.New("not an emulator directory")
 	ErrListen         = errors.New("invalid listen address")
+	ErrPolicy         = errors.New("unknown policy")
 )
 
 // InitOptions configure a new emulator directory.
 type InitOptions struct {
 	Dir    string
 	Listen string // host:port; default 127.0.0.1:8883
+	// ClaimPolicies names the policies init writes that the claim
+	// certificate gets (recorded in cloud.json); none means the Greengrass
+	// claim policy, which allows the CSR flow only.
+	ClaimPolicies []string
 }
 
 // settings is cloud.json: what `cloud serve` needs besides the PKI.
 type settings struct {
-	Listen             string    `json:"listen"`
-	Region             string    `json:"region"`
-	AccountID          string    `json:"accountId"`
-	TokenLifetime      string    `json:"tokenLifetime"`
-	ClaimCertificateID string    `json:"claimCertificateId"`
-	CreatedAt          time.Time `json:"createdAt"`
+	Listen             string `json:"listen"`
+	Region             string `json:"region"`
+	AccountID          string `json:"accountId"`
+	TokenLifetime      string `json:"tokenLifetime"`
+	ClaimCertificateID string `json:"claimCertificateId"`
+	// ClaimPolicies are the policies (policies/NAME.json) attached to the
+	// claim certificate; none (a directory from before they were recorded)
+	// means the Greengrass claim policy.
+	ClaimPolicies []string  `json:"claimPolicies,omitempty"`
+	CreatedAt     time.Time `json:"createdAt"`
 }
 
 // Init creates an emulator directory: CA, server and claim certificates,
@@ -170,15 +185,25 @@ func Init(opts InitOptions) error {
 	if err != nil {
 		return err
 	}
+	claimPolicies := opts.ClaimPolicies
+	if len(claimPolicies) == 0 {
+		claimPolicies = []string{claimPolicyName}
+	}
+	for _, name := range claimPolicies {
+		if _, ok := policies[name]; !ok {
+			return fmt.Errorf("claim policy %q: %w; init writes %s", name, ErrPolicy, strings.Join(slices.Sorted(maps.Keys(policies)), ", "))
+		}
+	}
 	claimID := CertificateID(claimCert.Raw)
 	reg := newRegistry()
 	reg.Certificates[claimID] = &Certificate{
-		ID: claimID, Status: StatusActive, Policies: []string{claimPolicyName},
+		ID: claimID, Status: StatusActive, Policies: claimPolicies,
 		CreatedAt: now.UTC(), Claim: true, PEM: string(certPEM(claimCert)),
 	}
 	st := settings{
 		Listen: listen, Region: defaultRegion, AccountID: defaultAccountID,
-		TokenLifetime: DefaultTokenLifetime.String(), ClaimCertificateID: claimID, CreatedAt: now.UTC(),
+		TokenLifetime: DefaultTokenLifetime.String(), ClaimCertificateID: claimID, ClaimPolicies: claimPolicies,
+		CreatedAt: now.UTC(),
 	}
 	stJSON, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
@@ -233,9 +258,10 @@ func splitListen(listen string) (string, int, error) {
 	return host, port, nil
 }
 
-// initialPolicies returns the claim policy and the template's two device
+// initialPolicies returns the claim policies and the template's two device
 // policies as plain IoT policy documents, resolved from the Greengrass
-// CloudFormation snippets with the emulator's fake region and account.
+// CloudFormation snippets (and the AWS docs' CreateKeysAndCertificate claim
+// policy) with the emulator's fake region and account and its template.
 func initialPolicies() (map[string][]byte, error) {
 	out := map[string][]byte{}
 	claim := string(greengrassClaimPolicy)
@@ -243,6 +269,11 @@ func initialPolicies() (map[string][]byte, error) {
 	claim = strings.ReplaceAll(claim, "<region>", defaultRegion)
 	claim = strings.ReplaceAll(claim, "<account-id>", defaultAccountID)
 	out[claimPolicyName] = []byte(claim)
+	keys := string(docsCreateKeysClaimPolicy)
+	keys = strings.ReplaceAll(keys, "provisioning-templates/templateName/", "provisioning-templates/"+DefaultTemplateName+"/")
+	keys = strings.ReplaceAll(keys, "aws-region", defaultRegion)
+	keys = strings.ReplaceAll(keys, "aws-account-id", defaultAccountID)
+	out[createKeysClaimPolicyName] = []byte(keys)
 
 	var cfn map[string]map[string]any
 	if err := json.Unmarshal(greengrassDevicePolicies, &cfn); err != nil {

@@ -11,8 +11,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-
-	mqtt "github.com/mochi-mqtt/server/v2"
 )
 
 // Rejection codes the emulator answers with on .../rejected. AWS publishes
@@ -59,8 +57,7 @@ type (
 	}
 )
 
-// codec encodes one payload format. CBOR joins JSON here later, under the
-// same keys.
+// codec encodes one payload format: JSON or CBOR, under the same keys.
 type codec interface {
 	decode(b []byte, v any) error
 	encode(v any) ([]byte, error)
@@ -71,7 +68,7 @@ type jsonCodec struct{}
 func (jsonCodec) decode(b []byte, v any) error { return json.Unmarshal(b, v) }
 func (jsonCodec) encode(v any) ([]byte, error) { return json.Marshal(v) }
 
-var codecs = map[string]codec{"json": jsonCodec{}}
+var codecs = map[string]codec{"json": jsonCodec{}, "cbor": cborCodec{}}
 
 // request is a parsed request topic. Answers go to Topic + "/accepted" or
 // "/rejected".
@@ -86,6 +83,7 @@ type request struct {
 // emulator serves:
 //
 //	$aws/certificates/create-from-csr/{fmt}
+//	$aws/certificates/create/{fmt}
 //	$aws/provisioning-templates/{templateName}/provision/{fmt}
 func parseRequestTopic(topic string) (request, bool) {
 	p := strings.Split(topic, "/")
@@ -93,6 +91,10 @@ func parseRequestTopic(topic string) (request, bool) {
 	case len(p) == 4 && p[0] == "$aws" && p[1] == "certificates" && p[2] == "create-from-csr":
 		if _, ok := codecs[p[3]]; ok {
 			return request{Op: OpCreateCertificateFromCsr, Format: p[3], Topic: topic}, true
+		}
+	case len(p) == 4 && p[0] == "$aws" && p[1] == "certificates" && p[2] == "create":
+		if _, ok := codecs[p[3]]; ok {
+			return request{Op: OpCreateKeysAndCertificate, Format: p[3], Topic: topic}, true
 		}
 	case len(p) == 5 && p[0] == "$aws" && p[1] == "provisioning-templates" && p[3] == "provision":
 		if _, ok := codecs[p[4]]; ok && templateNameRE.MatchString(p[2]) {
@@ -123,17 +125,24 @@ func isProvisioningTopic(topic string, filter bool) bool {
 }
 
 // handle runs one request with any injected fault and answers the
-// requesting connection.
-func (s *Server) handle(cl *mqtt.Client, p Principal, req request, payload []byte, qos byte) {
-	log := s.log.With("op", req.Op, "client", cl.ID, "certificateId", p.CertificateID)
+// requester through r, which hides whether the request came through the
+// embedded broker or an attached one.
+func (s *Server) handle(r responder, p Principal, req request, payload []byte) {
+	log := s.log.With("op", req.Op, "client", r.clientID(), "certificateId", p.CertificateID)
 	c := codecs[req.Format]
+	if !s.limiter.allow(r.connection(), s.now()) {
+		// Checked before faults and work, as a throttled request never
+		// reaches the service behind AWS's front door.
+		s.answer(r, req, c, nil, reject(429, CodeThrottling, "Rate exceeded."))
+		return
+	}
 	f, faulty := s.faults.next(req.Op)
 	if faulty {
 		log.Info("injecting fault", "fault", f.String())
 		switch f.Action {
 		case FaultReject:
-			s.answer(cl, req, c, nil, &Rejection{StatusCode: f.Status, ErrorCode: f.Code,
-				ErrorMessage: fmt.Sprintf("Injected fault: %s answered %d %s by the cloud emulator.", req.Op, f.Status, f.Code)}, qos)
+			s.answer(r, req, c, nil, &Rejection{StatusCode: f.Status, ErrorCode: f.Code,
+				ErrorMessage: fmt.Sprintf("Injected fault: %s answered %d %s by the cloud emulator.", req.Op, f.Status, f.Code)})
 			return
 		case FaultDrop:
 			if !f.AfterEffect {
@@ -141,7 +150,7 @@ func (s *Server) handle(cl *mqtt.Client, p Principal, req request, payload []byt
 			}
 		case FaultDisconnect:
 			if !f.AfterEffect {
-				cl.Stop(errors.New("injected fault: disconnect"))
+				r.disconnect(errors.New("injected fault: disconnect"))
 				return
 			}
 		}
@@ -152,8 +161,10 @@ func (s *Server) handle(cl *mqtt.Client, p Principal, req request, payload []byt
 	switch req.Op {
 	case OpCreateCertificateFromCsr:
 		accepted, rej = s.createCertificateFromCsr(log, c, payload)
+	case OpCreateKeysAndCertificate:
+		accepted, rej = s.createKeysAndCertificate(log, c, payload)
 	case OpRegisterThing:
-		accepted, rej = s.registerThing(log, c, req.Template, payload)
+		accepted, rej = s.registerThing(log, c, req.Template, payload, requester{ClientID: r.clientID(), ClaimCertificateID: p.CertificateID})
 	}
 
 	if faulty {
@@ -168,25 +179,27 @@ func (s *Server) handle(cl *mqtt.Client, p Principal, req request, payload []byt
 			log.Info("answer dropped by fault")
 			return
 		case FaultDisconnect:
-			cl.Stop(errors.New("injected fault: disconnect"))
+			r.disconnect(errors.New("injected fault: disconnect"))
 			return
 		}
 	}
-	s.answer(cl, req, c, accepted, rej, qos)
+	s.answer(r, req, c, accepted, rej)
 }
 
-func (s *Server) answer(cl *mqtt.Client, req request, c codec, accepted any, rej *Rejection, qos byte) {
+// answer encodes the answer in the request's format and sends it on the
+// request topic's /accepted or /rejected.
+func (s *Server) answer(r responder, req request, c codec, accepted any, rej *Rejection) {
 	topic, body := req.Topic+"/accepted", accepted
 	if rej != nil {
 		topic, body = req.Topic+"/rejected", any(rej)
-		s.log.Info("request rejected", "op", req.Op, "client", cl.ID, "statusCode", rej.StatusCode, "errorCode", rej.ErrorCode, "errorMessage", rej.ErrorMessage)
+		s.log.Info("request rejected", "op", req.Op, "client", r.clientID(), "statusCode", rej.StatusCode, "errorCode", rej.ErrorCode, "errorMessage", rej.ErrorMessage)
 	}
 	b, err := c.encode(body)
 	if err != nil {
 		s.log.Error("encode answer", "op", req.Op, "error", err)
 		return
 	}
-	s.deliver(cl, topic, b, qos)
+	r.respond(topic, b)
 }
 
 // commit runs mutate on the registry and saves it; if mutate rejects or the
@@ -262,7 +275,11 @@ func newToken() (string, error) {
 	return hex.EncodeToString(b), nil
 }
 
-func (s *Server) registerThing(log *slog.Logger, c codec, templateName string, payload []byte) (any, *Rejection) {
+// registerThing evaluates in the order the reference gives: template exists
+// and is enabled; token valid; hook; overrides merged, then defaults;
+// missing parameters; functions; resources (OverrideSettings); certificate
+// activated and attached; answer.
+func (s *Server) registerThing(log *slog.Logger, c codec, templateName string, payload []byte, from requester) (any, *Rejection) {
 	var req registerThingRequest
 	if err := c.decode(payload, &req); err != nil {
 		return nil, reject(400, CodeInvalidPayload, "Invalid request payload: %v", err)
@@ -271,8 +288,17 @@ func (s *Server) registerThing(log *slog.Logger, c codec, templateName string, p
 	if !ok {
 		return nil, reject(404, CodeResourceNotFound, "Template %s not found.", templateName)
 	}
+	if !tmpl.settings.Enabled {
+		// The template exists (not 404) and the request is well formed
+		// (not 400): a disabled template refuses every caller.
+		return nil, reject(403, CodeAccessDenied, "Template %s is disabled.", templateName)
+	}
 	if req.Token == "" {
 		return nil, reject(400, CodeInvalidCertificateOwnershipToken, "Certificate ownership token cannot be empty.")
+	}
+	reqParams, preRej := s.preProvision(log, tmpl, req.Token, req.Parameters, from)
+	if preRej != nil {
+		return nil, preRej
 	}
 	var out *registerThingAccepted
 	rej := s.commit(func(r *Registry) *Rejection {
@@ -288,12 +314,18 @@ func (s *Server) registerThing(log *slog.Logger, c codec, templateName string, p
 			return reject(400, CodeInvalidCertificateOwnershipToken, "Certificate ownership token is invalid: its certificate no longer exists.")
 		}
 		if tok.UsedAt != nil {
-			// A device that lost power after RegisterThing repeats it with
-			// the same token; it gets the thing it already has.
+			if s.singleUseTokens {
+				return reject(400, CodeInvalidCertificateOwnershipToken, "Certificate ownership token has already been used.")
+			}
+			// By default a device that lost power after RegisterThing
+			// repeats it with the same token and gets the thing it
+			// already has: AWS does not document a second use, and
+			// refusing it would strand that device with a certificate it
+			// cannot activate.
 			out = &registerThingAccepted{ThingName: tok.ThingName, DeviceConfiguration: maps.Clone(tok.DeviceConfiguration)}
 			return nil
 		}
-		params := maps.Clone(req.Parameters)
+		params := maps.Clone(reqParams)
 		if params == nil {
 			params = map[string]string{}
 		}
@@ -338,8 +370,8 @@ const (
 
 // apply creates or updates the template's resources in the registry.
 func (s *Server) apply(r *Registry, ev *Evaluation, cert *Certificate) *Rejection {
-	if ev.Certificate != nil && ev.Certificate.ID != cert.ID {
-		return reject(400, CodeInvalidParameters, "Template certificate resource names certificate %q, not the one being registered; use {\"Ref\": \"AWS::IoT::Certificate::Id\"}.", ev.Certificate.ID)
+	if rej := checkCertificateResource(ev.Certificate, cert); rej != nil {
+		return rej
 	}
 	for _, p := range ev.Policies {
 		if p.Document != nil {
@@ -368,6 +400,9 @@ func (s *Server) apply(r *Registry, ev *Evaluation, cert *Certificate) *Rejectio
 	}
 	if ev.Certificate != nil {
 		cert.Status = ev.Certificate.Status
+		if cert.ThingName != "" {
+			cert.ThingPrincipalType = ev.Certificate.PrincipalType
+		}
 	}
 	return nil
 }

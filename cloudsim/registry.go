@@ -44,13 +44,16 @@ type Thing struct {
 
 // Certificate is a certificate the emulator issued (or the claim).
 type Certificate struct {
-	ID        string    `json:"certificateId"`
-	Status    string    `json:"status"`
-	ThingName string    `json:"thingName,omitempty"`
-	Policies  []string  `json:"policies"`
-	CreatedAt time.Time `json:"createdAt"`
-	Claim     bool      `json:"claim"`
-	PEM       string    `json:"certificatePem"`
+	ID        string `json:"certificateId"`
+	Status    string `json:"status"`
+	ThingName string `json:"thingName,omitempty"`
+	// ThingPrincipalType is how the certificate is attached to ThingName:
+	// EXCLUSIVE_THING or NON_EXCLUSIVE_THING (the template's choice).
+	ThingPrincipalType string    `json:"thingPrincipalType,omitempty"`
+	Policies           []string  `json:"policies"`
+	CreatedAt          time.Time `json:"createdAt"`
+	Claim              bool      `json:"claim"`
+	PEM                string    `json:"certificatePem"`
 }
 
 // Token is a certificate ownership token. Used tokens keep the answer they

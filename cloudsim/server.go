@@ -1,7 +1,9 @@
 // Package cloudsim is a local stand-in for AWS IoT Core's fleet
 // provisioning: an MQTT 5 broker with mutual TLS, its own CA, the
-// CreateCertificateFromCsr and RegisterThing APIs, provisioning templates, a
-// registry of things and certificates on disk, and fault injection for tests.
+// CreateCertificateFromCsr, CreateKeysAndCertificate and RegisterThing APIs
+// in JSON and CBOR, provisioning templates, a registry of things and
+// certificates on disk, and fault injection for tests. For interoperability
+// tests it can instead attach to a broker it did not write (Options.Broker).
 //
 // It shares no payload types or topic builders with the device side: each
 // side encodes the wire format on its own from the AWS documentation, so a
@@ -40,10 +42,35 @@ type Options struct {
 	TokenLifetime time.Duration
 	// Now replaces the clock, so tests can expire tokens without waiting.
 	Now func() time.Time
-	// Authorizer decides publish and subscribe; nil uses the default (claim
-	// certificates limited to the provisioning topics, device certificates
-	// unrestricted).
+	// Authorizer decides connect, publish, subscribe and receive; nil
+	// evaluates the IoT policies attached to each certificate
+	// (DefaultAuthorizer).
 	Authorizer Authorizer
+	// ClaimPolicies name the policies (policies/NAME.json) the claim
+	// certificate gets; none uses cloud.json's claimPolicies, or the
+	// Greengrass claim policy init writes.
+	ClaimPolicies []string
+	// StrictDelivery answers only a client subscribed to the response
+	// topic. Off by default: AWS IoT answers the requesting connection
+	// whether it subscribed or not, and Greengrass nucleus lite relies on
+	// that (it never subscribes).
+	StrictDelivery bool
+	// SingleUseTokens refuses a second RegisterThing with the same
+	// ownership token. Off by default: AWS does not document a second use,
+	// and a device that lost power after registering repeats the call.
+	SingleUseTokens bool
+	// RateLimit throttles each connection (429 ThrottlingException); the
+	// zero value is no limit.
+	RateLimit RateLimit
+	// Broker attaches the provisioning service as a client to an existing
+	// MQTT 5 broker instead of embedding one: mqtts://HOST:PORT (mutual
+	// TLS) or mqtt://HOST:PORT. One device at a time: see
+	// docs/cloud-emulator.md.
+	Broker string
+	// BrokerTLS overrides the TLS settings for an mqtts:// Broker; nil
+	// trusts the emulator CA and presents a service certificate the
+	// emulator CA issues at start.
+	BrokerTLS *tls.Config
 }
 
 // Server is a running (or ready to run) emulator.
@@ -57,9 +84,19 @@ type Server struct {
 	ca       *authority
 	auth     Authorizer
 	faults   *faultSet
+	limiter  *limiter
 
-	templates map[string]*Template
-	policies  map[string]bool // policies on disk, by name
+	strictDelivery  bool
+	singleUseTokens bool
+
+	brokerURL string
+	brokerTLS *tls.Config
+	attached  *attachment // broker mode only
+
+	templates  map[string]*Template
+	policies   map[string]bool         // policies on disk, by name
+	policyDocs map[string]*Policy      // the same, parsed
+	inline     map[string]inlinePolicy // parsed registry policies; guarded by mu
 
 	mu  sync.Mutex // guards reg and every registry file write
 	reg *Registry
@@ -99,7 +136,14 @@ func Open(opts Options) (*Server, error) {
 			return nil, err
 		}
 	}
-	s := &Server{dir: dir, log: opts.Logger, now: opts.Now, closing: make(chan struct{}), auth: opts.Authorizer}
+	s := &Server{dir: dir, log: opts.Logger, now: opts.Now, closing: make(chan struct{}), auth: opts.Authorizer,
+		strictDelivery: opts.StrictDelivery, singleUseTokens: opts.SingleUseTokens, limiter: newLimiter(opts.RateLimit),
+		brokerURL: opts.Broker, brokerTLS: opts.BrokerTLS}
+	if opts.Broker != "" {
+		if err := checkBrokerOptions(opts); err != nil {
+			return nil, err
+		}
+	}
 	if err := json.Unmarshal(stJSON, &s.st); err != nil {
 		return nil, fmt.Errorf("%s: %w", stPath, err)
 	}
@@ -110,7 +154,7 @@ func Open(opts Options) (*Server, error) {
 		s.now = time.Now
 	}
 	if s.auth == nil {
-		s.auth = DefaultAuthorizer{}
+		s.auth = DefaultAuthorizer{Region: s.st.Region, AccountID: s.st.AccountID}
 	}
 	s.listen = opts.Listen
 	if s.listen == "" {
@@ -139,7 +183,11 @@ func Open(opts Options) (*Server, error) {
 	if err := s.loadPolicies(); err != nil {
 		return nil, err
 	}
-	if s.reg.sweep(s.now(), s.lifetime) {
+	claimChanged, err := s.applyClaimPolicies(opts.ClaimPolicies)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", stPath, err)
+	}
+	if s.reg.sweep(s.now(), s.lifetime) || claimChanged {
 		if err := writeRegistry(s.dir, s.reg); err != nil {
 			return nil, err
 		}
@@ -154,42 +202,23 @@ func (s *Server) loadTemplates() error {
 		return fmt.Errorf("list templates: %w", err)
 	}
 	for _, p := range paths {
-		name := strings.TrimSuffix(filepath.Base(p), ".json")
-		body, err := os.ReadFile(p)
+		// Also reads NAME.yaml (enabled, pre-provisioning hook); see settings.go.
+		t, err := s.loadTemplate(p)
 		if err != nil {
-			return fmt.Errorf("read template: %w", err)
+			return err
 		}
-		t, err := ParseTemplate(name, body)
-		if err != nil {
-			return fmt.Errorf("%s: %w", p, err)
-		}
-		s.templates[name] = t
-	}
-	return nil
-}
-
-func (s *Server) loadPolicies() error {
-	s.policies = map[string]bool{}
-	paths, err := filepath.Glob(filepath.Join(s.dir, dirPolicies, "*.json"))
-	if err != nil {
-		return fmt.Errorf("list policies: %w", err)
-	}
-	for _, p := range paths {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return fmt.Errorf("read policy: %w", err)
-		}
-		if !json.Valid(b) {
-			return fmt.Errorf("%s: policy is not valid JSON", p)
-		}
-		s.policies[strings.TrimSuffix(filepath.Base(p), ".json")] = true
+		s.templates[t.Name] = t
 	}
 	return nil
 }
 
 // Start binds the listen address and serves; it returns once connections
-// are accepted.
+// are accepted. With Options.Broker it instead connects to that broker and
+// returns once subscribed to the request topics.
 func (s *Server) Start() error {
+	if s.brokerURL != "" {
+		return s.attach()
+	}
 	serverCert, err := tls.LoadX509KeyPair(filepath.Join(s.dir, fileServerCert), filepath.Join(s.dir, fileServerKey))
 	if err != nil {
 		return fmt.Errorf("load server certificate: %w", err)
@@ -226,8 +255,11 @@ func (s *Server) Start() error {
 }
 
 // Addr is the address the server listens on (the real port when started
-// with port 0).
+// with port 0); attached to a broker, the broker's URL.
 func (s *Server) Addr() string {
+	if s.brokerURL != "" {
+		return s.brokerURL
+	}
 	if s.listener != nil {
 		return s.listener.Address()
 	}
@@ -245,10 +277,35 @@ func (s *Server) Close() error {
 		s.workMu.Unlock()
 		s.work.Wait()
 		if s.broker != nil {
+			s.closeClients()
 			err = s.broker.Close()
+		}
+		if s.attached != nil {
+			err = s.attached.close()
 		}
 	})
 	return err
+}
+
+// closeClients stops accepting and ends every connection before mochi's
+// own shutdown. mochi 2.7.9 closes a listener's clients while holding a
+// read lock on its client map and taking it again (GetByListener calls
+// Len); a client disconnecting at that moment waits for the write lock in
+// between, and Close hangs for good. Closing the listener first with a
+// no-op callback makes mochi skip that step.
+func (s *Server) closeClients() {
+	if s.listener != nil {
+		s.listener.Close(func(string) {})
+	}
+	for _, cl := range s.broker.Clients.GetAll() {
+		switch {
+		case cl.Net.Inline:
+		case cl.Properties.ProtocolVersion == 5:
+			_ = s.broker.DisconnectClient(cl, packets.ErrServerShuttingDown)
+		default: // MQTT 3.1.1 has no server DISCONNECT: just close
+			cl.Stop(packets.ErrServerShuttingDown)
+		}
+	}
 }
 
 // FreePort returns a 127.0.0.1 address with a port free at the time of the
@@ -263,41 +320,83 @@ func FreePort() (string, error) {
 }
 
 // Principal is who is connected: the certificate presented at TLS time, as
-// the registry knows it.
+// the registry knows it at the moment of the check.
 type Principal struct {
 	CertificateID string
 	Claim         bool
-	ThingName     string
+	Status        string // ACTIVE, INACTIVE, ...; "UNKNOWN" if not in the registry
+	ClientID      string // MQTT client id of the connection
+	// The thing attached to the certificate, if exactly one; "" otherwise.
+	ThingName       string
+	ThingTypeName   string
+	ThingAttributes map[string]string
+	// Policies attached to the certificate; empty unless it is ACTIVE.
+	Policies []*Policy
 }
 
 // Action is an IoT policy action the broker asks about.
 type Action string
 
-// Actions checked today. Receive is not checked separately yet: answers are
-// written to the requester directly and other topics are open to devices.
+// The MQTT actions of AWS IoT policies.
 const (
+	ActionConnect   Action = "iot:Connect"
 	ActionPublish   Action = "iot:Publish"
 	ActionSubscribe Action = "iot:Subscribe"
+	ActionReceive   Action = "iot:Receive"
 )
 
-// Authorizer decides whether a principal may act on a topic or topic
-// filter. It is an interface so full IoT policy evaluation can replace the
-// default without touching the broker glue.
+// Authorizer decides whether a principal may act on a resource: the client
+// id for ActionConnect, the topic filter for ActionSubscribe, the topic
+// otherwise. It is an interface so tests can substitute a rule of their
+// own without touching the broker glue.
 type Authorizer interface {
-	Authorize(p Principal, action Action, topic string) bool
+	Authorize(p Principal, action Action, resource string) bool
 }
 
-// DefaultAuthorizer limits a claim certificate to the provisioning topics of
-// the operations the emulator serves (as the Greengrass claim policy does)
-// and lets device certificates do anything.
-type DefaultAuthorizer struct{}
+// DefaultAuthorizer evaluates the IoT policies attached to the principal's
+// certificate, as AWS IoT Core does: ARNs built with the emulator's region
+// and account, explicit Deny over Allow, default deny.
+type DefaultAuthorizer struct {
+	Region    string // "" means the emulator's default, us-east-1
+	AccountID string // "" means the emulator's default, 123456789012
+}
 
 // Authorize implements Authorizer.
-func (DefaultAuthorizer) Authorize(p Principal, action Action, topic string) bool {
-	if !p.Claim {
-		return true
+func (a DefaultAuthorizer) Authorize(p Principal, action Action, resource string) bool {
+	if p.Status != StatusActive {
+		return false
 	}
-	return isProvisioningTopic(topic, action == ActionSubscribe)
+	region, account := a.Region, a.AccountID
+	if region == "" {
+		region = defaultRegion
+	}
+	if account == "" {
+		account = defaultAccountID
+	}
+	return Evaluate(p.Policies, p, action, ResourceARN(region, account, action, resource)) == Allowed
+}
+
+// authorize asks the Authorizer about a connected client, describing it
+// from the registry as it is now.
+func (s *Server) authorize(cl *mqtt.Client, action Action, resource string) bool {
+	v, ok := s.principals.Load(cl)
+	if !ok {
+		return false
+	}
+	return s.authorizeCert(v.(Principal).CertificateID, cl.ID, action, resource)
+}
+
+// authorizeCert is authorize for a certificate and client id, for a
+// connection that may already be gone (an answer to a resumable session).
+func (s *Server) authorizeCert(certID, clientID string, action Action, resource string) bool {
+	s.mu.Lock()
+	p := s.principalLocked(certID, clientID)
+	s.mu.Unlock()
+	if !s.auth.Authorize(p, action, resource) {
+		s.log.Warn("not authorized", "client", clientID, "certificateId", certID, "action", string(action), "resource", resource)
+		return false
+	}
+	return true
 }
 
 // certificateOf returns the client certificate of a TLS connection.
@@ -317,6 +416,10 @@ func certificateOf(cl *mqtt.Client) (*x509.Certificate, error) {
 type hook struct {
 	mqtt.HookBase
 	s *Server
+	// subscribing holds, per client, the filters of the SUBSCRIBE being
+	// processed: mochi asks OnACLCheck(write=false) both for a filter and
+	// for a delivery, and only this tells iot:Subscribe from iot:Receive.
+	subscribing sync.Map // *mqtt.Client -> *pendingFilters
 }
 
 func (h *hook) ID() string { return "cloudsim" }
@@ -324,7 +427,7 @@ func (h *hook) ID() string { return "cloudsim" }
 func (h *hook) Provides(b byte) bool {
 	switch b {
 	case mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnDisconnect,
-		mqtt.OnPublish, mqtt.OnPublished:
+		mqtt.OnPublish, mqtt.OnPublished, mqtt.OnSubscribe, mqtt.OnSubscribed:
 		return true
 	}
 	return false
@@ -344,20 +447,23 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	}
 	id := CertificateID(cert.Raw)
 	s.mu.Lock()
-	c, ok := s.reg.Certificates[id]
-	var p Principal
-	status := "UNKNOWN"
-	if ok {
-		p = Principal{CertificateID: id, Claim: c.Claim, ThingName: c.ThingName}
-		status = c.Status
-	}
+	p := s.principalLocked(id, cl.ID)
 	s.mu.Unlock()
-	if !ok || status != StatusActive {
-		s.log.Warn("connection refused", "client", cl.ID, "remote", cl.Net.Remote, "certificateId", id, "status", status)
+	if p.Status != StatusActive {
+		s.log.Warn("connection refused", "client", cl.ID, "remote", cl.Net.Remote, "certificateId", id, "status", p.Status)
 		_ = s.broker.SendConnack(cl, packets.ErrNotAuthorized, false, nil)
 		return packets.ErrNotAuthorized
 	}
-	s.principals.Store(cl, p)
+	// iot:Connect on client/ID: a device policy such as Greengrass's
+	// admits only client ids that start with the thing name.
+	if !s.auth.Authorize(p, ActionConnect, cl.ID) {
+		s.log.Warn("connection refused", "client", cl.ID, "remote", cl.Net.Remote, "certificateId", id, "reason", "iot:Connect not allowed by the certificate's policies")
+		_ = s.broker.SendConnack(cl, packets.ErrNotAuthorized, false, nil)
+		return packets.ErrNotAuthorized
+	}
+	// Only what identifies the connection is kept; the rest is read from
+	// the registry at every check.
+	s.principals.Store(cl, Principal{CertificateID: id, Claim: p.Claim, ThingName: p.ThingName, ClientID: cl.ID})
 	s.log.Debug("client connected", "client", cl.ID, "remote", cl.Net.Remote, "certificateId", id, "claim", p.Claim)
 	return nil
 }
@@ -369,24 +475,71 @@ func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 
 func (h *hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 	h.s.principals.Delete(cl)
+	h.subscribing.Delete(cl)
+	h.s.limiter.forget(cl)
 }
 
 // OnACLCheck asks the Authorizer. mochi calls it with write=true for a
-// publish and write=false for a subscribe filter or a delivery.
+// publish, and write=false both for a subscribe filter and for a delivery to
+// a subscriber; OnSubscribe marks the filters so the two can be told apart.
 func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
-	v, ok := h.s.principals.Load(cl)
+	action := ActionReceive
+	switch {
+	case write:
+		action = ActionPublish
+	case h.takeSubscribing(cl, topic):
+		action = ActionSubscribe
+	}
+	allowed := h.s.authorize(cl, action, topic)
+	if !allowed && write && cl.Properties.ProtocolVersion < 5 {
+		// MQTT 3.1.1 has no way to refuse a publish, so AWS IoT
+		// closes the connection. mochi does so for QoS 1 and 2 but
+		// silently drops a QoS 0 publish; closing here covers both,
+		// before mochi writes a DISCONNECT, which 3.1.1 servers may
+		// not send.
+		cl.Stop(packets.ErrNotAuthorized)
+	}
+	return allowed
+}
+
+// pendingFilters counts the filters of a SUBSCRIBE not yet checked.
+type pendingFilters struct {
+	mu      sync.Mutex
+	filters map[string]int
+}
+
+// OnSubscribe marks the packet's filters as being subscribed, for
+// OnACLCheck. A delivery to this client on a topic spelled exactly as one of
+// them, racing the SUBSCRIBE, could take the mark: it would then be checked
+// as iot:Subscribe and the filter as iot:Receive, a window of microseconds
+// that only a policy granting one and not the other could notice.
+func (h *hook) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	pf := &pendingFilters{filters: map[string]int{}}
+	for _, f := range pk.Filters {
+		pf.filters[f.Filter]++
+	}
+	h.subscribing.Store(cl, pf)
+	return pk
+}
+
+// OnSubscribed clears marks left by filters mochi refused before asking.
+func (h *hook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []byte) {
+	h.subscribing.Delete(cl)
+}
+
+func (h *hook) takeSubscribing(cl *mqtt.Client, filter string) bool {
+	v, ok := h.subscribing.Load(cl)
 	if !ok {
 		return false
 	}
-	action := ActionSubscribe
-	if write {
-		action = ActionPublish
+	pf := v.(*pendingFilters)
+	pf.mu.Lock()
+	defer pf.mu.Unlock()
+	if pf.filters[filter] == 0 {
+		return false
 	}
-	allowed := h.s.auth.Authorize(v.(Principal), action, topic)
-	if !allowed {
-		h.s.log.Warn("not authorized", "client", cl.ID, "action", string(action), "topic", topic)
-	}
-	return allowed
+	pf.filters[filter]--
+	return true
 }
 
 // OnPublish keeps every provisioning topic out of the broker's fan-out:
@@ -419,14 +572,22 @@ func (h *hook) OnPublished(cl *mqtt.Client, pk packets.Packet) {
 	// from reading (and answering PINGREQ on) that connection.
 	go func() {
 		defer s.work.Done()
-		s.handle(cl, principal, req, payload, pk.FixedHeader.Qos)
+		s.handle(&mochiResponder{s: s, cl: cl, p: principal, qos: pk.FixedHeader.Qos}, principal, req, payload)
 	}()
 }
 
 // deliver writes an answer to one connection only, whether or not it
-// subscribed, as AWS IoT does. The QoS is the client's subscription QoS
-// when it has one, else the request's, at most 1.
-func (s *Server) deliver(cl *mqtt.Client, topic string, payload []byte, reqQoS byte) {
+// subscribed, as AWS IoT does (with StrictDelivery, only if it
+// subscribed). The QoS is the client's subscription QoS when it has one,
+// else the request's, at most 1.
+func (s *Server) deliver(cl *mqtt.Client, p Principal, topic string, payload []byte, reqQoS byte) {
+	cl = s.sessionOf(cl, p)
+	// AWS drops, silently, a message the receiver's policy does not allow
+	// it to receive, answers included.
+	if !s.authorizeCert(p.CertificateID, cl.ID, ActionReceive, topic) {
+		s.log.Info("answer not delivered: iot:Receive not allowed", "client", cl.ID, "topic", topic)
+		return
+	}
 	qos := reqQoS
 	subscribed := false
 	for filter, sub := range cl.State.Subscriptions.GetAll() {
@@ -436,6 +597,10 @@ func (s *Server) deliver(cl *mqtt.Client, topic string, payload []byte, reqQoS b
 			}
 			subscribed = true
 		}
+	}
+	if !subscribed && s.strictDelivery {
+		s.log.Info("answer not delivered: requester is not subscribed to the response topic (strict delivery)", "client", cl.ID, "topic", topic)
+		return
 	}
 	if qos > 1 {
 		qos = 1
@@ -462,6 +627,31 @@ func (s *Server) deliver(cl *mqtt.Client, topic string, payload []byte, reqQoS b
 		return
 	}
 	s.log.Debug("answered", "client", cl.ID, "topic", topic, "qos", qos, "subscribed", subscribed)
+}
+
+// sessionOf returns the connection an answer for cl should go to. A device
+// with a persistent session that reconnected while its request was being
+// handled is the same requester on a new connection: the answer goes there,
+// under the same certificate only. If it has not reconnected yet, cl is
+// kept: a QoS 1 answer then waits in the session's in-flight queue, which
+// mochi hands to the next connection of that session.
+func (s *Server) sessionOf(cl *mqtt.Client, p Principal) *mqtt.Client {
+	if !cl.Closed() || s.broker == nil {
+		return cl
+	}
+	persistent := (cl.Properties.ProtocolVersion < 5 && !cl.Properties.Clean) ||
+		(cl.Properties.ProtocolVersion == 5 && cl.Properties.Props.SessionExpiryInterval > 0)
+	if !persistent {
+		return cl
+	}
+	cur, ok := s.broker.Clients.Get(cl.ID)
+	if !ok || cur == cl || cur.Closed() {
+		return cl
+	}
+	if now, _ := s.principals.Load(cur); now == nil || now.(Principal).CertificateID != p.CertificateID {
+		return cl
+	}
+	return cur
 }
 
 // topicMatches reports whether an MQTT topic filter matches a topic.

@@ -2,15 +2,11 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -25,14 +21,14 @@ func newCloudCmd(app *App) *cobra.Command {
 		Short: "Local AWS IoT fleet provisioning emulator (no AWS account needed)",
 		Args:  cobra.NoArgs,
 	}
-	cmd.AddCommand(newCloudInitCmd(app), newCloudServeCmd(app), newCloudThingsCmd(app))
+	cmd.AddCommand(newCloudInitCmd(app), newCloudServeCmd(app), newCloudThingsCmd(app), newCloudCertsCmd(app))
 	return cmd
 }
 
 // usageFrom turns the emulator's user-fixable errors into usage errors, so
 // they exit 2 like any other bad input.
 func usageFrom(err error) error {
-	if errors.Is(err, cloudsim.ErrInitialised) || errors.Is(err, cloudsim.ErrNotInitialised) || errors.Is(err, cloudsim.ErrListen) {
+	if errors.Is(err, cloudsim.ErrInitialised) || errors.Is(err, cloudsim.ErrNotInitialised) || errors.Is(err, cloudsim.ErrListen) || errors.Is(err, cloudsim.ErrPolicy) || errors.Is(err, cloudsim.ErrBrokerMode) {
 		return &failure.UsageError{Msg: err.Error(), Err: err}
 	}
 	return err
@@ -48,7 +44,7 @@ func requireDir(dir string) error {
 func newCloudInitCmd(app *App) *cobra.Command {
 	var opts cloudsim.InitOptions
 	cmd := &cobra.Command{
-		Use:   "init --dir DIR [--listen HOST:PORT]",
+		Use:   "init --dir DIR [--listen HOST:PORT] [--claim-policy NAME]...",
 		Short: "Create an emulator directory: CA, claim certificate, template, policies, device config.yaml",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -64,6 +60,7 @@ func newCloudInitCmd(app *App) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&opts.Dir, "dir", "", "emulator directory to create")
 	cmd.Flags().StringVar(&opts.Listen, "listen", cloudsim.DefaultListen, "address the emulator will listen on (written into the device config)")
+	cmd.Flags().StringArrayVar(&opts.ClaimPolicies, "claim-policy", nil, "policy the claim certificate gets, repeatable: GreengrassProvisioningClaimPolicy (default; CSR flow) or CreateKeysClaimPolicy (CreateKeysAndCertificate)")
 	return cmd
 }
 
@@ -72,9 +69,11 @@ func newCloudServeCmd(app *App) *cobra.Command {
 		dir, listen string
 		faultSpecs  []string
 		lifetime    time.Duration
+		wire        cloudsim.Options // the wire and transport switches
+		rateLimit   string
 	)
 	cmd := &cobra.Command{
-		Use:   "serve --dir DIR [--fault OP:SPEC]... [--token-lifetime 1h]",
+		Use:   "serve --dir DIR [--fault OP:SPEC]... [--token-lifetime 1h] [--strict-delivery] [--single-use-tokens] [--rate-limit N/DUR] [--broker URL]",
 		Short: "Run the emulator until SIGINT or SIGTERM",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -92,7 +91,15 @@ func newCloudServeCmd(app *App) *cobra.Command {
 				}
 				faults = append(faults, f)
 			}
-			srv, err := cloudsim.Open(cloudsim.Options{Dir: dir, Listen: listen, Logger: app.Logger, Faults: faults, TokenLifetime: lifetime})
+			if rateLimit != "" {
+				rl, err := cloudsim.ParseRateLimit(rateLimit)
+				if err != nil {
+					return failure.Usage("--rate-limit: " + err.Error())
+				}
+				wire.RateLimit = rl
+			}
+			srv, err := cloudsim.Open(cloudsim.Options{Dir: dir, Listen: listen, Logger: app.Logger, Faults: faults, TokenLifetime: lifetime,
+				StrictDelivery: wire.StrictDelivery, SingleUseTokens: wire.SingleUseTokens, RateLimit: wire.RateLimit, Broker: wire.Broker})
 			if err != nil {
 				return usageFrom(err)
 			}
@@ -102,7 +109,11 @@ func newCloudServeCmd(app *App) *cobra.Command {
 				return err
 			}
 			// Tests and scripts wait for exactly this line.
-			fmt.Fprintf(app.Stdout, "listening on %s\n", srv.Addr())
+			if wire.Broker != "" {
+				fmt.Fprintf(app.Stdout, "attached to %s\n", srv.Addr())
+			} else {
+				fmt.Fprintf(app.Stdout, "listening on %s\n", srv.Addr())
+			}
 			<-ctx.Done()
 			app.Logger.Info("shutting down")
 			return srv.Close()
@@ -112,107 +123,9 @@ func newCloudServeCmd(app *App) *cobra.Command {
 	cmd.Flags().StringVar(&listen, "listen", "", "override the listen address recorded by init")
 	cmd.Flags().StringArrayVar(&faultSpecs, "fault", nil, "inject a fault, repeatable: OP:delay=2s | OP:reject=503/ServiceUnavailable | OP:drop[=answer] | OP:disconnect[=answer], each optionally :times=N")
 	cmd.Flags().DurationVar(&lifetime, "token-lifetime", 0, "how long an ownership token is honoured (default: as recorded, 1h)")
+	cmd.Flags().BoolVar(&wire.StrictDelivery, "strict-delivery", false, "answer only a client subscribed to the response topic (default: the requesting connection, subscribed or not, as AWS IoT)")
+	cmd.Flags().BoolVar(&wire.SingleUseTokens, "single-use-tokens", false, "refuse a second RegisterThing with the same ownership token (default: reusable for the same certificate while valid)")
+	cmd.Flags().StringVar(&rateLimit, "rate-limit", "", "throttle each connection to N requests per DURATION, e.g. 5/1s (429 ThrottlingException; default: off)")
+	cmd.Flags().StringVar(&wire.Broker, "broker", "", "attach to this MQTT 5 broker (mqtts://HOST:PORT or mqtt://HOST:PORT) instead of listening; one device at a time")
 	return cmd
-}
-
-// The `things --json` shape; tests count certificates with it.
-type (
-	thingsJSON struct {
-		Things       []thingJSON       `json:"things"`
-		Certificates []certificateJSON `json:"certificates"`
-	}
-	thingJSON struct {
-		ThingName    string            `json:"thingName"`
-		Attributes   map[string]string `json:"attributes"`
-		Groups       []string          `json:"groups"`
-		Certificates []string          `json:"certificates"`
-	}
-	certificateJSON struct {
-		CertificateID string    `json:"certificateId"`
-		Status        string    `json:"status"`
-		ThingName     string    `json:"thingName"`
-		Policies      []string  `json:"policies"`
-		Claim         bool      `json:"claim"`
-		CreatedAt     time.Time `json:"createdAt"`
-	}
-)
-
-func newCloudThingsCmd(app *App) *cobra.Command {
-	var (
-		dir    string
-		asJSON bool
-	)
-	cmd := &cobra.Command{
-		Use:   "things --dir DIR [--json]",
-		Short: "List the emulator's things and certificates",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := requireDir(dir); err != nil {
-				return err
-			}
-			return printThings(app.Stdout, dir, asJSON)
-		},
-	}
-	cmd.Flags().StringVar(&dir, "dir", "", "emulator directory")
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
-	return cmd
-}
-
-// printThings lists the registry of the emulator in dir, as a table or as
-// the JSON that tests count certificates with.
-func printThings(w io.Writer, dir string, asJSON bool) error {
-	reg, err := cloudsim.ReadRegistry(dir)
-	if err != nil {
-		return usageFrom(err)
-	}
-	out := thingsJSON{Things: []thingJSON{}, Certificates: []certificateJSON{}}
-	for _, t := range reg.SortedThings() {
-		tj := thingJSON{ThingName: t.Name, Attributes: t.Attributes, Groups: t.Groups, Certificates: t.Principals}
-		if tj.Attributes == nil {
-			tj.Attributes = map[string]string{}
-		}
-		if tj.Groups == nil {
-			tj.Groups = []string{}
-		}
-		if tj.Certificates == nil {
-			tj.Certificates = []string{}
-		}
-		out.Things = append(out.Things, tj)
-	}
-	for _, c := range reg.SortedCertificates() {
-		pol := c.Policies
-		if pol == nil {
-			pol = []string{}
-		}
-		out.Certificates = append(out.Certificates, certificateJSON{
-			CertificateID: c.ID, Status: c.Status, ThingName: c.ThingName, Policies: pol, Claim: c.Claim, CreatedAt: c.CreatedAt,
-		})
-	}
-	if asJSON {
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(out)
-	}
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "THING\tGROUPS\tCERTIFICATES")
-	for _, t := range out.Things {
-		fmt.Fprintf(tw, "%s\t%s\t%d\n", t.ThingName, dash(strings.Join(t.Groups, ",")), len(t.Certificates))
-	}
-	fmt.Fprintln(tw)
-	fmt.Fprintln(tw, "CERTIFICATE\tSTATUS\tTHING")
-	for _, c := range out.Certificates {
-		thing := c.ThingName
-		if c.Claim {
-			thing = "(claim)"
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", c.CertificateID, c.Status, dash(thing))
-	}
-	return tw.Flush()
-}
-
-func dash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
 }

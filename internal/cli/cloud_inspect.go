@@ -1,0 +1,201 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/fleetprov/fleetprov/cloudsim"
+)
+
+// The `cloud things --json` and `cloud certs --json` shapes. Field names
+// are kept once published: scripts and tests read thingName and
+// certificates. New fields are added, never renamed.
+type (
+	thingsJSON struct {
+		Things       []thingJSON       `json:"things"`
+		Certificates []certificateJSON `json:"certificates"`
+	}
+	thingJSON struct {
+		ThingName     string            `json:"thingName"`
+		ThingTypeName string            `json:"thingTypeName"`
+		BillingGroup  string            `json:"billingGroup"`
+		Attributes    map[string]string `json:"attributes"`
+		Groups        []string          `json:"groups"`
+		Certificates  []string          `json:"certificates"`
+		CreatedAt     time.Time         `json:"createdAt"`
+	}
+	certsJSON struct {
+		Certificates []certificateJSON `json:"certificates"`
+	}
+	certificateJSON struct {
+		CertificateID string    `json:"certificateId"`
+		Status        string    `json:"status"`
+		ThingName     string    `json:"thingName"`
+		Policies      []string  `json:"policies"`
+		Claim         bool      `json:"claim"`
+		CreatedAt     time.Time `json:"createdAt"`
+	}
+)
+
+func newCloudThingsCmd(app *App) *cobra.Command {
+	var (
+		dir    string
+		asJSON bool
+	)
+	cmd := &cobra.Command{
+		Use:   "things --dir DIR [--json]",
+		Short: "List the emulator's things: type, billing group, groups, attributes, certificates",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := requireDir(dir); err != nil {
+				return err
+			}
+			return printThings(app.Stdout, dir, asJSON)
+		},
+	}
+	cmd.Flags().StringVar(&dir, "dir", "", "emulator directory")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func newCloudCertsCmd(app *App) *cobra.Command {
+	var (
+		dir    string
+		asJSON bool
+	)
+	cmd := &cobra.Command{
+		Use:   "certs --dir DIR [--json]",
+		Short: "List the emulator's certificates: status, thing, attached policies, which is the claim",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := requireDir(dir); err != nil {
+				return err
+			}
+			reg, err := cloudsim.ReadRegistry(dir)
+			if err != nil {
+				return usageFrom(err)
+			}
+			return printCerts(app.Stdout, reg, asJSON)
+		},
+	}
+	cmd.Flags().StringVar(&dir, "dir", "", "emulator directory")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func thingsOf(reg *cloudsim.Registry) []thingJSON {
+	out := []thingJSON{}
+	for _, t := range reg.SortedThings() {
+		// Empty lists and maps print as [] and {}, not null, so a script
+		// can index them without a check.
+		tj := thingJSON{ThingName: t.Name, ThingTypeName: t.ThingTypeName, BillingGroup: t.BillingGroup,
+			Attributes: t.Attributes, Groups: t.Groups, Certificates: t.Principals, CreatedAt: t.CreatedAt}
+		if tj.Attributes == nil {
+			tj.Attributes = map[string]string{}
+		}
+		if tj.Groups == nil {
+			tj.Groups = []string{}
+		}
+		if tj.Certificates == nil {
+			tj.Certificates = []string{}
+		}
+		out = append(out, tj)
+	}
+	return out
+}
+
+func certsOf(reg *cloudsim.Registry) []certificateJSON {
+	out := []certificateJSON{}
+	for _, c := range reg.SortedCertificates() {
+		pol := c.Policies
+		if pol == nil {
+			pol = []string{}
+		}
+		out = append(out, certificateJSON{
+			CertificateID: c.ID, Status: c.Status, ThingName: c.ThingName, Policies: pol, Claim: c.Claim, CreatedAt: c.CreatedAt,
+		})
+	}
+	return out
+}
+
+// printThings lists the things of the emulator in dir, as a table or as
+// JSON; the JSON keeps the certificates list it always had, which tests
+// count.
+func printThings(w io.Writer, dir string, asJSON bool) error {
+	reg, err := cloudsim.ReadRegistry(dir)
+	if err != nil {
+		return usageFrom(err)
+	}
+	things := thingsOf(reg)
+	if asJSON {
+		return writeJSON(w, thingsJSON{Things: things, Certificates: certsOf(reg)})
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "THING\tTYPE\tBILLING GROUP\tGROUPS\tATTRIBUTES\tCERTIFICATES")
+	for _, t := range things {
+		attrs := make([]string, 0, len(t.Attributes))
+		for _, k := range slices.Sorted(maps.Keys(t.Attributes)) {
+			attrs = append(attrs, k+"="+t.Attributes[k])
+		}
+		certs := make([]string, 0, len(t.Certificates))
+		for _, id := range t.Certificates {
+			certs = append(certs, shortID(id))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", t.ThingName, dash(t.ThingTypeName), dash(t.BillingGroup),
+			dash(strings.Join(t.Groups, ",")), dash(strings.Join(attrs, ",")), dash(strings.Join(certs, ",")))
+	}
+	if len(things) == 0 {
+		fmt.Fprintln(tw, "(no things)")
+	}
+	return tw.Flush()
+}
+
+// printCerts lists the certificates, claim first, with full ids: they are
+// what a user pastes into grep or the registry.
+func printCerts(w io.Writer, reg *cloudsim.Registry, asJSON bool) error {
+	certs := certsOf(reg)
+	if asJSON {
+		return writeJSON(w, certsJSON{Certificates: certs})
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "CERTIFICATE\tSTATUS\tTHING\tPOLICIES\tCREATED")
+	for _, c := range certs {
+		thing := c.ThingName
+		if c.Claim {
+			thing = "(claim)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", c.CertificateID, c.Status, dash(thing),
+			dash(strings.Join(c.Policies, ",")), c.CreatedAt.UTC().Format(time.RFC3339))
+	}
+	return tw.Flush()
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// shortID abbreviates a 64-hex certificate id for the things table, as the
+// AWS console does; `cloud certs` shows it whole.
+func shortID(id string) string {
+	if len(id) > 12 {
+		return id[:12] + "…"
+	}
+	return id
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

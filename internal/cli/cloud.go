@@ -119,7 +119,7 @@ func newCloudServeCmd(app *App) *cobra.Command {
 			return srv.Close()
 		},
 	}
-	cmd.Flags().StringVar(&dir, "dir", "", "emulator directory made by `cloud init`")
+	cmd.Flags().StringVar(&dir, "dir", "", "emulator directory made by cloud init")
 	cmd.Flags().StringVar(&listen, "listen", "", "override the listen address recorded by init")
 	cmd.Flags().StringArrayVar(&faultSpecs, "fault", nil, "inject a fault, repeatable: OP:delay=2s | OP:reject=503/ServiceUnavailable | OP:drop[=answer] | OP:disconnect[=answer], each optionally :times=N")
 	cmd.Flags().DurationVar(&lifetime, "token-lifetime", 0, "how long an ownership token is honoured (default: as recorded, 1h)")

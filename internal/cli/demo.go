@@ -66,6 +66,14 @@ step, the thing name and where the files went. Needs no AWS account.`,
 			if err := printThings(app.Stdout, dir, false); err != nil {
 				return err
 			}
+			reg, err := cloudsim.ReadRegistry(dir)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(app.Stdout)
+			if err := printCerts(app.Stdout, reg, false); err != nil {
+				return err
+			}
 			fmt.Fprintf(app.Stdout, "\nTry: fleetprov status --config %s\n", cfgPath)
 			return nil
 		},

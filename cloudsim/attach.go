@@ -212,16 +212,7 @@ func (s *Server) onAttachedRequest(topic string, payload []byte, qos byte) {
 	// a device holding the emulator's claim, the only claim it issues.
 	p := Principal{CertificateID: s.st.ClaimCertificateID, Claim: true}
 	body := append([]byte(nil), payload...)
-	s.workMu.Lock()
-	defer s.workMu.Unlock()
-	if s.closed {
-		return
-	}
-	s.work.Add(1)
-	go func() {
-		defer s.work.Done()
-		s.handle(&brokerResponder{s: s, qos: qos}, p, req, body)
-	}()
+	s.dispatch(func() { s.handle(&brokerResponder{s: s, qos: qos}, p, req, body) })
 }
 
 // brokerResponder answers by publishing on the response topic; the broker

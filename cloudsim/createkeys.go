@@ -7,7 +7,6 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"log/slog"
-	"time"
 )
 
 // createKeysAccepted is the CreateKeysAndCertificate answer, keys as in the
@@ -35,27 +34,15 @@ func (s *Server) createKeysAndCertificate(log *slog.Logger, c codec, payload []b
 	if err != nil {
 		return nil, reject(500, CodeInternalFailure, "Internal failure: generate key: %v", err)
 	}
-	now := s.now()
-	cert, err := s.ca.issue(key.Public(), createKeysSubject, nil, now.Add(-5*time.Minute), deviceCertNotAfter)
-	if err != nil {
-		return nil, reject(500, CodeInternalFailure, "Internal failure: %v", err)
-	}
-	token, err := newToken()
-	if err != nil {
-		return nil, reject(500, CodeInternalFailure, "Internal failure: %v", err)
-	}
-	id := CertificateID(cert.Raw)
-	pemText := string(certPEM(cert))
-	if rej := s.commit(func(r *Registry) *Rejection {
-		r.Certificates[id] = &Certificate{ID: id, Status: StatusPendingActivation, Policies: []string{}, CreatedAt: now.UTC(), PEM: pemText}
-		r.Tokens[token] = &Token{CertificateID: id, IssuedAt: now.UTC()}
-		return nil
-	}); rej != nil {
+	pc, rej := s.issuePending(key.Public(), createKeysSubject, func(err error) *Rejection {
+		return reject(500, CodeInternalFailure, "Internal failure: %v", err)
+	})
+	if rej != nil {
 		return nil, rej
 	}
-	log.Info("keys and certificate created", "newCertificateId", id)
+	log.Info("keys and certificate created", "newCertificateId", pc.id)
 	// PKCS#1 "RSA PRIVATE KEY", the encoding AWS returns and the AWS SDK
 	// samples write to disk unchanged.
 	keyText := string(pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}))
-	return createKeysAccepted{CertificateID: id, CertificatePEM: pemText, PrivateKey: keyText, Token: token}, nil
+	return createKeysAccepted{CertificateID: pc.id, CertificatePEM: pc.pem, PrivateKey: keyText, Token: pc.token}, nil
 }

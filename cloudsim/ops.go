@@ -1,7 +1,9 @@
 package cloudsim
 
 import (
+	"crypto"
 	"crypto/rand"
+	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -243,26 +245,40 @@ func (s *Server) createCertificateFromCsr(log *slog.Logger, c codec, payload []b
 	if err != nil {
 		return nil, reject(400, CodeInvalidPayload, "Invalid certificate signing request: %s.", strings.TrimPrefix(err.Error(), errBadCSR.Error()+": "))
 	}
+	pc, rej := s.issuePending(csr.PublicKey, csr.Subject, func(err error) *Rejection {
+		return reject(400, CodeInvalidPayload, "Invalid certificate signing request: %v.", err)
+	})
+	if rej != nil {
+		return nil, rej
+	}
+	log.Info("certificate created", "newCertificateId", pc.id)
+	return createFromCsrAccepted{CertificateID: pc.id, CertificatePEM: pc.pem, Token: pc.token}, nil
+}
+
+// pendingCertificate is a certificate just issued, with its token.
+type pendingCertificate struct{ id, pem, token string }
+
+// issuePending signs a certificate for pub, records it PENDING_ACTIVATION
+// with a new ownership token, and returns both. Both certificate flows end
+// here, so RegisterThing cannot tell them apart. signErr maps a signing
+// failure to the flow's own rejection.
+func (s *Server) issuePending(pub crypto.PublicKey, subject pkix.Name, signErr func(error) *Rejection) (pendingCertificate, *Rejection) {
 	now := s.now()
-	cert, err := s.ca.issue(csr.PublicKey, csr.Subject, nil, now.Add(-5*time.Minute), deviceCertNotAfter)
+	cert, err := s.ca.issue(pub, subject, nil, now.Add(-5*time.Minute), deviceCertNotAfter)
 	if err != nil {
-		return nil, reject(400, CodeInvalidPayload, "Invalid certificate signing request: %v.", err)
+		return pendingCertificate{}, signErr(err)
 	}
 	token, err := newToken()
 	if err != nil {
-		return nil, reject(500, CodeInternalFailure, "Internal failure: %v", err)
+		return pendingCertificate{}, reject(500, CodeInternalFailure, "Internal failure: %v", err)
 	}
-	id := CertificateID(cert.Raw)
-	pemText := string(certPEM(cert))
-	if rej := s.commit(func(r *Registry) *Rejection {
-		r.Certificates[id] = &Certificate{ID: id, Status: StatusPendingActivation, Policies: []string{}, CreatedAt: now.UTC(), PEM: pemText}
-		r.Tokens[token] = &Token{CertificateID: id, IssuedAt: now.UTC()}
+	pc := pendingCertificate{id: CertificateID(cert.Raw), pem: string(certPEM(cert)), token: token}
+	rej := s.commit(func(r *Registry) *Rejection {
+		r.Certificates[pc.id] = &Certificate{ID: pc.id, Status: StatusPendingActivation, Policies: []string{}, CreatedAt: now.UTC(), PEM: pc.pem}
+		r.Tokens[token] = &Token{CertificateID: pc.id, IssuedAt: now.UTC()}
 		return nil
-	}); rej != nil {
-		return nil, rej
-	}
-	log.Info("certificate created", "newCertificateId", id)
-	return createFromCsrAccepted{CertificateID: id, CertificatePEM: pemText, Token: token}, nil
+	})
+	return pc, rej
 }
 
 // newToken makes an ownership token: 256 random bits, hex, well inside the

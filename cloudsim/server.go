@@ -562,18 +562,11 @@ func (h *hook) OnPublished(cl *mqtt.Client, pk packets.Packet) {
 	p, _ := s.principals.Load(cl)
 	principal, _ := p.(Principal)
 	payload := append([]byte(nil), pk.Payload...)
-	s.workMu.Lock()
-	defer s.workMu.Unlock()
-	if s.closed {
-		return
-	}
-	s.work.Add(1)
 	// Off the client's read loop: a delay fault must not stop the broker
 	// from reading (and answering PINGREQ on) that connection.
-	go func() {
-		defer s.work.Done()
+	s.dispatch(func() {
 		s.handle(&mochiResponder{s: s, cl: cl, p: principal, qos: pk.FixedHeader.Qos}, principal, req, payload)
-	}()
+	})
 }
 
 // deliver writes an answer to one connection only, whether or not it
@@ -674,4 +667,19 @@ func topicMatches(filter, topic string) bool {
 		}
 	}
 	return len(fp) == len(tp)
+}
+
+// dispatch runs one request's handling on its own goroutine, tracked so
+// that Close waits for it; after Close it drops the request.
+func (s *Server) dispatch(fn func()) {
+	s.workMu.Lock()
+	defer s.workMu.Unlock()
+	if s.closed {
+		return
+	}
+	s.work.Add(1)
+	go func() {
+		defer s.work.Done()
+		fn()
+	}()
 }

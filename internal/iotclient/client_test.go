@@ -39,19 +39,7 @@ type world struct {
 
 func newWorld(t *testing.T) *world {
 	t.Helper()
-	p := newPKI(t)
-	w := &world{pki: p, aws: startBroker(t, p.serverTLS(t))}
-	w.issued, _ = p.claimCA.issue(t, "device", false)
-	w.aws.setReply(w.happyPath)
-	logger, logs := debugLogger()
-	w.logs = logs
-	cl, err := Dial(context.Background(), p.options(w.aws.addr, logger))
-	if err != nil {
-		t.Fatalf("Dial: %v", err)
-	}
-	t.Cleanup(func() { _ = cl.Close() })
-	w.cl = cl
-	return w
+	return newWorldWith(t, func(*Options) {})
 }
 
 func (w *world) happyPath(req request) (string, []byte, bool) {

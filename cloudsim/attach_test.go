@@ -1,16 +1,12 @@
 package cloudsim
 
 import (
-	"context"
 	"crypto/tls"
 	"errors"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/eclipse/paho.golang/packets"
-	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/fleetprov/fleetprov/internal/mosquittotest"
 )
@@ -48,23 +44,10 @@ func (e *env) dialBroker(t *testing.T, b *mosquittotest.Broker, cert tls.Certifi
 	if err != nil {
 		t.Fatalf("TLS to mosquitto: %v", err)
 	}
-	c := &client{t: t, msgs: make(chan *paho.Publish, 16)}
-	c.pc = paho.NewClient(paho.ClientConfig{
-		Conn: packets.NewThreadSafeConn(conn),
-		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
-			c.mu.Lock()
-			c.seen = append(c.seen, pr.Packet.Topic)
-			c.mu.Unlock()
-			c.msgs <- pr.Packet
-			return true, nil
-		}},
-	})
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if _, err := c.pc.Connect(ctx, &paho.Connect{ClientID: randomID(), KeepAlive: 30, CleanStart: true}); err != nil {
+	c, err := connectClient(t, conn, randomID())
+	if err != nil {
 		t.Fatalf("MQTT 5 connect to mosquitto: %v", err)
 	}
-	t.Cleanup(func() { _ = c.pc.Disconnect(&paho.Disconnect{}) })
 	return c
 }
 

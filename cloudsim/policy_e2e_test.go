@@ -26,6 +26,12 @@ func (e *env) dialWithID(t *testing.T, cert tls.Certificate, clientID string) (*
 	if err != nil {
 		return nil, err
 	}
+	return connectClient(t, conn, clientID)
+}
+
+// connectClient speaks MQTT 5 over an established connection, recording
+// every message it receives; the connection is closed if CONNECT fails.
+func connectClient(t *testing.T, conn net.Conn, clientID string) (*client, error) {
 	c := &client{t: t, msgs: make(chan *paho.Publish, 16)}
 	c.pc = paho.NewClient(paho.ClientConfig{
 		Conn: packets.NewThreadSafeConn(conn),

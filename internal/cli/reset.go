@@ -12,6 +12,7 @@ import (
 	"github.com/fleetprov/fleetprov/engine"
 	"github.com/fleetprov/fleetprov/internal/atomicfile"
 	"github.com/fleetprov/fleetprov/internal/config"
+	"github.com/fleetprov/fleetprov/states"
 )
 
 func newResetCmd(app *App) *cobra.Command {
@@ -34,7 +35,7 @@ func newResetCmd(app *App) *cobra.Command {
 			if bak != "" {
 				fmt.Fprintf(app.Stdout, "journal kept as %s\n", bak)
 			}
-			for _, p := range []string{cfg.CertPath, cfg.KeyPath, cfg.CSRPath, cfg.RootCAOutPath} {
+			for _, p := range []string{cfg.CertPath, cfg.KeyPath, cfg.CSRPath, cfg.RootCAOutPath, states.DeviceConfigurationPath(cfg)} {
 				dst := engine.BackupName(p, now)
 				err := os.Rename(p, dst)
 				if errors.Is(err, fs.ErrNotExist) {

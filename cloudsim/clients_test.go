@@ -44,7 +44,7 @@ func (e *env) dial311(t *testing.T, cert tls.Certificate, o opts311) (*client311
 		SetProtocolVersion(4).
 		SetCleanSession(o.clean).
 		SetAutoReconnect(false).
-		SetConnectTimeout(5 * time.Second).
+		SetConnectTimeout(waitLimit).
 		SetOrderMatters(false).
 		// Messages a subscription handler does not claim land here,
 		// including answers to a client that never subscribed.
@@ -57,7 +57,7 @@ func (e *env) dial311(t *testing.T, cert tls.Certificate, o opts311) (*client311
 		})
 	c.mc = pahomqtt.NewClient(opts)
 	tok := c.mc.Connect()
-	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+	if !tok.WaitTimeout(waitLimit) || tok.Error() != nil {
 		t.Fatalf("MQTT 3.1.1 connect: %v", tok.Error())
 	}
 	t.Cleanup(func() { c.mc.Disconnect(100) })
@@ -71,7 +71,7 @@ func (c *client311) subscribe(filters ...string) {
 		m[f] = 1
 	}
 	tok := c.mc.SubscribeMultiple(m, func(_ pahomqtt.Client, msg pahomqtt.Message) { c.msgs <- msg })
-	if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+	if !tok.WaitTimeout(waitLimit) || tok.Error() != nil {
 		c.t.Fatalf("subscribe %v: %v", filters, tok.Error())
 	}
 	for f, code := range tok.(*pahomqtt.SubscribeToken).Result() {
@@ -84,7 +84,7 @@ func (c *client311) subscribe(filters ...string) {
 func (c *client311) publish(topic string, qos byte, payload []byte) {
 	c.t.Helper()
 	tok := c.mc.Publish(topic, qos, false, payload)
-	tok.WaitTimeout(5 * time.Second)
+	tok.WaitTimeout(waitLimit)
 }
 
 // call publishes a QoS 1 request and waits for the answer on the request
@@ -99,7 +99,7 @@ func (c *client311) call(topic string, payload []byte) (string, []byte) {
 			c.t.Fatalf("answer on unexpected topic %s", m.Topic())
 		}
 		return res, m.Payload()
-	case <-time.After(10 * time.Second):
+	case <-time.After(waitLimit):
 		c.t.Fatalf("no answer to %s", topic)
 		return "", nil
 	}
@@ -149,7 +149,7 @@ func TestMQTT311RefusedPublishEndsConnection(t *testing.T) {
 		c.publish("devices/x/telemetry", qos, []byte("{}"))
 		select {
 		case <-c.lost:
-		case <-time.After(5 * time.Second):
+		case <-time.After(waitLimit):
 			t.Errorf("QoS %d publish outside the claim's topics: 3.1.1 connection still open", qos)
 		}
 	}
@@ -192,7 +192,7 @@ func TestMQTT311PersistentSession(t *testing.T) {
 		if m.Topic() != topicRegister+"/accepted" || !strings.Contains(string(m.Payload()), "gg_5e_55_10_4e_00_01") {
 			t.Errorf("answer after reconnecting: %s %s", m.Topic(), m.Payload())
 		}
-	case <-time.After(10 * time.Second):
+	case <-time.After(waitLimit):
 		t.Fatal("a device that reconnected with its persistent session never got its RegisterThing answer")
 	}
 }
@@ -215,7 +215,7 @@ func TestMQTT5UsernameAndSession(t *testing.T) {
 				return true, nil
 			}},
 		})
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 		defer cancel()
 		ack, err := c.pc.Connect(ctx, &paho.Connect{ClientID: id, KeepAlive: 30, CleanStart: false,
 			Username: sdkMetricsUsername, UsernameFlag: true,

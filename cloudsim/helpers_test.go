@@ -32,6 +32,11 @@ const (
 	topicRegister = "$aws/provisioning-templates/GreengrassFleetProvisioningTemplate/provision/json"
 )
 
+// waitLimit bounds every wait for an answer the emulator owes. It is
+// generous on purpose: a test only waits this long when the emulator failed
+// to answer, so a machine busy with other work is slow, not failing.
+const waitLimit = 60 * time.Second
+
 // env is one initialised, started emulator.
 type env struct {
 	dir string
@@ -183,14 +188,14 @@ func (c *client) subscribe(filters ...string) error {
 	for _, f := range filters {
 		subs = append(subs, paho.SubscribeOptions{Topic: f, QoS: 1})
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 	defer cancel()
 	_, err := c.pc.Subscribe(ctx, &paho.Subscribe{Subscriptions: subs})
 	return err
 }
 
 func (c *client) publish(topic string, payload []byte) (*paho.PublishResponse, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 	defer cancel()
 	return c.pc.Publish(ctx, &paho.Publish{Topic: topic, QoS: 1, Payload: payload})
 }
@@ -199,7 +204,7 @@ func (c *client) publish(topic string, payload []byte) (*paho.PublishResponse, e
 // or "rejected" and the decoded body.
 func (c *client) call(reqTopic string, body any) (string, map[string]any) {
 	c.t.Helper()
-	res, payload, err := c.callWait(reqTopic, body, 10*time.Second)
+	res, payload, err := c.callWait(reqTopic, body, waitLimit)
 	if err != nil {
 		c.t.Fatal(err)
 	}

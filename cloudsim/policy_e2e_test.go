@@ -21,7 +21,7 @@ import (
 // tests do not edit the shared helper.)
 func (e *env) dialWithID(t *testing.T, cert tls.Certificate, clientID string) (*client, error) {
 	t.Helper()
-	d := &net.Dialer{Timeout: 5 * time.Second}
+	d := &net.Dialer{Timeout: waitLimit}
 	conn, err := tls.DialWithDialer(d, "tcp", e.srv.Addr(), e.tlsConfig(t, cert))
 	if err != nil {
 		return nil, err
@@ -42,9 +42,9 @@ func connectClient(t *testing.T, conn net.Conn, clientID string) (*client, error
 			c.msgs <- pr.Packet
 			return true, nil
 		}},
-		PacketTimeout: 5 * time.Second,
+		PacketTimeout: waitLimit,
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 	defer cancel()
 	if _, err := c.pc.Connect(ctx, &paho.Connect{ClientID: clientID, KeepAlive: 30, CleanStart: true}); err != nil {
 		_ = conn.Close()

@@ -39,7 +39,7 @@ func TestManyDevicesAtOnce(t *testing.T) {
 				}
 			}
 			key := newKey(t)
-			res, payload, err := c.callWait(csrTopic, codec.enc(map[string]any{"certificateSigningRequest": csrPEM(t, key)}), 25*time.Second)
+			res, payload, err := c.callWait(csrTopic, codec.enc(map[string]any{"certificateSigningRequest": csrPEM(t, key)}), 2*waitLimit)
 			if err != nil || res != "accepted" {
 				errs <- fmt.Errorf("device %d (%s) CreateCertificateFromCsr: %s %q %v", i, format, res, payload, err)
 				return
@@ -59,7 +59,7 @@ func TestManyDevicesAtOnce(t *testing.T) {
 			res, payload, err = c.callWait(regTopic, codec.enc(map[string]any{
 				"certificateOwnershipToken": body["certificateOwnershipToken"],
 				"parameters":                map[string]any{"SerialNumber": serial},
-			}), 25*time.Second)
+			}), 2*waitLimit)
 			if err != nil || res != "accepted" {
 				errs <- fmt.Errorf("device %d (%s) RegisterThing: %s %q %v", i, format, res, payload, err)
 				return

@@ -229,8 +229,15 @@ func (s *Server) Start() error {
 		ClientCAs:    s.ca.pool,
 		MinVersion:   tls.VersionTLS12,
 	}
+	caps := mqtt.NewDefaultServerCapabilities()
+	// mochi copies a publish's user properties into its PUBACK unless
+	// told not to; AWS IoT documents no such echo, and a PUBACK with
+	// properties is where strict clients met mochi's 0x01 success code
+	// (see replycodes.go).
+	caps.Compatibilities.NoInheritedPropertiesOnAck = true
 	broker := mqtt.New(&mqtt.Options{
-		Logger: slog.New(brokerLogHandler{next: s.log.Handler()}).With("component", "mqtt"),
+		Capabilities: caps,
+		Logger:       slog.New(brokerLogHandler{next: s.log.Handler()}).With("component", "mqtt"),
 		// AWS IoT has no $SYS tree; publishing it hourly keeps the log quiet.
 		SysTopicResendInterval: 3600,
 	})
@@ -427,7 +434,7 @@ func (h *hook) ID() string { return "cloudsim" }
 func (h *hook) Provides(b byte) bool {
 	switch b {
 	case mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnDisconnect,
-		mqtt.OnPublish, mqtt.OnPublished, mqtt.OnSubscribe, mqtt.OnSubscribed:
+		mqtt.OnPublish, mqtt.OnPublished, mqtt.OnSubscribe, mqtt.OnSubscribed, mqtt.OnPacketEncode:
 		return true
 	}
 	return false

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"reflect"
 	"strconv"
 	"strings"
@@ -39,6 +40,12 @@ func TestScripts(t *testing.T) {
 	testscript.Run(t, testscript.Params{
 		Dir:                 "testdata/script",
 		RequireExplicitExec: true,
+		Setup: func(env *testscript.Env) error {
+			// Scripts copy the sample configurations from here.
+			root, err := filepath.Abs(filepath.Join("..", ".."))
+			env.Setenv("REPO", root)
+			return err
+		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
 			"freeport":   cmdFreePort,
 			"waitlisten": cmdWaitListen,
@@ -49,14 +56,20 @@ func TestScripts(t *testing.T) {
 	})
 }
 
-// freeport VAR: sets VAR to a free loopback address.
+// freeport VAR [PORTVAR]: sets VAR to a free loopback address, and PORTVAR
+// to its port.
 func cmdFreePort(ts *testscript.TestScript, neg bool, args []string) {
-	if len(args) != 1 {
-		ts.Fatalf("usage: freeport VAR")
+	if len(args) != 1 && len(args) != 2 {
+		ts.Fatalf("usage: freeport VAR [PORTVAR]")
 	}
 	addr, err := cloudsim.FreePort()
 	ts.Check(err)
 	ts.Setenv(args[0], addr)
+	if len(args) == 2 {
+		_, port, err := net.SplitHostPort(addr)
+		ts.Check(err)
+		ts.Setenv(args[1], port)
+	}
 }
 
 // waitlisten ADDR: waits until something accepts TCP connections on ADDR.

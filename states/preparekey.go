@@ -20,7 +20,6 @@ type PrepareKey struct{}
 
 var _ engine.State = (*PrepareKey)(nil)
 
-func (*PrepareKey) Name() string { return engine.PrepareKey }
 
 func (*PrepareKey) Run(ctx context.Context, r *engine.Run) error {
 	cfg := r.Config

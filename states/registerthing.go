@@ -18,7 +18,6 @@ type RegisterThing struct{ Session *Session }
 
 var _ engine.State = (*RegisterThing)(nil)
 
-func (*RegisterThing) Name() string { return engine.RegisterThing }
 
 func (s *RegisterThing) Run(ctx context.Context, r *engine.Run) error {
 	if r.Data.OwnershipToken == "" {

@@ -61,10 +61,10 @@ func provision(ctx context.Context, app *App, o provisionOptions) (*engine.Resul
 	if err != nil {
 		return nil, err
 	}
-	list, session := states.All(o.Load, o.Force, o.Dial)
+	builtins, session := states.Builtins(o.Load, o.Force, o.Dial)
 	defer session.Close()
 	eng, err := engine.New(engine.Options{
-		States:      list,
+		Steps:       engine.Steps(builtins),
 		Logger:      app.Logger,
 		Force:       o.Force,
 		Hold:        hold,
@@ -73,7 +73,7 @@ func provision(ctx context.Context, app *App, o provisionOptions) (*engine.Resul
 	if err != nil {
 		return nil, err
 	}
-	res, err := eng.Run(ctx)
+	res, err := eng.Provision(ctx)
 	if err != nil {
 		return nil, err
 	}

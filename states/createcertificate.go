@@ -22,7 +22,6 @@ type CreateCertificate struct{ Session *Session }
 
 var _ engine.State = (*CreateCertificate)(nil)
 
-
 func (s *CreateCertificate) Run(ctx context.Context, r *engine.Run) error {
 	if r.Config.CertificateMode == config.ModeCreateKeys {
 		return s.createKeys(ctx, r)

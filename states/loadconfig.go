@@ -20,7 +20,6 @@ type LoadConfig struct {
 
 var _ engine.State = (*LoadConfig)(nil)
 
-
 func (s *LoadConfig) Run(_ context.Context, r *engine.Run) error {
 	opts := s.Options
 	opts.SkipFileChecks = true

@@ -20,7 +20,6 @@ type Persist struct{}
 
 var _ engine.State = (*Persist)(nil)
 
-
 func (*Persist) Run(_ context.Context, r *engine.Run) error {
 	cfg, d := r.Config, r.Data
 	if d.CertificatePEM == "" || d.ThingName == "" {

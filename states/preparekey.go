@@ -20,7 +20,6 @@ type PrepareKey struct{}
 
 var _ engine.State = (*PrepareKey)(nil)
 
-
 func (*PrepareKey) Run(ctx context.Context, r *engine.Run) error {
 	cfg := r.Config
 	uri := keystore.FileURI(cfg.KeyPath)

@@ -18,7 +18,6 @@ type RegisterThing struct{ Session *Session }
 
 var _ engine.State = (*RegisterThing)(nil)
 
-
 func (s *RegisterThing) Run(ctx context.Context, r *engine.Run) error {
 	if r.Data.OwnershipToken == "" {
 		return fmt.Errorf("%w: none in the journal", engine.ErrTokenUnusable)

@@ -23,7 +23,6 @@ type Restart struct{}
 
 var _ engine.State = (*Restart)(nil)
 
-
 func (*Restart) Run(ctx context.Context, r *engine.Run) error {
 	cfg := r.Config
 	var argv []string

@@ -13,8 +13,8 @@ import (
 	"math/rand/v2"
 	"time"
 
-	"github.com/fleetprov/fleetprov/internal/config"
-	"github.com/fleetprov/fleetprov/internal/failure"
+	"github.com/fleetprov/fleetprov/config"
+	"github.com/fleetprov/fleetprov/failure"
 )
 
 // State is the work of one step of provisioning (see Step).

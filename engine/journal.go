@@ -15,7 +15,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/fleetprov/fleetprov/internal/atomicfile"
+	"github.com/fleetprov/fleetprov/atomicfile"
 )
 
 // The journal is an append-only file of one record per line:

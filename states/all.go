@@ -2,7 +2,7 @@ package states
 
 import (
 	"github.com/fleetprov/fleetprov/engine"
-	"github.com/fleetprov/fleetprov/internal/config"
+	"github.com/fleetprov/fleetprov/config"
 )
 
 // Builtins returns the work of every built-in step, wired to one cloud

@@ -10,7 +10,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/fleetprov/fleetprov/internal/config"
+	"github.com/fleetprov/fleetprov/config"
 	"github.com/fleetprov/fleetprov/plugins/keystore"
 )
 

@@ -14,7 +14,7 @@ import (
 
 	"github.com/fleetprov/fleetprov/cloudsim"
 	"github.com/fleetprov/fleetprov/engine"
-	"github.com/fleetprov/fleetprov/internal/config"
+	"github.com/fleetprov/fleetprov/config"
 )
 
 // testNow is the clock of every run in these tests, so backup names and

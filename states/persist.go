@@ -8,8 +8,8 @@ import (
 	"path/filepath"
 
 	"github.com/fleetprov/fleetprov/engine"
-	"github.com/fleetprov/fleetprov/internal/atomicfile"
-	"github.com/fleetprov/fleetprov/internal/config"
+	"github.com/fleetprov/fleetprov/atomicfile"
+	"github.com/fleetprov/fleetprov/config"
 )
 
 // Persist writes the certificate, the root CA and the device configuration

@@ -7,8 +7,8 @@ import (
 	"os"
 
 	"github.com/fleetprov/fleetprov/engine"
-	"github.com/fleetprov/fleetprov/internal/atomicfile"
-	"github.com/fleetprov/fleetprov/internal/config"
+	"github.com/fleetprov/fleetprov/atomicfile"
+	"github.com/fleetprov/fleetprov/config"
 	"github.com/fleetprov/fleetprov/plugins/keystore"
 )
 

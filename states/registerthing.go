@@ -7,7 +7,7 @@ import (
 	"maps"
 
 	"github.com/fleetprov/fleetprov/engine"
-	"github.com/fleetprov/fleetprov/internal/failure"
+	"github.com/fleetprov/fleetprov/failure"
 	"github.com/fleetprov/fleetprov/internal/iotclient"
 )
 

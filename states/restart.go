@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/fleetprov/fleetprov/engine"
-	"github.com/fleetprov/fleetprov/internal/config"
-	"github.com/fleetprov/fleetprov/internal/failure"
+	"github.com/fleetprov/fleetprov/config"
+	"github.com/fleetprov/fleetprov/failure"
 )
 
 // restartTimeout bounds one restart command; systemd's own default stop

@@ -18,7 +18,6 @@ import (
 	"github.com/rogpeppe/go-internal/testscript"
 
 	"github.com/fleetprov/fleetprov/cloudsim"
-	"github.com/fleetprov/fleetprov/internal/cli"
 	"github.com/fleetprov/fleetprov/plugins/keystore"
 )
 
@@ -28,11 +27,11 @@ const envBeCLI = "FLEETPROV_TEST_BE_CLI"
 
 func TestMain(m *testing.M) {
 	if os.Getenv(envBeCLI) == "1" {
-		os.Exit(cli.Main(os.Args, os.Stdout, os.Stderr))
+		os.Exit(build.Main(os.Args, os.Stdout, os.Stderr))
 	}
 	testscript.Main(m, map[string]func(){
-		"fleetprov":          func() { os.Exit(cli.Main(os.Args, os.Stdout, os.Stderr)) },
-		"fleet-provisioning": func() { os.Exit(cli.Main(os.Args, os.Stdout, os.Stderr)) },
+		"fleetprov":          func() { os.Exit(build.Main(os.Args, os.Stdout, os.Stderr)) },
+		"fleet-provisioning": func() { os.Exit(build.Main(os.Args, os.Stdout, os.Stderr)) },
 	})
 }
 

@@ -13,8 +13,8 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/fleetprov/fleetprov/engine"
-	"github.com/fleetprov/fleetprov/internal/config"
-	"github.com/fleetprov/fleetprov/internal/failure"
+	"github.com/fleetprov/fleetprov/config"
+	"github.com/fleetprov/fleetprov/failure"
 	"github.com/fleetprov/fleetprov/states"
 )
 
@@ -36,8 +36,8 @@ other failure.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			_, err := provision(ctx, app, provisionOptions{
-				Load:  config.LoadOptions{Flags: cmd.Flags(), Environ: os.Environ()},
+			_, err := Provision(ctx, app, ProvisionOptions{
+				Load:  app.LoadOptions(cmd.Flags()),
 				Force: force,
 			})
 			return err
@@ -48,23 +48,31 @@ other failure.`,
 	return cmd
 }
 
-type provisionOptions struct {
+// ProvisionOptions say where the configuration comes from, and for tests
+// and the demo, how the cloud is reached.
+type ProvisionOptions struct {
 	Load  config.LoadOptions
 	Force bool
 	Dial  states.DialFunc
 }
 
-// provision runs the engine with the progress printer and the logger
-// subscribed; run and demo share it.
-func provision(ctx context.Context, app *App, o provisionOptions) (*engine.Result, error) {
+// Provision runs this build's machine with the progress printer and the
+// logger subscribed; run and the local cloud's demo share it.
+func Provision(ctx context.Context, app *App, o ProvisionOptions) (*engine.Result, error) {
 	hold, err := parseHold(os.Getenv(EnvTestHold))
 	if err != nil {
 		return nil, err
 	}
 	builtins, session := states.Builtins(o.Load, o.Force, o.Dial)
 	defer session.Close()
+	steps := engine.Steps(builtins)
+	if app.build.Steps != nil {
+		if steps, err = app.build.Steps(steps); err != nil {
+			return nil, fmt.Errorf("this build's steps: %w", err)
+		}
+	}
 	eng, err := engine.New(engine.Options{
-		Steps:       engine.Steps(builtins),
+		Steps:       steps,
 		Logger:      app.Logger,
 		Force:       o.Force,
 		Hold:        hold,

@@ -10,7 +10,7 @@ import (
 // fleetprov accepts. The local cloud sample is also run end to end by
 // cmd/fleetprov's sample_configs script.
 func TestSampleConfigs(t *testing.T) {
-	files, err := filepath.Glob(filepath.Join("..", "..", "configs", "*.yaml"))
+	files, err := filepath.Glob(filepath.Join("..", "configs", "*.yaml"))
 	if err != nil || len(files) < 2 {
 		t.Fatalf("samples in configs/: %v %v", files, err)
 	}

@@ -5,10 +5,10 @@ package cli
 
 import (
 	"errors"
-	"os"
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 

@@ -1,8 +1,8 @@
 package states
 
 import (
-	"github.com/fleetprov/fleetprov/engine"
 	"github.com/fleetprov/fleetprov/config"
+	"github.com/fleetprov/fleetprov/engine"
 )
 
 // Builtins returns the work of every built-in step, wired to one cloud

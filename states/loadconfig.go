@@ -4,8 +4,8 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/fleetprov/fleetprov/engine"
 	"github.com/fleetprov/fleetprov/config"
+	"github.com/fleetprov/fleetprov/engine"
 	"github.com/fleetprov/fleetprov/failure"
 )
 

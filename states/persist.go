@@ -7,9 +7,9 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/fleetprov/fleetprov/engine"
 	"github.com/fleetprov/fleetprov/atomicfile"
 	"github.com/fleetprov/fleetprov/config"
+	"github.com/fleetprov/fleetprov/engine"
 )
 
 // Persist writes the certificate, the root CA and the device configuration

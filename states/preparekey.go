@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/fleetprov/fleetprov/engine"
 	"github.com/fleetprov/fleetprov/atomicfile"
 	"github.com/fleetprov/fleetprov/config"
+	"github.com/fleetprov/fleetprov/engine"
 	"github.com/fleetprov/fleetprov/plugins/keystore"
 )
 

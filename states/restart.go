@@ -8,8 +8,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/fleetprov/fleetprov/engine"
 	"github.com/fleetprov/fleetprov/config"
+	"github.com/fleetprov/fleetprov/engine"
 	"github.com/fleetprov/fleetprov/failure"
 )
 

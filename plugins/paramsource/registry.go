@@ -173,7 +173,7 @@ func ParseSpec(param string, value map[string]any) (Spec, error) {
 	known := strings.Join(Sources(), ", ")
 	raw, ok := value[OptionSource]
 	if !ok {
-		return Spec{}, fmt.Errorf("is a mapping without %s: name where the value comes from (known: %s), or write a plain value", OptionSource, known)
+		return Spec{}, fmt.Errorf("no %s: add %s: NAME (known: %s), or write a plain value", OptionSource, OptionSource, known)
 	}
 	name, ok := scalar(raw)
 	if !ok || strings.TrimSpace(name) == "" {

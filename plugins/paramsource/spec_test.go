@@ -15,7 +15,7 @@ func TestParseSpecErrors(t *testing.T) {
 		want  string
 	}{
 		{"no source", map[string]any{"interface": "eth0"},
-			"is a mapping without source: name where the value comes from (known: " + known + "), or write a plain value"},
+			"no source: add source: NAME (known: " + known + "), or write a plain value"},
 		{"source is a list", map[string]any{"source": []any{"mac"}},
 			"source is not a source name (known: " + known + ")"},
 		{"unknown source", map[string]any{"source": "macc"},

@@ -69,7 +69,7 @@ func (f *fixture) run(t *testing.T, force bool) (*Result, error) {
 func TestEngineRunsInOrderAndJournalsBeforeEachState(t *testing.T) {
 	f := newFixture(t)
 	var seen []string
-	for _, n := range []string{PrepareKey, CreateCertificate, RegisterThing, Persist, Restart} {
+	for _, n := range []string{DeriveParams, PrepareKey, CreateCertificate, RegisterThing, Persist, Restart} {
 		n := n
 		f.states[n].fn = func(r *Run) error {
 			// The entry record must already be on disk when the state runs.
@@ -88,7 +88,7 @@ func TestEngineRunsInOrderAndJournalsBeforeEachState(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if strings.Join(seen, ",") != "PrepareKey,CreateCertificate,RegisterThing,Persist,Restart" {
+	if strings.Join(seen, ",") != "DeriveParams,PrepareKey,CreateCertificate,RegisterThing,Persist,Restart" {
 		t.Errorf("order %v", seen)
 	}
 	if res.Data.ThingName != "gg_1" {

@@ -42,8 +42,9 @@ func Resume(in ResumeInput) (Plan, error) {
 	last := in.Last
 	if in.Force {
 		// The user asked for a new identity: start over, whatever the
-		// journal says. PrepareKey keeps the old key as a backup.
-		return Plan{Start: PrepareKey, Attempt: 1, Reason: "--force: provisioning afresh"}, nil
+		// journal says, parameters included. PrepareKey keeps the old key
+		// as a backup.
+		return Plan{Start: DeriveParams, Attempt: 1, Reason: "--force: provisioning afresh"}, nil
 	}
 	if last == nil {
 		if in.ConfigProvisioned {
@@ -51,7 +52,7 @@ func Resume(in ResumeInput) (Plan, error) {
 			// lite's own tool): the config already has a certificate.
 			return Plan{AlreadyProvisioned: true, Reason: "config already names a device certificate (system.certificateFilePath)"}, nil
 		}
-		return Plan{Start: PrepareKey, Attempt: 1, Reason: "no journal: provisioning afresh"}, nil
+		return Plan{Start: DeriveParams, Attempt: 1, Reason: "no journal: provisioning afresh"}, nil
 	}
 
 	state, why := last.State, ""
@@ -72,7 +73,12 @@ func Resume(in ResumeInput) (Plan, error) {
 		return plan, nil
 	case LoadConfig, "":
 		// Config is loaded on every run; nothing was done yet.
-		plan.Start, plan.Reason = PrepareKey, why+"nothing done yet"
+		plan.Start, plan.Reason = DeriveParams, why+"nothing done yet"
+	case DeriveParams:
+		// No parameters reached the journal and nothing was sent with
+		// them: derive them again. From here on they are journaled and a
+		// resumed run sends exactly these, never deriving them again.
+		plan.Start, plan.Reason = DeriveParams, why+"template parameters not derived yet"
 	case PrepareKey:
 		// The key may or may not have been written; PrepareKey reuses one
 		// that exists.

@@ -12,6 +12,7 @@ import (
 // in it. Retired names must stay listed in knownStates.
 const (
 	LoadConfig        = "LoadConfig"
+	DeriveParams      = "DeriveParams"
 	PrepareKey        = "PrepareKey"
 	CreateCertificate = "CreateCertificate"
 	RegisterThing     = "RegisterThing"
@@ -24,6 +25,7 @@ const (
 // Event names: what happened in the state being left.
 const (
 	EvConfigLoaded      = "config_loaded"
+	EvParamsDerived     = "params_derived"
 	EvKeyReady          = "key_ready"
 	EvCertificateIssued = "certificate_issued"
 	EvThingRegistered   = "thing_registered"
@@ -34,17 +36,18 @@ const (
 )
 
 // Order is the path a provisioning run takes when nothing goes wrong.
-var Order = []string{LoadConfig, PrepareKey, CreateCertificate, RegisterThing, Persist, Restart, Done}
+var Order = []string{LoadConfig, DeriveParams, PrepareKey, CreateCertificate, RegisterThing, Persist, Restart, Done}
 
 var knownStates = map[string]bool{
-	LoadConfig: true, PrepareKey: true, CreateCertificate: true, RegisterThing: true,
+	LoadConfig: true, DeriveParams: true, PrepareKey: true, CreateCertificate: true, RegisterThing: true,
 	Persist: true, Restart: true, Done: true, Failed: true,
 }
 
 // Transitions is the machine, as data: the engine drives it, `fleetprov
 // graph` draws it, and no state knows which state follows it.
 var Transitions = fsm.Events{
-	{Name: EvConfigLoaded, Src: []string{LoadConfig}, Dst: PrepareKey},
+	{Name: EvConfigLoaded, Src: []string{LoadConfig}, Dst: DeriveParams},
+	{Name: EvParamsDerived, Src: []string{DeriveParams}, Dst: PrepareKey},
 	{Name: EvKeyReady, Src: []string{PrepareKey}, Dst: CreateCertificate},
 	{Name: EvCertificateIssued, Src: []string{CreateCertificate}, Dst: RegisterThing},
 	{Name: EvThingRegistered, Src: []string{RegisterThing}, Dst: Persist},
@@ -53,12 +56,13 @@ var Transitions = fsm.Events{
 	// The ownership token expired or the cloud no longer honours it: the
 	// certificate it belongs to can never be activated, so get a new one.
 	{Name: EvTokenUnusable, Src: []string{RegisterThing}, Dst: CreateCertificate},
-	{Name: EvFail, Src: []string{LoadConfig, PrepareKey, CreateCertificate, RegisterThing, Persist, Restart}, Dst: Failed},
+	{Name: EvFail, Src: []string{LoadConfig, DeriveParams, PrepareKey, CreateCertificate, RegisterThing, Persist, Restart}, Dst: Failed},
 }
 
 // successEvent is the event fired when a state's Run returns nil.
 var successEvent = map[string]string{
 	LoadConfig:        EvConfigLoaded,
+	DeriveParams:      EvParamsDerived,
 	PrepareKey:        EvKeyReady,
 	CreateCertificate: EvCertificateIssued,
 	RegisterThing:     EvThingRegistered,

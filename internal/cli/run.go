@@ -15,6 +15,7 @@ import (
 	"github.com/fleetprov/fleetprov/engine"
 	"github.com/fleetprov/fleetprov/internal/config"
 	"github.com/fleetprov/fleetprov/internal/failure"
+	"github.com/fleetprov/fleetprov/plugins/paramsource"
 	"github.com/fleetprov/fleetprov/states"
 )
 
@@ -52,6 +53,8 @@ type provisionOptions struct {
 	Load  config.LoadOptions
 	Force bool
 	Dial  states.DialFunc
+	// Plugins finds plugin:NAME parameter sources; nil knows none.
+	Plugins paramsource.PluginLookup
 }
 
 // provision runs the engine with the progress printer and the logger
@@ -61,7 +64,7 @@ func provision(ctx context.Context, app *App, o provisionOptions) (*engine.Resul
 	if err != nil {
 		return nil, err
 	}
-	list, session := states.All(o.Load, o.Force, o.Dial)
+	list, session := states.All(o.Load, o.Force, o.Dial, o.Plugins)
 	defer session.Close()
 	eng, err := engine.New(engine.Options{
 		States:      list,

@@ -244,8 +244,11 @@ func (s Spec) String() string {
 	for _, k := range sortedKeys(s.Options) {
 		switch v := s.Options[k].(type) {
 		case []string:
-			b, _ := json.Marshal(v) // a []string always encodes
-			parts = append(parts, k+"="+string(b))
+			var b strings.Builder
+			enc := json.NewEncoder(&b)
+			enc.SetEscapeHTML(false)
+			_ = enc.Encode(v) // a []string always encodes
+			parts = append(parts, k+"="+strings.TrimSpace(b.String()))
 		default:
 			parts = append(parts, fmt.Sprintf("%s=%v", k, v))
 		}

@@ -65,8 +65,12 @@ func TestRegisterThingSendsDerivedParams(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if names := reg.SortedThings(); len(names) != 1 || names[0].Name != "gg_5e_c5_2a_dd_23_a3" {
-		t.Errorf("the cloud holds things %v", names)
+	var names []string
+	for _, th := range reg.SortedThings() {
+		names = append(names, th.Name)
+	}
+	if len(names) != 1 || names[0] != "gg_5e_c5_2a_dd_23_a3" {
+		t.Errorf("the cloud holds things %v, want only gg_5e_c5_2a_dd_23_a3", names)
 	}
 }
 

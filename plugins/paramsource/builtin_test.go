@@ -35,7 +35,7 @@ func mustMAC(t *testing.T, s string) net.HardwareAddr {
 	return a
 }
 
-func writeFile(t *testing.T, path, content string) string {
+func writeFile(t testing.TB, path, content string) string {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		t.Fatal(err)

@@ -66,11 +66,11 @@ func (s funcSource) Params(ctx context.Context, _ *ParamsRequest) (*ParamsRespon
 // mac: the hardware address of a named interface, or of the first one, in
 // the kernel's order, that is up, not loopback and has an address.
 func openMAC(req *OpenRequest) (ParamSource, error) {
-	name, err := req.String("interface")
+	name, err := req.Option("interface")
 	if err != nil {
 		return nil, err
 	}
-	format, err := req.String("format")
+	format, err := req.Option("format")
 	if err != nil {
 		return nil, err
 	}
@@ -169,7 +169,7 @@ var dmiPlaceholders = []string{
 
 // dmi: a field of the firmware's DMI table, by default the product serial.
 func openDMI(req *OpenRequest) (ParamSource, error) {
-	field, err := req.String("field")
+	field, err := req.Option("field")
 	if err != nil {
 		return nil, err
 	}
@@ -198,7 +198,7 @@ func openDMI(req *OpenRequest) (ParamSource, error) {
 
 // env: an environment variable, set and not empty.
 func openEnv(req *OpenRequest) (ParamSource, error) {
-	name, err := req.String("variable")
+	name, err := req.Option("variable")
 	if err != nil {
 		return nil, err
 	}
@@ -225,7 +225,7 @@ func openEnv(req *OpenRequest) (ParamSource, error) {
 
 // file: the first line of a file, trimmed.
 func openFile(req *OpenRequest) (ParamSource, error) {
-	path, err := req.String("path")
+	path, err := req.Option("path")
 	if err != nil {
 		return nil, err
 	}

@@ -37,7 +37,7 @@ func openCommand(req *OpenRequest) (ParamSource, error) {
 	if len(argv) == 0 || strings.TrimSpace(argv[0]) == "" {
 		return nil, errors.New("command is missing: set it to the program and its arguments as a list, e.g. [/usr/bin/vendor-serial, --short]")
 	}
-	timeout, err := req.Duration("timeout", DefaultCommandTimeout)
+	timeout, err := req.DurationOption("timeout", DefaultCommandTimeout)
 	if err != nil {
 		return nil, err
 	}

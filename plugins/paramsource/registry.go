@@ -65,9 +65,9 @@ type OpenRequest struct {
 	Host *Host
 }
 
-// String returns option name as a single string: "" when absent, an error
+// Option returns option name as a single string: "" when absent, an error
 // when it is a list.
-func (r *OpenRequest) String(name string) (string, error) {
+func (r *OpenRequest) Option(name string) (string, error) {
 	switch v := r.Options[name].(type) {
 	case nil:
 		return "", nil
@@ -77,9 +77,9 @@ func (r *OpenRequest) String(name string) (string, error) {
 	return "", fmt.Errorf("option %s is a list: write a single value", name)
 }
 
-// Duration returns option name as a positive duration, def when absent.
-func (r *OpenRequest) Duration(name string, def time.Duration) (time.Duration, error) {
-	s, err := r.String(name)
+// DurationOption returns option name as a positive duration, def when absent.
+func (r *OpenRequest) DurationOption(name string, def time.Duration) (time.Duration, error) {
+	s, err := r.Option(name)
 	if err != nil || strings.TrimSpace(s) == "" {
 		return def, err
 	}
@@ -118,7 +118,7 @@ func Register(name string, f Factory) {
 	if _, dup := factories[name]; dup {
 		panic("paramsource: source registered twice: " + name)
 	}
-	if name == "" || strings.HasPrefix(name, PluginPrefix) || f.Open == nil {
+	if name == "" || strings.HasPrefix(name, PluginPrefix) || f.Open == nil || slices.Contains(f.Options, OptionSource) {
 		panic("paramsource: bad registration: " + name)
 	}
 	factories[name] = f

@@ -94,7 +94,7 @@ func TestRegisterVendorSource(t *testing.T) {
 		mu.Unlock()
 	})
 	Register("test-eeprom", Factory{Options: []string{"offset"}, Open: func(req *OpenRequest) (ParamSource, error) {
-		off, err := req.String("offset")
+		off, err := req.Option("offset")
 		if err != nil {
 			return nil, err
 		}

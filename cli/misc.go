@@ -2,11 +2,15 @@ package cli
 
 import (
 	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
 	"github.com/fleetprov/fleetprov/config"
 	"github.com/fleetprov/fleetprov/engine"
+	"github.com/fleetprov/fleetprov/plugins/paramsource"
 )
 
 func newGraphCmd(app *App) *cobra.Command {
@@ -30,14 +34,31 @@ func newConfigCmd(app *App) *cobra.Command {
 	check := &cobra.Command{
 		Use:   "check",
 		Short: "Validate config.yaml and the files it names, changing nothing",
-		Args:  cobra.NoArgs,
+		Long: `Validate config.yaml and the files it names, changing nothing, and show
+the template parameters a run would send: each source is asked for its
+value here (a command source runs), but the cloud is not contacted.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := config.Load(app.LoadOptions(cmd.Flags()))
 			if err != nil {
 				return err
 			}
+			// No plugins are loaded yet: plugin:NAME sources name none.
+			var plugins paramsource.PluginLookup
+			if err := cfg.CheckParamPlugins(plugins); err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			d, err := paramsource.Derive(ctx, &paramsource.DeriveRequest{
+				TemplateName: cfg.TemplateName, Literal: cfg.TemplateParams, Specs: cfg.ParamSources, Plugins: plugins,
+			})
+			if err != nil {
+				return err
+			}
 			fmt.Fprintf(app.Stdout, "config %s: ok\n  endpoint %s:%d, template %s, key %s at %s, journal %s, restart %s\n",
 				cfg.File, cfg.IoTDataEndpoint, cfg.MQTTPort, cfg.TemplateName, cfg.KeyAlgorithm, cfg.KeyPath, cfg.JournalPath, cfg.RestartStrategy)
+			printParams(app.Stdout, "  parameter ", d.Params, d.From)
 			return nil
 		},
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/fleetprov/fleetprov/config"
 	"github.com/fleetprov/fleetprov/engine"
 	"github.com/fleetprov/fleetprov/failure"
+	"github.com/fleetprov/fleetprov/plugins/paramsource"
 	"github.com/fleetprov/fleetprov/states"
 )
 
@@ -54,6 +55,8 @@ type ProvisionOptions struct {
 	Load  config.LoadOptions
 	Force bool
 	Dial  states.DialFunc
+	// Plugins finds plugin:NAME parameter sources; nil knows none.
+	Plugins paramsource.PluginLookup
 }
 
 // Provision runs this build's machine with the progress printer and the
@@ -63,7 +66,7 @@ func Provision(ctx context.Context, app *App, o ProvisionOptions) (*engine.Resul
 	if err != nil {
 		return nil, err
 	}
-	builtins, session := states.Builtins(o.Load, o.Force, o.Dial)
+	builtins, session := states.Builtins(o.Load, o.Force, o.Dial, o.Plugins)
 	defer session.Close()
 	steps := engine.Steps(builtins)
 	if app.build.Steps != nil {

@@ -3,6 +3,9 @@ package cli
 import (
 	"encoding/json"
 	"fmt"
+	"io"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -25,8 +28,12 @@ type statusReport struct {
 	Transitions   []statusTransition `json:"transitions"`
 	Skipped       int                `json:"skippedRecords,omitempty"`
 	DeviceConfig  map[string]string  `json:"deviceConfiguration,omitempty"`
-	Provisioned   bool               `json:"provisioned"`
-	Files         []string           `json:"files,omitempty"`
+	// TemplateParams are the parameters journaled for RegisterThing;
+	// ParamSources names the source of each derived one.
+	TemplateParams map[string]string `json:"templateParams,omitempty"`
+	ParamSources   map[string]string `json:"paramSources,omitempty"`
+	Provisioned    bool              `json:"provisioned"`
+	Files          []string          `json:"files,omitempty"`
 }
 
 type statusTransition struct {
@@ -61,6 +68,7 @@ func newStatusCmd(app *App) *cobra.Command {
 				rep.State, rep.FailedState, rep.Error = last.State, last.FailedState, last.Error
 				rep.ThingName, rep.CertificateID = last.Data.ThingName, last.Data.CertificateID
 				rep.DeviceConfig, rep.Files = last.Data.DeviceConfiguration, last.Data.Files
+				rep.TemplateParams, rep.ParamSources = last.Data.TemplateParams, last.Data.ParamSources
 				if age := last.Data.TokenAge(time.Now()); age > 0 {
 					rep.TokenAge = age.Round(time.Second).String()
 				}
@@ -97,6 +105,7 @@ func printStatus(app *App, rep statusReport) {
 	if rep.TokenAge != "" {
 		fmt.Fprintf(w, "token age:   %s\n", rep.TokenAge)
 	}
+	printParams(w, "parameter:   ", rep.TemplateParams, rep.ParamSources)
 	for k, v := range rep.DeviceConfig {
 		fmt.Fprintf(w, "device configuration: %s=%s\n", k, v)
 	}
@@ -116,6 +125,18 @@ func printStatus(app *App, rep statusReport) {
 		fmt.Fprintf(w, "  %3d  %s  %-18s entry %d", t.Seq, t.Time.Local().Format(time.RFC3339), t.State, t.Attempt)
 		if t.Error != "" {
 			fmt.Fprintf(w, "  error: %s", t.Error)
+		}
+		fmt.Fprintln(w)
+	}
+}
+
+// printParams writes one line per template parameter, sorted, with the
+// source of each derived one.
+func printParams(w io.Writer, prefix string, params, sources map[string]string) {
+	for _, k := range slices.Sorted(maps.Keys(params)) {
+		fmt.Fprintf(w, "%s%s=%s", prefix, k, params[k])
+		if src, ok := sources[k]; ok {
+			fmt.Fprintf(w, " (%s)", src)
 		}
 		fmt.Fprintln(w)
 	}

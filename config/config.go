@@ -3,7 +3,11 @@
 // provisioned values back into that file without losing its comments.
 package config
 
-import "time"
+import (
+	"time"
+
+	"github.com/fleetprov/fleetprov/plugins/paramsource"
+)
 
 // Config keys as they appear in config.yaml. Greengrass service names contain
 // dots, so koanf runs with "/" as its delimiter and every key path is spelled
@@ -66,18 +70,19 @@ type Config struct {
 	PosixUser    string // runWithDefault.posixUser, "user[:group]"
 
 	// aws.greengrass.fleet_provisioning configuration: Greengrass lite's keys
-	IoTDataEndpoint string            // iotDataEndpoint (host, or host:port)
-	IoTDataHost     string            // IoTDataEndpoint's host: without the port, if it named one
-	IoTCredEndpoint string            // iotCredEndpoint
-	RootCAPath      string            // rootCaPath
-	ClaimCertPath   string            // claimCertPath
-	ClaimKeyPath    string            // claimKeyPath
-	TemplateName    string            // templateName
-	TemplateParams  map[string]string // templateParams: YAML map or JSON string
-	CSRCommonName   string            // csrCommonName, default aws-greengrass-nucleus-lite
-	CSRPath         string            // csrPath, default OutputDir/cert_req.pem
-	CertPath        string            // certPath, default OutputDir/certificate.pem
-	KeyPath         string            // keyPath, default OutputDir/priv_key
+	IoTDataEndpoint string             // iotDataEndpoint (host, or host:port)
+	IoTDataHost     string             // IoTDataEndpoint's host: without the port, if it named one
+	IoTCredEndpoint string             // iotCredEndpoint
+	RootCAPath      string             // rootCaPath
+	ClaimCertPath   string             // claimCertPath
+	ClaimKeyPath    string             // claimKeyPath
+	TemplateName    string             // templateName
+	TemplateParams  map[string]string  // templateParams: YAML map or JSON string; the plain values
+	ParamSources    []paramsource.Spec // templateParams values that name a source, by parameter name
+	CSRCommonName   string             // csrCommonName, default aws-greengrass-nucleus-lite
+	CSRPath         string             // csrPath, default OutputDir/cert_req.pem
+	CertPath        string             // certPath, default OutputDir/certificate.pem
+	KeyPath         string             // keyPath, default OutputDir/priv_key
 
 	// aws.greengrass.fleet_provisioning configuration: fleetprov's own keys
 	OutputDir       string        // outputDir, default /var/lib/greengrass/credentials/

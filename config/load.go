@@ -23,6 +23,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/fleetprov/fleetprov/failure"
+	"github.com/fleetprov/fleetprov/plugins/paramsource"
 )
 
 // LoadOptions says where configuration comes from. Layers apply in order:
@@ -335,7 +336,7 @@ func (l *loader) build() *Config {
 	} else if c.TemplateName != "" && !templateNameRE.MatchString(c.TemplateName) {
 		l.fail(fp+"templateName", "%q is not a valid template name: use only letters, digits, '_' and '-'", c.TemplateName)
 	}
-	c.TemplateParams = l.templateParams(fp + "templateParams")
+	c.TemplateParams, c.ParamSources = l.templateParams(fp + "templateParams")
 
 	port := 0
 	c.IoTDataEndpoint = strings.TrimSpace(l.str(fp + "iotDataEndpoint"))
@@ -450,43 +451,45 @@ func (l *loader) endpoint(key, v string) (string, int) {
 }
 
 // templateParams accepts a YAML map (Greengrass lite today) or a string
-// holding a JSON object (its older releases, and the -p flag). Values
-// become strings; a parameter holding a list or a map is an error.
-func (l *loader) templateParams(key string) map[string]string {
+// holding a JSON object (its older releases, and the -p flag). A plain
+// value becomes a string; a value that is a mapping names the source the
+// value comes from ({source: mac, interface: eth0}); a list is an error.
+func (l *loader) templateParams(key string) (map[string]string, []paramsource.Spec) {
 	out := map[string]string{}
+	var specs []paramsource.Spec
 	fix := `write it as a YAML map or a JSON object such as {"SerialNumber": "X"}`
 	var m map[string]any
 	switch v := l.k.Get(key).(type) {
 	case nil:
-		return out
+		return out, nil
 	case map[string]any:
 		m = v
 	case string:
 		if strings.TrimSpace(v) == "" {
-			return out
+			return out, nil
 		}
 		dec := json.NewDecoder(strings.NewReader(v))
 		dec.UseNumber()
 		var j any
 		if err := dec.Decode(&j); err != nil {
 			l.fail(key, "is not a JSON object (%v): %s", err, fix)
-			return out
+			return out, nil
 		}
 		if _, err := dec.Token(); err != io.EOF {
 			l.fail(key, "has text after the JSON object: %s", fix)
-			return out
+			return out, nil
 		}
 		var ok bool
 		if m, ok = j.(map[string]any); !ok {
 			l.fail(key, "is a JSON %s, not an object: %s", jsonKind(j), fix)
-			return out
+			return out, nil
 		}
 	case []any:
 		l.fail(key, "is a list: %s", fix)
-		return out
+		return out, nil
 	default:
 		l.fail(key, "is neither a map nor a JSON object: %s", fix)
-		return out
+		return out, nil
 	}
 	names := make([]string, 0, len(m))
 	for n := range m {
@@ -503,12 +506,49 @@ func (l *loader) templateParams(key string) map[string]string {
 			out[n] = pv.String()
 		case bool:
 			out[n] = strconv.FormatBool(pv)
+		case map[string]any:
+			s, err := paramsource.ParseSpec(n, pv)
+			if err != nil {
+				l.failParam(key, n, err)
+				return out, nil
+			}
+			specs = append(specs, s)
 		default:
-			l.fail(key, "parameter %q is a %s: template parameters must be strings", n, jsonKind(pv))
-			return out
+			l.fail(key, "parameter %q is a %s: write a value, or a mapping naming its source such as {source: mac}", n, jsonKind(pv))
+			return out, nil
 		}
 	}
-	return out
+	return out, specs
+}
+
+// failParam reports a problem with one template parameter: by its key
+// when it came from the file, else as a parameter of the flag or
+// environment variable that set templateParams.
+func (l *loader) failParam(key, name string, err error) {
+	if l.err == nil {
+		l.err = failure.Usage(l.o.paramSubject(key, name) + ": " + err.Error())
+	}
+}
+
+func (o *origin) paramSubject(key, name string) string {
+	if o.fromFile(key) {
+		return o.subject(key + "/" + name)
+	}
+	return fmt.Sprintf("%s parameter %q", o.subject(key), name)
+}
+
+// CheckParamPlugins checks that every plugin:NAME source names a plugin
+// plugins knows. It starts none: the lookup only finds them.
+func (c *Config) CheckParamPlugins(plugins paramsource.PluginLookup) error {
+	for _, s := range c.ParamSources {
+		if !strings.HasPrefix(s.Source, paramsource.PluginPrefix) {
+			continue
+		}
+		if _, err := s.Open(nil, plugins); err != nil {
+			return failure.Usage(c.origin.paramSubject(ProvisionPrefix+"templateParams", s.Param) + ": source " + s.Source + ": " + err.Error())
+		}
+	}
+	return nil
 }
 
 func jsonKind(v any) string {

@@ -8,7 +8,7 @@ import (
 // Builtins is the work of the built-in steps. Package states provides it
 // (states.Builtins); a vendor build may replace any of them.
 type Builtins struct {
-	LoadConfig, PrepareKey, CreateCertificate, RegisterThing, Persist, Restart State
+	LoadConfig, DeriveParams, PrepareKey, CreateCertificate, RegisterThing, Persist, Restart State
 }
 
 // Steps declares the built-in machine: each step's name, transition,
@@ -17,6 +17,11 @@ type Builtins struct {
 func Steps(b Builtins) []Step {
 	return []Step{
 		{Name: LoadConfig, State: b.LoadConfig, Transition: "config_loaded", EveryRun: true},
+		{Name: DeriveParams, State: b.DeriveParams, Transition: "params_derived",
+			// No parameters reached the journal and nothing was sent with
+			// them: derive them again. From here on they are journaled and
+			// a resumed run sends exactly these, never deriving them again.
+			Resume: ResumeHere(DeriveParams, "template parameters not derived yet")},
 		{Name: PrepareKey, State: b.PrepareKey, Transition: "key_ready",
 			// The key may or may not have been written; PrepareKey reuses
 			// one that exists.

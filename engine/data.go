@@ -21,6 +21,13 @@ type Data struct {
 	OwnershipToken string    `json:"certificateOwnershipToken,omitempty"`
 	TokenIssuedAt  time.Time `json:"tokenIssuedAt,omitzero"`
 
+	// TemplateParams are all the template parameters, literal and
+	// derived, as RegisterThing sends them: derived once per provisioning
+	// identity, so a resumed run sends the values of its first try.
+	TemplateParams map[string]string `json:"templateParams,omitempty"`
+	// ParamSources names, for each derived parameter, its source.
+	ParamSources map[string]string `json:"paramSources,omitempty"`
+
 	TemplateName        string            `json:"templateName,omitempty"`
 	ThingName           string            `json:"thingName,omitempty"`
 	DeviceConfiguration map[string]string `json:"deviceConfiguration,omitempty"`

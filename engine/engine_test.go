@@ -40,7 +40,7 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	f := &fixture{journal: filepath.Join(t.TempDir(), "journal"), states: map[string]*stepState{}}
-	for _, n := range []string{LoadConfig, PrepareKey, CreateCertificate, RegisterThing, Persist, Restart} {
+	for _, n := range []string{LoadConfig, DeriveParams, PrepareKey, CreateCertificate, RegisterThing, Persist, Restart} {
 		f.states[n] = &stepState{name: n}
 	}
 	f.states[LoadConfig].fn = func(r *Run) error {
@@ -54,7 +54,7 @@ func (f *fixture) run(t *testing.T, force bool) (*Result, error) {
 	t.Helper()
 	st := f.states
 	e, err := New(Options{
-		Steps: Steps(Builtins{LoadConfig: st[LoadConfig], PrepareKey: st[PrepareKey], CreateCertificate: st[CreateCertificate],
+		Steps: Steps(Builtins{LoadConfig: st[LoadConfig], DeriveParams: st[DeriveParams], PrepareKey: st[PrepareKey], CreateCertificate: st[CreateCertificate],
 			RegisterThing: st[RegisterThing], Persist: st[Persist], Restart: st[Restart]}),
 		Force:       force,
 		Backoff:     Backoff{Initial: time.Millisecond, Max: 4 * time.Millisecond},
@@ -69,7 +69,7 @@ func (f *fixture) run(t *testing.T, force bool) (*Result, error) {
 func TestEngineRunsInOrderAndJournalsBeforeEachState(t *testing.T) {
 	f := newFixture(t)
 	var seen []string
-	for _, n := range []string{PrepareKey, CreateCertificate, RegisterThing, Persist, Restart} {
+	for _, n := range []string{DeriveParams, PrepareKey, CreateCertificate, RegisterThing, Persist, Restart} {
 		n := n
 		f.states[n].fn = func(r *Run) error {
 			// The entry record must already be on disk when the state runs.
@@ -88,7 +88,7 @@ func TestEngineRunsInOrderAndJournalsBeforeEachState(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if strings.Join(seen, ",") != "PrepareKey,CreateCertificate,RegisterThing,Persist,Restart" {
+	if strings.Join(seen, ",") != "DeriveParams,PrepareKey,CreateCertificate,RegisterThing,Persist,Restart" {
 		t.Errorf("order %v", seen)
 	}
 	if res.Data.ThingName != "gg_1" {
@@ -271,7 +271,7 @@ func TestVendorStepJournaledAndResumed(t *testing.T) {
 	}
 	f.states[RegisterThing].fn = func(r *Run) error { r.Data.ThingName = "gg_1"; return nil }
 	st := f.states
-	steps := Steps(Builtins{LoadConfig: st[LoadConfig], PrepareKey: st[PrepareKey], CreateCertificate: st[CreateCertificate],
+	steps := Steps(Builtins{LoadConfig: st[LoadConfig], DeriveParams: st[DeriveParams], PrepareKey: st[PrepareKey], CreateCertificate: st[CreateCertificate],
 		RegisterThing: st[RegisterThing], Persist: st[Persist], Restart: st[Restart]})
 	steps, err := InsertAfter(steps, RegisterThing, Step{Name: "RegisterWithVendor", State: vendor, Transition: "vendor_registered"})
 	if err != nil {
@@ -299,7 +299,7 @@ func TestVendorStepJournaledAndResumed(t *testing.T) {
 	for _, r := range recs {
 		order = append(order, r.State)
 	}
-	if got := strings.Join(order, ","); got != "PrepareKey,CreateCertificate,RegisterThing,RegisterWithVendor,Failed,RegisterWithVendor,Persist,Restart,Done" {
+	if got := strings.Join(order, ","); got != "DeriveParams,PrepareKey,CreateCertificate,RegisterThing,RegisterWithVendor,Failed,RegisterWithVendor,Persist,Restart,Done" {
 		t.Errorf("journal %s", got)
 	}
 }

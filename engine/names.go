@@ -7,6 +7,7 @@ package engine
 // corruption.
 const (
 	LoadConfig        = "LoadConfig"
+	DeriveParams      = "DeriveParams"
 	PrepareKey        = "PrepareKey"
 	CreateCertificate = "CreateCertificate"
 	RegisterThing     = "RegisterThing"

@@ -44,7 +44,8 @@ func (m *Machine) Resume(in ResumeInput) (Plan, error) {
 	first := m.firstJournaled()
 	if in.Force {
 		// The user asked for a new identity: start over, whatever the
-		// journal says. PrepareKey keeps the old key as a backup.
+		// journal says, parameters included. PrepareKey keeps the old key
+		// as a backup.
 		return Plan{Start: first, Attempt: 1, Reason: "--force: provisioning afresh"}, nil
 	}
 	if last == nil {

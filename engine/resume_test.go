@@ -20,10 +20,11 @@ func TestResumeRules(t *testing.T) {
 		keepToken bool
 		reason    string
 	}{
-		{name: "fresh", in: ResumeInput{}, start: PrepareKey, reason: "no journal"},
+		{name: "fresh", in: ResumeInput{}, start: DeriveParams, reason: "no journal"},
 		{name: "config already provisioned", in: ResumeInput{ConfigProvisioned: true}, already: true, reason: "system.certificateFilePath"},
-		{name: "force over done", in: ResumeInput{Force: true, Last: rec(Done, withToken(0))}, start: PrepareKey, reason: "--force"},
+		{name: "force over done", in: ResumeInput{Force: true, Last: rec(Done, withToken(0))}, start: DeriveParams, reason: "--force"},
 		{name: "done", in: ResumeInput{Last: rec(Done, withToken(0))}, already: true},
+		{name: "killed in DeriveParams", in: ResumeInput{Last: rec(DeriveParams, Data{})}, start: DeriveParams, reason: "template parameters not derived yet"},
 		{name: "killed in PrepareKey", in: ResumeInput{Last: rec(PrepareKey, Data{})}, start: PrepareKey},
 		{name: "killed in CreateCertificate", in: ResumeInput{Last: rec(CreateCertificate, Data{KeyURI: "file:/k"})}, start: CreateCertificate},
 		{name: "fresh token reused", in: ResumeInput{Last: rec(RegisterThing, withToken(10*time.Minute))}, start: RegisterThing, keepToken: true, reason: "reusing ownership token issued 10m0s ago"},

@@ -7,6 +7,7 @@ import (
 	"github.com/fleetprov/fleetprov/config"
 	"github.com/fleetprov/fleetprov/engine"
 	"github.com/fleetprov/fleetprov/failure"
+	"github.com/fleetprov/fleetprov/plugins/paramsource"
 )
 
 // LoadConfig reads and validates config.yaml with its env and flag
@@ -16,6 +17,10 @@ type LoadConfig struct {
 	// Force is run --force: the claim files are needed even when the
 	// config says the device is provisioned.
 	Force bool
+	// Plugins finds plugin:NAME parameter sources; nil knows none. A
+	// source naming an unknown plugin is a config error, found here
+	// before anything is written.
+	Plugins paramsource.PluginLookup
 }
 
 var _ engine.State = (*LoadConfig)(nil)
@@ -31,6 +36,9 @@ func (s *LoadConfig) Run(_ context.Context, r *engine.Run) error {
 	// should: "already provisioned" must not depend on them.
 	if !config.IsProvisioned(cfg) || s.Force {
 		if err := cfg.Check(); err != nil {
+			return err
+		}
+		if err := cfg.CheckParamPlugins(s.Plugins); err != nil {
 			return err
 		}
 	}

@@ -22,7 +22,10 @@ func (s *RegisterThing) Run(ctx context.Context, r *engine.Run) error {
 	if r.Data.OwnershipToken == "" {
 		return fmt.Errorf("%w: none in the journal", engine.ErrTokenUnusable)
 	}
-	params := maps.Clone(r.Config.TemplateParams)
+	params, err := journaledParams(r)
+	if err != nil {
+		return err
+	}
 	c, err := s.Session.get(ctx, r)
 	if err != nil {
 		return err
@@ -45,4 +48,18 @@ func (s *RegisterThing) Run(ctx context.Context, r *engine.Run) error {
 	r.Data.DeviceConfiguration = res.DeviceConfiguration
 	r.Log.Info("thing registered", "thing", res.ThingName, "template", r.Config.TemplateName)
 	return nil
+}
+
+// journaledParams are the parameters DeriveParams journaled. A journal
+// written before parameters were journaled has none; the config's plain
+// values are what that run would have sent, unless the config now names
+// sources, whose values nobody derived for this identity.
+func journaledParams(r *engine.Run) (map[string]string, error) {
+	if r.Data.TemplateParams != nil {
+		return maps.Clone(r.Data.TemplateParams), nil
+	}
+	if n := len(r.Config.ParamSources); n > 0 {
+		return nil, fmt.Errorf("the journal holds no template parameters, but templateParams names %d source(s) (the config changed during provisioning): run `fleetprov run --force` to provision afresh", n)
+	}
+	return maps.Clone(r.Config.TemplateParams), nil
 }

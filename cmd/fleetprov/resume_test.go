@@ -35,6 +35,7 @@ func TestResumeAfterSIGKILL(t *testing.T) {
 		// leave one pending certificate behind, as on AWS.
 		maxCerts int
 	}{
+		{state: engine.DeriveParams, hold: "DeriveParams=20s", maxCerts: 1},
 		{state: engine.PrepareKey, hold: "PrepareKey=20s", maxCerts: 1},
 		{state: engine.CreateCertificate, fault: "CreateCertificateFromCsr:delay=20s:times=1", maxCerts: 2},
 		{state: engine.RegisterThing, fault: "RegisterThing:delay=20s:times=1", maxCerts: 1},

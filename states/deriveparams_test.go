@@ -8,8 +8,8 @@ import (
 	"testing"
 
 	"github.com/fleetprov/fleetprov/cloudsim"
-	"github.com/fleetprov/fleetprov/engine"
 	"github.com/fleetprov/fleetprov/config"
+	"github.com/fleetprov/fleetprov/engine"
 	"github.com/fleetprov/fleetprov/failure"
 )
 

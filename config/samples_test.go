@@ -26,8 +26,8 @@ func TestSampleConfigs(t *testing.T) {
 			if len(c.Warnings) > 0 {
 				t.Errorf("%s: warnings %q", f, c.Warnings)
 			}
-			if c.TemplateName == "" || c.IoTDataEndpoint == "" || len(c.TemplateParams) == 0 {
-				t.Errorf("%s: template %q, endpoint %q, params %v: a sample must provision as it stands", f, c.TemplateName, c.IoTDataEndpoint, c.TemplateParams)
+			if c.TemplateName == "" || c.IoTDataEndpoint == "" || len(c.TemplateParams)+len(c.ParamSources) == 0 {
+				t.Errorf("%s: template %q, endpoint %q, params %v %v: a sample must provision as it stands", f, c.TemplateName, c.IoTDataEndpoint, c.TemplateParams, c.ParamSources)
 			}
 		})
 	}

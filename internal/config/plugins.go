@@ -140,10 +140,11 @@ func (l *loader) plugins(key, dir string) []Plugin {
 			return nil
 		}
 
-		switch v := m["hook"].(type) {
-		case nil:
-		case bool:
-			p.Hook = v
+		switch v := m["hook"]; {
+		case v == nil:
+		case fmt.Sprint(v) == "true":
+			p.Hook = true
+		case fmt.Sprint(v) == "false":
 		default:
 			l.fail(key, "%s hook %q is not true or false", at, fmt.Sprint(v))
 			return nil

@@ -15,6 +15,7 @@ import (
 	"github.com/fleetprov/fleetprov/engine"
 	"github.com/fleetprov/fleetprov/internal/config"
 	"github.com/fleetprov/fleetprov/internal/failure"
+	"github.com/fleetprov/fleetprov/plugins/host"
 	"github.com/fleetprov/fleetprov/states"
 )
 
@@ -61,6 +62,11 @@ func provision(ctx context.Context, app *App, o provisionOptions) (*engine.Resul
 	if err != nil {
 		return nil, err
 	}
+	// Plugins start when first needed and stop here on every way out:
+	// success, failure, a signal (it cancels ctx, the run returns) and a
+	// panic unwinding this goroutine.
+	plugins := newPluginHost(app, o.Load)
+	defer plugins.Close()
 	list, session := states.All(o.Load, o.Force, o.Dial)
 	defer session.Close()
 	eng, err := engine.New(engine.Options{
@@ -86,6 +92,19 @@ func provision(ctx context.Context, app *App, o provisionOptions) (*engine.Resul
 			res.Data.ThingName, c.CertPath, c.KeyPath, c.RootCAOutPath, c.File)
 	}
 	return res, nil
+}
+
+// newPluginHost serves the config's plugins section: key URIs
+// plugin:NAME/... resolve through it. The config is read here only for that
+// section; a config that does not load gets a host without plugins, and the
+// run's own LoadConfig step reports what is wrong with it.
+func newPluginHost(app *App, load config.LoadOptions) *host.Host {
+	load.SkipFileChecks = true
+	var specs []config.Plugin
+	if cfg, err := config.Load(load); err == nil {
+		specs = cfg.Plugins
+	}
+	return host.New(host.Options{Plugins: specs, Logger: app.Logger})
 }
 
 func parseHold(s string) (map[string]time.Duration, error) {

@@ -15,7 +15,7 @@ func TestPlugins(t *testing.T) {
 	sum := strings.Repeat("ab", 32)
 	c, _ := load(t, map[string]string{
 		"pluginDir": `"/opt/vendor/plugins"`,
-		"plugins": `[{name: se050}, {name: eeprom, path: bin/eeprom, sha256: "` + sum + `", env: {BUS: 1, MODE: fast}, hook: true, startTimeout: 5s, callTimeout: 2m}]`,
+		"plugins":   `[{name: se050}, {name: eeprom, path: bin/eeprom, sha256: "` + sum + `", env: {BUS: 1, MODE: fast}, hook: true, startTimeout: 5s, callTimeout: 2m}]`,
 	}, nil)
 	raw, _ := hex.DecodeString(sum)
 	want := []Plugin{

@@ -21,7 +21,7 @@ import (
 	"text/template"
 	"time"
 
-	"github.com/fleetprov/fleetprov/internal/atomicfile"
+	"github.com/fleetprov/fleetprov/atomicfile"
 )
 
 // Files in an emulator directory.

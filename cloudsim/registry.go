@@ -10,7 +10,7 @@ import (
 	"sort"
 	"time"
 
-	"github.com/fleetprov/fleetprov/internal/atomicfile"
+	"github.com/fleetprov/fleetprov/atomicfile"
 )
 
 // Certificate statuses, spelled as AWS IoT spells them.

@@ -1,6 +1,11 @@
 package engine
 
-import "time"
+import (
+	"encoding/json"
+	"fmt"
+	"maps"
+	"time"
+)
 
 // Data is what one state hands the next, journaled with every transition so
 // that a run killed at any point can continue. It never holds a private key:
@@ -23,6 +28,42 @@ type Data struct {
 	// Files lists what Persist wrote, so that status can show it and reset
 	// can keep backups of it.
 	Files []string `json:"files,omitempty"`
+
+	// Ext is the journaled data of steps outside the built-in machine (a
+	// vendor's own), each under a key of its own: the step's name, by
+	// convention. Use Put and Get.
+	Ext map[string]json.RawMessage `json:"ext,omitempty"`
+}
+
+// Put stores v (as JSON) under key; it is journaled with the next record,
+// so a resumed run finds it. Like everything in Data it must not be a
+// private key.
+func (d *Data) Put(key string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("journal data %q: %w", key, err)
+	}
+	// Copied on write: records already journaled share the old map.
+	ext := maps.Clone(d.Ext)
+	if ext == nil {
+		ext = map[string]json.RawMessage{}
+	}
+	ext[key] = b
+	d.Ext = ext
+	return nil
+}
+
+// Get reads what Put stored under key into v, and reports whether there
+// was anything.
+func (d *Data) Get(key string, v any) (bool, error) {
+	b, ok := d.Ext[key]
+	if !ok {
+		return false, nil
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return true, fmt.Errorf("journal data %q: %w", key, err)
+	}
+	return true, nil
 }
 
 // TokenAge is how long ago the ownership token was issued, or 0 if there is
@@ -34,8 +75,8 @@ func (d *Data) TokenAge(now time.Time) time.Duration {
 	return now.Sub(d.TokenIssuedAt)
 }
 
-// forgetCertificate drops a certificate whose token can no longer be used.
-func (d *Data) forgetCertificate() {
+// ForgetCertificate drops a certificate whose token can no longer be used.
+func (d *Data) ForgetCertificate() {
 	d.CertificateID, d.CertificatePEM, d.OwnershipToken = "", "", ""
 	d.TokenIssuedAt = time.Time{}
 }

@@ -13,15 +13,13 @@ import (
 	"math/rand/v2"
 	"time"
 
-	"github.com/fleetprov/fleetprov/internal/config"
-	"github.com/fleetprov/fleetprov/internal/failure"
+	"github.com/fleetprov/fleetprov/config"
+	"github.com/fleetprov/fleetprov/failure"
 )
 
-// State is one step of provisioning.
+// State is the work of one step of provisioning (see Step).
 type State interface {
-	// Name is one of the state names in the table.
-	Name() string
-	// Run does the step. It reads and fills r.Data. An error marked
+	// Run does the work. It reads and fills r.Data. An error marked
 	// failure.Transient is retried until the retry deadline.
 	Run(ctx context.Context, r *Run) error
 }
@@ -66,8 +64,9 @@ var DefaultBackoff = Backoff{Initial: time.Second, Max: 30 * time.Second}
 
 // Options configure an Engine.
 type Options struct {
-	// States implements every state of the table but Done and Failed.
-	States      []State
+	// Steps is the machine, in the order a run takes it: Steps(Builtins)
+	// for the built-in one, edited with InsertAfter, Replace and Remove.
+	Steps       []Step
 	Subscribers []Subscriber
 	Logger      *slog.Logger
 	Now         func() time.Time
@@ -91,11 +90,12 @@ type Result struct {
 
 // Engine runs one provisioning.
 type Engine struct {
-	opts   Options
-	states map[string]State
+	opts    Options
+	machine *Machine
 }
 
-// New checks that opts implements the whole table.
+// New checks that opts declares a whole machine whose every step has its
+// work.
 func New(opts Options) (*Engine, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -109,22 +109,21 @@ func New(opts Options) (*Engine, error) {
 	if opts.MaxAttempts == 0 {
 		opts.MaxAttempts = 10
 	}
-	e := &Engine{opts: opts, states: map[string]State{}}
-	for _, s := range opts.States {
-		if !knownStates[s.Name()] {
-			return nil, fmt.Errorf("engine: state %q is not in the transition table", s.Name())
-		}
-		e.states[s.Name()] = s
+	m, err := NewMachine(opts.Steps)
+	if err != nil {
+		return nil, err
 	}
-	for _, name := range Order {
-		if name == Done {
-			continue
-		}
-		if e.states[name] == nil {
-			return nil, fmt.Errorf("engine: no implementation for state %s", name)
+	if first, ok := m.everyRun(); !ok || first.Name != LoadConfig {
+		// The journal's path is in the config, so the config is loaded
+		// before anything is journaled.
+		return nil, fmt.Errorf("engine: the first step must be %s, running on every start", LoadConfig)
+	}
+	for _, s := range m.steps {
+		if s.State == nil {
+			return nil, fmt.Errorf("engine: step %s has no work (State is nil)", s.Name)
 		}
 	}
-	return e, nil
+	return &Engine{opts: opts, machine: m}, nil
 }
 
 func (e *Engine) emit(ev Event) {
@@ -136,26 +135,32 @@ func (e *Engine) emit(ev Event) {
 	}
 }
 
-// Run provisions: it loads the config, reads the journal, resumes where the
-// last run stopped and runs states until Done. Usage errors (bad config) are
-// returned before anything is written.
-func (e *Engine) Run(ctx context.Context) (*Result, error) {
+// Provision runs the machine: it loads the config, reads the journal,
+// resumes where the last run stopped and runs steps until Done. Usage
+// errors (bad config) are returned before anything is written.
+func (e *Engine) Provision(ctx context.Context) (*Result, error) {
 	started := e.opts.Now()
 	data := &Data{}
 	r := &Run{Data: data, Log: e.opts.Logger, Now: e.opts.Now}
-
-	// LoadConfig runs before the journal exists: the journal's path is in
-	// the config. It is re-run on every start, so it needs no record.
-	e.emit(Event{Type: EventEntered, State: LoadConfig, Attempt: 1})
-	t0 := e.opts.Now()
-	if err := e.states[LoadConfig].Run(ctx, r); err != nil {
-		e.emit(Event{Type: EventFailed, State: LoadConfig, Duration: e.opts.Now().Sub(t0), Err: err})
+	m := e.machine
+	first, _ := m.everyRun()
+	f, err := m.newFSM(first.Name)
+	if err != nil {
 		return nil, err
 	}
-	e.emit(Event{Type: EventLeft, State: LoadConfig, Duration: e.opts.Now().Sub(t0)})
+
+	// The first step runs before the journal exists: the journal's path is
+	// in the config. It runs on every start, so it needs no record.
+	e.emit(Event{Type: EventEntered, State: first.Name, Attempt: 1})
+	t0 := e.opts.Now()
+	if err := first.State.Run(ctx, r); err != nil {
+		e.emit(Event{Type: EventFailed, State: first.Name, Duration: e.opts.Now().Sub(t0), Err: err})
+		return nil, err
+	}
+	e.emit(Event{Type: EventLeft, State: first.Name, Duration: e.opts.Now().Sub(t0)})
 	cfg := r.Config
 	if cfg == nil {
-		return nil, errors.New("engine: LoadConfig produced no config")
+		return nil, fmt.Errorf("engine: %s produced no config", first.Name)
 	}
 
 	j, err := OpenJournal(cfg.JournalPath)
@@ -167,7 +172,7 @@ func (e *Engine) Run(ctx context.Context) (*Result, error) {
 		e.opts.Logger.Warn("ignored torn or corrupt journal records", "journal", j.Path(), "count", n)
 	}
 
-	plan, err := Resume(ResumeInput{
+	plan, err := m.Resume(ResumeInput{
 		Last: j.Last(), Now: e.opts.Now(),
 		TokenLifetime: cfg.TokenLifetime, TokenMargin: cfg.TokenMargin,
 		Force: e.opts.Force, ConfigProvisioned: config.IsProvisioned(cfg),
@@ -177,6 +182,9 @@ func (e *Engine) Run(ctx context.Context) (*Result, error) {
 		return nil, fmt.Errorf("journal %s: %w", j.Path(), err)
 	}
 	if plan.AlreadyProvisioned {
+		if _, err := fire(f, TransitionAlreadyProvisioned); err != nil {
+			return nil, err
+		}
 		e.emit(Event{Type: EventAlreadyProvisioned, Reason: plan.Reason, Data: &plan.Data})
 		return &Result{AlreadyProvisioned: true, Reason: plan.Reason, Data: plan.Data, Config: cfg}, nil
 	}
@@ -186,15 +194,21 @@ func (e *Engine) Run(ctx context.Context) (*Result, error) {
 	*data = plan.Data
 	r.Fresh = !plan.Resumed
 
-	m, err := newMachine(plan.Start)
+	// Into the machine at the planned step, along one of its edges.
+	transition := first.transition()
+	if plan.Start != m.next(first.Name) {
+		transition = transitionResumeAt + plan.Start
+	}
+	state, err := fire(f, transition)
 	if err != nil {
 		return nil, err
 	}
-	state, attempt, resumed, event := plan.Start, plan.Attempt, plan.Resumed, ""
-	unusableTokens := 0
+	attempt, resumed := plan.Attempt, plan.Resumed
+	detours := map[string]int{}
 	for state != Done {
+		step, _ := m.step(state)
 		// Save before acting: the entry is on disk before the state runs.
-		if err := j.Append(Record{State: state, Time: e.opts.Now(), Attempt: attempt, Event: event, Data: *data}); err != nil {
+		if err := j.Append(Record{State: state, Time: e.opts.Now(), Attempt: attempt, Event: transition, Data: *data}); err != nil {
 			return nil, err
 		}
 		e.emit(Event{Type: EventEntered, State: state, Attempt: attempt})
@@ -206,38 +220,50 @@ func (e *Engine) Run(ctx context.Context) (*Result, error) {
 		}
 		r.Resumed = resumed
 		t0 := e.opts.Now()
-		err := e.runState(ctx, state, r, cfg.RetryDeadline)
+		err := e.runState(ctx, step, r, cfg.RetryDeadline)
 		dur := e.opts.Now().Sub(t0)
-		switch {
-		case err == nil:
-			event = successEvent[state]
-		case state == RegisterThing && errors.Is(err, ErrTokenUnusable) && unusableTokens < 2:
-			unusableTokens++
-			e.opts.Logger.Warn("ownership token refused; requesting a new certificate", "err", err)
-			data.forgetCertificate()
-			event = EvTokenUnusable
-		default:
+		if err == nil {
+			transition = step.transition()
+		} else if d, ok := detourFor(step, err, detours); ok {
+			detours[d.Transition]++
+			e.opts.Logger.Warn("taking detour", "state", state, "transition", d.Transition, "to", d.To, "err", err)
+			if d.Forget != nil {
+				d.Forget(data)
+			}
+			transition = d.Transition
+		} else {
 			return nil, e.fail(j, state, attempt, data, dur, err)
 		}
 		e.emit(Event{Type: EventLeft, State: state, Duration: dur})
-		next, err := fire(m, event)
-		if err != nil {
+		if state, err = fire(f, transition); err != nil {
 			return nil, err
 		}
-		state, attempt, resumed = next, 1, false
+		attempt, resumed = 1, false
 	}
-	if err := j.Append(Record{State: Done, Time: e.opts.Now(), Attempt: 1, Event: event, Data: *data}); err != nil {
+	if err := j.Append(Record{State: Done, Time: e.opts.Now(), Attempt: 1, Event: transition, Data: *data}); err != nil {
 		return nil, err
 	}
 	e.emit(Event{Type: EventDone, State: Done, Duration: e.opts.Now().Sub(started), Data: data})
 	return &Result{Data: *data, Config: cfg}, nil
 }
 
+// detourFor returns the detour err takes out of step, if it has one left
+// in this run.
+func detourFor(step Step, err error, taken map[string]int) (Detour, bool) {
+	for _, d := range step.Detours {
+		limit := max(d.Max, 1)
+		if errors.Is(err, d.On) && taken[d.Transition] < limit {
+			return d, true
+		}
+	}
+	return Detour{}, false
+}
+
 // fail journals the failure and reports it. The record keeps the state that
 // failed so the next run resumes there.
 func (e *Engine) fail(j *Journal, state string, attempt int, data *Data, dur time.Duration, cause error) error {
 	e.emit(Event{Type: EventFailed, State: state, Duration: dur, Err: cause})
-	rec := Record{State: Failed, Time: e.opts.Now(), Attempt: attempt, Event: EvFail, FailedState: state, Error: cause.Error(), Data: *data}
+	rec := Record{State: Failed, Time: e.opts.Now(), Attempt: attempt, Event: TransitionFail, FailedState: state, Error: cause.Error(), Data: *data}
 	if err := j.Append(rec); err != nil {
 		return errors.Join(cause, err)
 	}
@@ -246,8 +272,8 @@ func (e *Engine) fail(j *Journal, state string, attempt int, data *Data, dur tim
 
 // runState runs one state, retrying transient errors with backoff until the
 // deadline.
-func (e *Engine) runState(ctx context.Context, name string, r *Run, deadline time.Duration) error {
-	st := e.states[name]
+func (e *Engine) runState(ctx context.Context, step Step, r *Run, deadline time.Duration) error {
+	st, name := step.State, step.Name
 	giveUp := e.opts.Now().Add(deadline)
 	for try := 1; ; try++ {
 		err := st.Run(ctx, r)

@@ -5,12 +5,13 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/fleetprov/fleetprov/internal/config"
-	"github.com/fleetprov/fleetprov/internal/failure"
+	"github.com/fleetprov/fleetprov/config"
+	"github.com/fleetprov/fleetprov/failure"
 )
 
 // stepState is a state for engine tests: it runs fn, which may inspect the
@@ -39,7 +40,7 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	f := &fixture{journal: filepath.Join(t.TempDir(), "journal"), states: map[string]*stepState{}}
-	for _, n := range Order[:len(Order)-1] {
+	for _, n := range []string{LoadConfig, PrepareKey, CreateCertificate, RegisterThing, Persist, Restart} {
 		f.states[n] = &stepState{name: n}
 	}
 	f.states[LoadConfig].fn = func(r *Run) error {
@@ -51,19 +52,18 @@ func newFixture(t *testing.T) *fixture {
 
 func (f *fixture) run(t *testing.T, force bool) (*Result, error) {
 	t.Helper()
-	var list []State
-	for _, s := range f.states {
-		list = append(list, s)
-	}
+	st := f.states
 	e, err := New(Options{
-		States: list, Force: force,
+		Steps: Steps(Builtins{LoadConfig: st[LoadConfig], PrepareKey: st[PrepareKey], CreateCertificate: st[CreateCertificate],
+			RegisterThing: st[RegisterThing], Persist: st[Persist], Restart: st[Restart]}),
+		Force:       force,
 		Backoff:     Backoff{Initial: time.Millisecond, Max: 4 * time.Millisecond},
 		Subscribers: []Subscriber{SubscriberFunc(func(ev Event) { f.events = append(f.events, ev) }), &Progress{W: &f.out}},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return e.Run(context.Background())
+	return e.Provision(context.Background())
 }
 
 func TestEngineRunsInOrderAndJournalsBeforeEachState(t *testing.T) {
@@ -224,11 +224,109 @@ func TestMermaidHasEveryTransition(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, e := range Transitions {
+	m, err := NewMachine(Steps(Builtins{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range m.Transitions() {
 		for _, src := range e.Src {
 			if want := src + " --> " + e.Dst + ": " + e.Name; !strings.Contains(g, want) {
 				t.Errorf("diagram lacks %q", want)
 			}
 		}
+	}
+	for _, want := range []string{"LoadConfig --> RegisterThing: resume_at_RegisterThing", "RegisterThing --> CreateCertificate: token_unusable", "LoadConfig --> Done: already_provisioned"} {
+		if !strings.Contains(g, want) {
+			t.Errorf("diagram lacks %q", want)
+		}
+	}
+}
+
+// A step from outside the built-in machine (a vendor's, after
+// RegisterThing) runs in its place, journals its own data, and resumes
+// with it after a failure, as the built-in steps do.
+func TestVendorStepJournaledAndResumed(t *testing.T) {
+	f := newFixture(t)
+	type vendorData struct{ DeviceID string }
+	vendor := &stepState{name: "RegisterWithVendor"}
+	vendor.fn = func(r *Run) error {
+		var vd vendorData
+		found, err := r.Data.Get("RegisterWithVendor", &vd)
+		if err != nil {
+			return err
+		}
+		if vendor.runs == 1 {
+			if found || r.Data.ThingName != "gg_1" {
+				t.Errorf("first run: found %v, thing %q", found, r.Data.ThingName)
+			}
+			if err := r.Data.Put("RegisterWithVendor", vendorData{DeviceID: "v-42"}); err != nil {
+				return err
+			}
+			return errors.New("vendor backend: 500")
+		}
+		if !found || vd.DeviceID != "v-42" || !r.Resumed {
+			t.Errorf("resumed run: found %v, data %+v, resumed %v", found, vd, r.Resumed)
+		}
+		return nil
+	}
+	f.states[RegisterThing].fn = func(r *Run) error { r.Data.ThingName = "gg_1"; return nil }
+	st := f.states
+	steps := Steps(Builtins{LoadConfig: st[LoadConfig], PrepareKey: st[PrepareKey], CreateCertificate: st[CreateCertificate],
+		RegisterThing: st[RegisterThing], Persist: st[Persist], Restart: st[Restart]})
+	steps, err := InsertAfter(steps, RegisterThing, Step{Name: "RegisterWithVendor", State: vendor, Transition: "vendor_registered"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := func() error {
+		e, err := New(Options{Steps: steps, Backoff: Backoff{Initial: time.Millisecond, Max: time.Millisecond}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = e.Provision(context.Background())
+		return err
+	}
+	if err := run(); err == nil || err.Error() != "RegisterWithVendor: vendor backend: 500" {
+		t.Fatalf("first run: %v", err)
+	}
+	if err := run(); err != nil {
+		t.Fatal(err)
+	}
+	if st[RegisterThing].runs != 1 || st[Persist].runs != 1 || vendor.runs != 2 {
+		t.Errorf("runs: RegisterThing %d, vendor %d, Persist %d; want 1, 2, 1", st[RegisterThing].runs, vendor.runs, st[Persist].runs)
+	}
+	recs, _, _ := ReadJournal(f.journal)
+	var order []string
+	for _, r := range recs {
+		order = append(order, r.State)
+	}
+	if got := strings.Join(order, ","); got != "PrepareKey,CreateCertificate,RegisterThing,RegisterWithVendor,Failed,RegisterWithVendor,Persist,Restart,Done" {
+		t.Errorf("journal %s", got)
+	}
+}
+
+// A machine that cannot work is refused when the engine is made.
+func TestNewMachineRefusesBrokenSteps(t *testing.T) {
+	base := Steps(Builtins{})
+	dup, _ := InsertAfter(base, Persist, Step{Name: PrepareKey})
+	badDetour, _ := Replace(base, Step{Name: Persist, Detours: []Detour{{Transition: "x", On: errors.New("x"), To: "Nowhere"}}})
+	cases := []struct {
+		steps []Step
+		want  string
+	}{
+		{dup, `engine: step "PrepareKey" declared twice`},
+		{badDetour, `engine: step "Persist": detour "x" goes to "Nowhere", not a journaled step of the machine`},
+		{append(slices.Clone(base), Step{Name: Done}), `engine: step "Done": Done is the machine's own`},
+		{append(slices.Clone(base), Step{Name: "Late", EveryRun: true}), `engine: step "Late": only the first step may run on every start`},
+	}
+	for _, c := range cases {
+		if _, err := NewMachine(c.steps); err == nil || err.Error() != c.want {
+			t.Errorf("err = %v, want %s", err, c.want)
+		}
+	}
+	if _, err := InsertAfter(base, "Nowhere", Step{Name: "X"}); !errors.Is(err, ErrNoStep) {
+		t.Errorf("InsertAfter a missing step: %v", err)
+	}
+	if _, err := New(Options{Steps: base}); err == nil || err.Error() != "engine: step LoadConfig has no work (State is nil)" {
+		t.Errorf("New without work: %v", err)
 	}
 }

@@ -15,7 +15,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/fleetprov/fleetprov/internal/atomicfile"
+	"github.com/fleetprov/fleetprov/atomicfile"
 )
 
 // The journal is an append-only file of one record per line:
@@ -180,7 +180,10 @@ func decodeRecord(line []byte) (Record, bool) {
 	if err != nil || uint32(sum) != crc32.Checksum(fields[2], crcTable) {
 		return rec, false
 	}
-	if err := json.Unmarshal(fields[2], &rec); err != nil || !knownStates[rec.State] {
+	// A state this build does not know (a vendor build's own, say) is not
+	// corruption: the checksum says the record is whole. Resume refuses
+	// it with a message instead of cutting it off as torn.
+	if err := json.Unmarshal(fields[2], &rec); err != nil || rec.State == "" {
 		return rec, false
 	}
 	return rec, true

@@ -27,7 +27,7 @@ func TestJournalWriterProcess(t *testing.T) {
 	fmt.Println("open")
 	big := strings.Repeat("x", 3000) // records larger than one small write
 	for i := 0; ; i++ {
-		if err := j.Append(Record{State: Order[1+i%5], Time: time.Now(), Attempt: 1, Data: Data{CertificatePEM: big}}); err != nil {
+		if err := j.Append(Record{State: []string{PrepareKey, CreateCertificate, RegisterThing, Persist, Restart}[i%5], Time: time.Now(), Attempt: 1, Data: Data{CertificatePEM: big}}); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(4)
 		}

@@ -36,14 +36,16 @@ type ResumeInput struct {
 	MaxAttempts int
 }
 
-// Resume decides where a run starts. These are all the resume rules; each
-// case says why.
-func Resume(in ResumeInput) (Plan, error) {
+// Resume decides where a run starts. The rules that hold for every
+// machine are here, each with why; what is particular to a step is its
+// ResumeRule, declared with it.
+func (m *Machine) Resume(in ResumeInput) (Plan, error) {
 	last := in.Last
+	first := m.firstJournaled()
 	if in.Force {
 		// The user asked for a new identity: start over, whatever the
 		// journal says. PrepareKey keeps the old key as a backup.
-		return Plan{Start: PrepareKey, Attempt: 1, Reason: "--force: provisioning afresh"}, nil
+		return Plan{Start: first, Attempt: 1, Reason: "--force: provisioning afresh"}, nil
 	}
 	if last == nil {
 		if in.ConfigProvisioned {
@@ -51,7 +53,7 @@ func Resume(in ResumeInput) (Plan, error) {
 			// lite's own tool): the config already has a certificate.
 			return Plan{AlreadyProvisioned: true, Reason: "config already names a device certificate (system.certificateFilePath)"}, nil
 		}
-		return Plan{Start: PrepareKey, Attempt: 1, Reason: "no journal: provisioning afresh"}, nil
+		return Plan{Start: first, Attempt: 1, Reason: "no journal: provisioning afresh"}, nil
 	}
 
 	state, why := last.State, ""
@@ -61,49 +63,35 @@ func Resume(in ResumeInput) (Plan, error) {
 		// there.
 		state, why = last.FailedState, fmt.Sprintf("last run failed in %s: %s; ", last.FailedState, last.Error)
 	}
-	data := last.Data
-	plan := Plan{Data: data, Resumed: true}
-	switch state {
-	case Done:
+	if to, ok := Retired[state]; ok {
+		// A name devices in the field may still hold: resume where its
+		// work now lives.
+		state = to
+	}
+	plan := Plan{Data: last.Data, Resumed: true}
+	step, known := m.step(state)
+	switch {
+	case state == Done:
 		// Nothing left to do; running again must not make a second
 		// certificate.
 		plan.AlreadyProvisioned = true
 		plan.Reason = "journal says provisioning finished"
 		return plan, nil
-	case LoadConfig, "":
-		// Config is loaded on every run; nothing was done yet.
-		plan.Start, plan.Reason = PrepareKey, why+"nothing done yet"
-	case PrepareKey:
-		// The key may or may not have been written; PrepareKey reuses one
-		// that exists.
-		plan.Start, plan.Reason = PrepareKey, why+"key not confirmed yet"
-	case CreateCertificate:
-		// No certificate was journaled, so none is known to exist; a
-		// certificate the cloud issued but we never heard of stays pending
-		// and is deleted by the cloud when its token expires.
-		plan.Start, plan.Reason = CreateCertificate, why+"no certificate received yet"
-	case RegisterThing:
-		age := data.TokenAge(in.Now)
-		if data.OwnershipToken != "" && age >= 0 && age < in.TokenLifetime-in.TokenMargin {
-			// The token is still good: register with it rather than ask
-			// for a second certificate.
-			plan.Start = RegisterThing
-			plan.Reason = fmt.Sprintf("%sreusing ownership token issued %s ago", why, age.Round(time.Second))
-		} else {
-			// The certificate behind an expired token can never be
-			// activated; the cloud deletes it. Ask for a new one.
-			plan.Data.forgetCertificate()
-			plan.Start = CreateCertificate
-			plan.Reason = fmt.Sprintf("%sownership token issued %s ago is too old to use", why, age.Round(time.Second))
-		}
-	case Persist:
-		// Registered: the cloud side is done. Writing files is idempotent.
-		plan.Start, plan.Reason = Persist, why+"thing registered, files not confirmed written"
-	case Restart:
-		// Files are written; restarting services again is harmless.
-		plan.Start, plan.Reason = Restart, why+"files written, services not confirmed restarted"
-	default:
+	case state == "" || (known && step.EveryRun):
+		// It runs on every start; nothing after it was done yet.
+		plan.Start, plan.Reason = first, why+"nothing done yet"
+	case !known:
 		return Plan{}, fmt.Errorf("journal names unknown state %q: run `fleetprov reset` to start over", state)
+	default:
+		rule := step.Resume
+		if rule == nil {
+			rule = ResumeHere(state, "stopped here")
+		}
+		start, reason := rule(in, &plan.Data)
+		if s, ok := m.step(start); !ok || s.EveryRun {
+			return Plan{}, fmt.Errorf("engine: step %s resumes at %q, not a journaled step of the machine", state, start)
+		}
+		plan.Start, plan.Reason = start, why+reason
 	}
 	plan.Attempt = 1
 	if plan.Start == state {

@@ -37,7 +37,7 @@ func TestResumeRules(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.in.Now, tc.in.TokenLifetime, tc.in.TokenMargin = now, time.Hour, 5*time.Minute
-			p, err := Resume(tc.in)
+			p, err := builtinMachine(t).Resume(tc.in)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -58,12 +58,30 @@ func TestResumeRules(t *testing.T) {
 
 func TestResumeCapsReentries(t *testing.T) {
 	last := &Record{State: Failed, FailedState: CreateCertificate, Attempt: 3, Error: "rejected"}
-	_, err := Resume(ResumeInput{Last: last, MaxAttempts: 3, Now: time.Now(), TokenLifetime: time.Hour})
+	_, err := builtinMachine(t).Resume(ResumeInput{Last: last, MaxAttempts: 3, Now: time.Now(), TokenLifetime: time.Hour})
 	if err == nil || !strings.Contains(err.Error(), "state CreateCertificate was entered 3 times without progress") {
 		t.Fatalf("err = %v", err)
 	}
-	p, err := Resume(ResumeInput{Last: last, MaxAttempts: 4, Now: time.Now(), TokenLifetime: time.Hour})
+	p, err := builtinMachine(t).Resume(ResumeInput{Last: last, MaxAttempts: 4, Now: time.Now(), TokenLifetime: time.Hour})
 	if err != nil || p.Attempt != 4 {
 		t.Fatalf("plan %+v, err %v; want attempt 4", p, err)
+	}
+}
+
+func builtinMachine(t *testing.T) *Machine {
+	t.Helper()
+	m, err := NewMachine(Steps(Builtins{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// A journal naming a state this machine does not have is refused with a
+// message, not cut off as torn: the record is whole.
+func TestResumeUnknownState(t *testing.T) {
+	_, err := builtinMachine(t).Resume(ResumeInput{Last: &Record{State: "RegisterWithVendor", Attempt: 1}, Now: time.Now()})
+	if err == nil || err.Error() != "journal names unknown state \"RegisterWithVendor\": run `fleetprov reset` to start over" {
+		t.Fatalf("err = %v", err)
 	}
 }

@@ -1,23 +1,24 @@
 package states
 
 import (
+	"github.com/fleetprov/fleetprov/config"
 	"github.com/fleetprov/fleetprov/engine"
-	"github.com/fleetprov/fleetprov/internal/config"
 )
 
-// All returns every state of the table wired to one cloud session. The
-// caller closes the session when the run ends.
-func All(load config.LoadOptions, force bool, dial DialFunc) ([]engine.State, *Session) {
+// Builtins returns the work of every built-in step, wired to one cloud
+// session, for engine.Steps. The caller closes the session when the run
+// ends.
+func Builtins(load config.LoadOptions, force bool, dial DialFunc) (engine.Builtins, *Session) {
 	if dial == nil {
 		dial = DialIoT
 	}
 	s := &Session{Dial: dial}
-	return []engine.State{
-		&LoadConfig{Options: load, Force: force},
-		&PrepareKey{},
-		&CreateCertificate{Session: s},
-		&RegisterThing{Session: s},
-		&Persist{},
-		&Restart{},
+	return engine.Builtins{
+		LoadConfig:        &LoadConfig{Options: load, Force: force},
+		PrepareKey:        &PrepareKey{},
+		CreateCertificate: &CreateCertificate{Session: s},
+		RegisterThing:     &RegisterThing{Session: s},
+		Persist:           &Persist{},
+		Restart:           &Restart{},
 	}, s
 }

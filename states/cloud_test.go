@@ -11,7 +11,7 @@ import (
 
 	"github.com/fleetprov/fleetprov/cloudsim"
 	"github.com/fleetprov/fleetprov/engine"
-	"github.com/fleetprov/fleetprov/internal/failure"
+	"github.com/fleetprov/fleetprov/failure"
 )
 
 // preparedRun is a fresh run that has been through PrepareKey.

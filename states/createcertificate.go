@@ -8,9 +8,9 @@ import (
 	"fmt"
 	"reflect"
 
+	"github.com/fleetprov/fleetprov/config"
 	"github.com/fleetprov/fleetprov/engine"
-	"github.com/fleetprov/fleetprov/internal/config"
-	"github.com/fleetprov/fleetprov/internal/failure"
+	"github.com/fleetprov/fleetprov/failure"
 	"github.com/fleetprov/fleetprov/plugins/keystore"
 )
 
@@ -21,8 +21,6 @@ import (
 type CreateCertificate struct{ Session *Session }
 
 var _ engine.State = (*CreateCertificate)(nil)
-
-func (*CreateCertificate) Name() string { return engine.CreateCertificate }
 
 func (s *CreateCertificate) Run(ctx context.Context, r *engine.Run) error {
 	if r.Config.CertificateMode == config.ModeCreateKeys {

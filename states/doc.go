@@ -1,6 +1,6 @@
 // Package states holds one file per provisioning step. Each state does its
 // own work on engine.Run and returns; none names the state that follows it:
-// the engine's transition table does.
+// the steps declared in engine/builtin.go do.
 package states
 
 import (
@@ -10,7 +10,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/fleetprov/fleetprov/internal/config"
+	"github.com/fleetprov/fleetprov/config"
 	"github.com/fleetprov/fleetprov/plugins/keystore"
 )
 

@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/fleetprov/fleetprov/cloudsim"
+	"github.com/fleetprov/fleetprov/config"
 	"github.com/fleetprov/fleetprov/engine"
-	"github.com/fleetprov/fleetprov/internal/config"
 )
 
 // testNow is the clock of every run in these tests, so backup names and

@@ -4,9 +4,9 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/fleetprov/fleetprov/config"
 	"github.com/fleetprov/fleetprov/engine"
-	"github.com/fleetprov/fleetprov/internal/config"
-	"github.com/fleetprov/fleetprov/internal/failure"
+	"github.com/fleetprov/fleetprov/failure"
 )
 
 // LoadConfig reads and validates config.yaml with its env and flag
@@ -19,8 +19,6 @@ type LoadConfig struct {
 }
 
 var _ engine.State = (*LoadConfig)(nil)
-
-func (*LoadConfig) Name() string { return engine.LoadConfig }
 
 func (s *LoadConfig) Run(_ context.Context, r *engine.Run) error {
 	opts := s.Options

@@ -7,9 +7,9 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/fleetprov/fleetprov/atomicfile"
+	"github.com/fleetprov/fleetprov/config"
 	"github.com/fleetprov/fleetprov/engine"
-	"github.com/fleetprov/fleetprov/internal/atomicfile"
-	"github.com/fleetprov/fleetprov/internal/config"
 )
 
 // Persist writes the certificate, the root CA and the device configuration
@@ -19,8 +19,6 @@ import (
 type Persist struct{}
 
 var _ engine.State = (*Persist)(nil)
-
-func (*Persist) Name() string { return engine.Persist }
 
 func (*Persist) Run(_ context.Context, r *engine.Run) error {
 	cfg, d := r.Config, r.Data

@@ -22,8 +22,8 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/fleetprov/fleetprov/config"
 	"github.com/fleetprov/fleetprov/engine"
-	"github.com/fleetprov/fleetprov/internal/config"
 )
 
 const testThing = "gg_a2_b9_d2_5a_fd_f9"

@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/fleetprov/fleetprov/atomicfile"
+	"github.com/fleetprov/fleetprov/config"
 	"github.com/fleetprov/fleetprov/engine"
-	"github.com/fleetprov/fleetprov/internal/atomicfile"
-	"github.com/fleetprov/fleetprov/internal/config"
 	"github.com/fleetprov/fleetprov/plugins/keystore"
 )
 
@@ -19,8 +19,6 @@ import (
 type PrepareKey struct{}
 
 var _ engine.State = (*PrepareKey)(nil)
-
-func (*PrepareKey) Name() string { return engine.PrepareKey }
 
 func (*PrepareKey) Run(ctx context.Context, r *engine.Run) error {
 	cfg := r.Config

@@ -7,7 +7,7 @@ import (
 	"maps"
 
 	"github.com/fleetprov/fleetprov/engine"
-	"github.com/fleetprov/fleetprov/internal/failure"
+	"github.com/fleetprov/fleetprov/failure"
 	"github.com/fleetprov/fleetprov/internal/iotclient"
 )
 
@@ -17,8 +17,6 @@ import (
 type RegisterThing struct{ Session *Session }
 
 var _ engine.State = (*RegisterThing)(nil)
-
-func (*RegisterThing) Name() string { return engine.RegisterThing }
 
 func (s *RegisterThing) Run(ctx context.Context, r *engine.Run) error {
 	if r.Data.OwnershipToken == "" {

@@ -8,9 +8,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fleetprov/fleetprov/config"
 	"github.com/fleetprov/fleetprov/engine"
-	"github.com/fleetprov/fleetprov/internal/config"
-	"github.com/fleetprov/fleetprov/internal/failure"
+	"github.com/fleetprov/fleetprov/failure"
 )
 
 // restartTimeout bounds one restart command; systemd's own default stop
@@ -22,8 +22,6 @@ const restartTimeout = 3 * time.Minute
 type Restart struct{}
 
 var _ engine.State = (*Restart)(nil)
-
-func (*Restart) Name() string { return engine.Restart }
 
 func (*Restart) Run(ctx context.Context, r *engine.Run) error {
 	cfg := r.Config

@@ -4,7 +4,12 @@ package main
 import (
 	"os"
 
-	"github.com/fleetprov/fleetprov/internal/cli"
+	"github.com/fleetprov/fleetprov/cli"
+	"github.com/fleetprov/fleetprov/cli/cloudcmd"
 )
 
-func main() { os.Exit(cli.Main(os.Args, os.Stdout, os.Stderr)) }
+// build is the standard fleetprov: the built-in machine, and the local
+// cloud's commands.
+var build = cli.Build{Commands: cloudcmd.Commands}
+
+func main() { os.Exit(build.Main(os.Args, os.Stdout, os.Stderr)) }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"reflect"
 	"strconv"
 	"strings"
@@ -17,7 +18,6 @@ import (
 	"github.com/rogpeppe/go-internal/testscript"
 
 	"github.com/fleetprov/fleetprov/cloudsim"
-	"github.com/fleetprov/fleetprov/internal/cli"
 	"github.com/fleetprov/fleetprov/plugins/keystore"
 )
 
@@ -27,11 +27,11 @@ const envBeCLI = "FLEETPROV_TEST_BE_CLI"
 
 func TestMain(m *testing.M) {
 	if os.Getenv(envBeCLI) == "1" {
-		os.Exit(cli.Main(os.Args, os.Stdout, os.Stderr))
+		os.Exit(build.Main(os.Args, os.Stdout, os.Stderr))
 	}
 	testscript.Main(m, map[string]func(){
-		"fleetprov":          func() { os.Exit(cli.Main(os.Args, os.Stdout, os.Stderr)) },
-		"fleet-provisioning": func() { os.Exit(cli.Main(os.Args, os.Stdout, os.Stderr)) },
+		"fleetprov":          func() { os.Exit(build.Main(os.Args, os.Stdout, os.Stderr)) },
+		"fleet-provisioning": func() { os.Exit(build.Main(os.Args, os.Stdout, os.Stderr)) },
 	})
 }
 
@@ -39,6 +39,12 @@ func TestScripts(t *testing.T) {
 	testscript.Run(t, testscript.Params{
 		Dir:                 "testdata/script",
 		RequireExplicitExec: true,
+		Setup: func(env *testscript.Env) error {
+			// Scripts copy the sample configurations from here.
+			root, err := filepath.Abs(filepath.Join("..", ".."))
+			env.Setenv("REPO", root)
+			return err
+		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
 			"freeport":   cmdFreePort,
 			"waitlisten": cmdWaitListen,
@@ -49,14 +55,20 @@ func TestScripts(t *testing.T) {
 	})
 }
 
-// freeport VAR: sets VAR to a free loopback address.
+// freeport VAR [PORTVAR]: sets VAR to a free loopback address, and PORTVAR
+// to its port.
 func cmdFreePort(ts *testscript.TestScript, neg bool, args []string) {
-	if len(args) != 1 {
-		ts.Fatalf("usage: freeport VAR")
+	if len(args) != 1 && len(args) != 2 {
+		ts.Fatalf("usage: freeport VAR [PORTVAR]")
 	}
 	addr, err := cloudsim.FreePort()
 	ts.Check(err)
 	ts.Setenv(args[0], addr)
+	if len(args) == 2 {
+		_, port, err := net.SplitHostPort(addr)
+		ts.Check(err)
+		ts.Setenv(args[1], port)
+	}
 }
 
 // waitlisten ADDR: waits until something accepts TCP connections on ADDR.

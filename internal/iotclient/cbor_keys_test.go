@@ -16,7 +16,7 @@ import (
 
 	"github.com/fxamacker/cbor/v2"
 
-	"github.com/fleetprov/fleetprov/internal/failure"
+	"github.com/fleetprov/fleetprov/failure"
 )
 
 func newWorldWith(t *testing.T, mutate func(*Options)) *world {

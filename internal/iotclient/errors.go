@@ -9,7 +9,7 @@ import (
 
 	"github.com/eclipse/paho.golang/autopaho"
 
-	"github.com/fleetprov/fleetprov/internal/failure"
+	"github.com/fleetprov/fleetprov/failure"
 )
 
 // Rejection is an answer on a .../rejected topic. Callers get it with

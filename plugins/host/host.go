@@ -26,8 +26,8 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/fleetprov/fleetprov/internal/config"
-	"github.com/fleetprov/fleetprov/internal/failure"
+	"github.com/fleetprov/fleetprov/config"
+	"github.com/fleetprov/fleetprov/failure"
 	"github.com/fleetprov/fleetprov/plugins/hook"
 	"github.com/fleetprov/fleetprov/plugins/internal/wire"
 	"github.com/fleetprov/fleetprov/plugins/keystore"

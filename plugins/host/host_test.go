@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fleetprov/fleetprov/internal/config"
-	"github.com/fleetprov/fleetprov/internal/failure"
+	"github.com/fleetprov/fleetprov/config"
+	"github.com/fleetprov/fleetprov/failure"
 	"github.com/fleetprov/fleetprov/plugins/hook/hooktest"
 	"github.com/fleetprov/fleetprov/plugins/host"
 	"github.com/fleetprov/fleetprov/plugins/internal/testplugins"

@@ -15,7 +15,7 @@ import (
 	"net/url"
 	"os"
 
-	"github.com/fleetprov/fleetprov/internal/atomicfile"
+	"github.com/fleetprov/fleetprov/atomicfile"
 )
 
 func init() { Register("file", openFile) }

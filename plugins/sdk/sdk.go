@@ -23,7 +23,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
 
-	"github.com/fleetprov/fleetprov/internal/failure"
+	"github.com/fleetprov/fleetprov/failure"
 	"github.com/fleetprov/fleetprov/plugins/hook"
 	"github.com/fleetprov/fleetprov/plugins/internal/wire"
 	"github.com/fleetprov/fleetprov/plugins/keystore"

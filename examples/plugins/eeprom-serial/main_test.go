@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fleetprov/fleetprov/internal/config"
+	"github.com/fleetprov/fleetprov/config"
 	"github.com/fleetprov/fleetprov/plugins/host"
 	"github.com/fleetprov/fleetprov/plugins/paramsource"
 )

@@ -12,9 +12,9 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/fleetprov/fleetprov/config"
 	"github.com/fleetprov/fleetprov/engine"
-	"github.com/fleetprov/fleetprov/internal/config"
-	"github.com/fleetprov/fleetprov/internal/failure"
+	"github.com/fleetprov/fleetprov/failure"
 	"github.com/fleetprov/fleetprov/plugins/host"
 	"github.com/fleetprov/fleetprov/states"
 )
@@ -37,8 +37,8 @@ other failure.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			_, err := provision(ctx, app, provisionOptions{
-				Load:  config.LoadOptions{Flags: cmd.Flags(), Environ: os.Environ()},
+			_, err := Provision(ctx, app, ProvisionOptions{
+				Load:  app.LoadOptions(cmd.Flags()),
 				Force: force,
 			})
 			return err
@@ -49,15 +49,17 @@ other failure.`,
 	return cmd
 }
 
-type provisionOptions struct {
+// ProvisionOptions say where the configuration comes from, and for tests
+// and the demo, how the cloud is reached.
+type ProvisionOptions struct {
 	Load  config.LoadOptions
 	Force bool
 	Dial  states.DialFunc
 }
 
-// provision runs the engine with the progress printer and the logger
-// subscribed; run and demo share it.
-func provision(ctx context.Context, app *App, o provisionOptions) (*engine.Result, error) {
+// Provision runs this build's machine with the progress printer and the
+// logger subscribed; run and the local cloud's demo share it.
+func Provision(ctx context.Context, app *App, o ProvisionOptions) (*engine.Result, error) {
 	hold, err := parseHold(os.Getenv(EnvTestHold))
 	if err != nil {
 		return nil, err
@@ -67,10 +69,16 @@ func provision(ctx context.Context, app *App, o provisionOptions) (*engine.Resul
 	// panic unwinding this goroutine.
 	plugins := newPluginHost(app, o.Load)
 	defer plugins.Close()
-	list, session := states.All(o.Load, o.Force, o.Dial)
+	builtins, session := states.Builtins(o.Load, o.Force, o.Dial)
 	defer session.Close()
+	steps := engine.Steps(builtins)
+	if app.build.Steps != nil {
+		if steps, err = app.build.Steps(steps); err != nil {
+			return nil, fmt.Errorf("this build's steps: %w", err)
+		}
+	}
 	eng, err := engine.New(engine.Options{
-		States:      list,
+		Steps:       steps,
 		Logger:      app.Logger,
 		Force:       o.Force,
 		Hold:        hold,
@@ -79,7 +87,7 @@ func provision(ctx context.Context, app *App, o provisionOptions) (*engine.Resul
 	if err != nil {
 		return nil, err
 	}
-	res, err := eng.Run(ctx)
+	res, err := eng.Provision(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -9,9 +9,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/fleetprov/fleetprov/atomicfile"
+	"github.com/fleetprov/fleetprov/config"
 	"github.com/fleetprov/fleetprov/engine"
-	"github.com/fleetprov/fleetprov/internal/atomicfile"
-	"github.com/fleetprov/fleetprov/internal/config"
 	"github.com/fleetprov/fleetprov/states"
 )
 
@@ -21,7 +21,7 @@ func newResetCmd(app *App) *cobra.Command {
 		Short: "Forget the journal so the next run provisions afresh (old files kept as backups)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := config.Load(config.LoadOptions{Flags: cmd.Flags(), Environ: os.Environ(), SkipFileChecks: true})
+			cfg, err := config.Load(app.loadOptions(cmd.Flags(), true))
 			if err != nil {
 				return err
 			}

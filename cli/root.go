@@ -1,4 +1,6 @@
-// Package cli is fleetprov's command tree. main.go only calls Main.
+// Package cli is fleetprov's command tree. A binary's main is one call:
+// Build{...}.Main(os.Args, os.Stdout, os.Stderr). A vendor's own build sets
+// its steps and defaults in Build.
 package cli
 
 import (
@@ -6,12 +8,16 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
-	"github.com/fleetprov/fleetprov/internal/failure"
+	"github.com/fleetprov/fleetprov/config"
+	"github.com/fleetprov/fleetprov/engine"
+	"github.com/fleetprov/fleetprov/failure"
 )
 
 // Exit codes, stable because scripts and systemd units test them.
@@ -28,14 +34,60 @@ type App struct {
 	LogLevel       string
 	LogFormat      string
 	Logger         *slog.Logger
+	build          Build
 }
 
-// Main runs the command line and returns the process exit code. Invoked under
-// the name fleet-provisioning (as Greengrass nucleus lite installs its
-// program), it behaves as "fleetprov run".
-func Main(args []string, stdout, stderr io.Writer) int {
-	app := &App{Stdout: stdout, Stderr: stderr}
+// LoadOptions returns where this build reads its configuration from, for
+// a command with the config flags registered on fs (nil for none).
+func (app *App) LoadOptions(fs *pflag.FlagSet) config.LoadOptions {
+	return app.loadOptions(fs, false)
+}
+
+func (app *App) loadOptions(fs *pflag.FlagSet, skipFileChecks bool) config.LoadOptions {
+	return config.LoadOptions{Flags: fs, Environ: os.Environ(), Defaults: app.build.Defaults,
+		DefaultPath: app.build.ConfigPath, SkipFileChecks: skipFileChecks}
+}
+
+// Quiet replaces the logger with one at level, in the format asked for.
+func (app *App) Quiet(level string) error {
+	lg, err := newLogger(app.Stderr, level, app.LogFormat)
+	if err != nil {
+		return err
+	}
+	app.Logger = lg
+	return nil
+}
+
+// Build describes one fleetprov binary: the standard one (cmd/fleetprov),
+// or a vendor's own, built from its own module with its own steps and
+// defaults (see docs/vendor-builds.md).
+type Build struct {
+	// Steps turns the built-in machine into the one this build runs: add
+	// a step of the vendor's own, replace or remove one (engine.InsertAfter,
+	// engine.Replace, engine.Remove). nil runs the built-in machine.
+	Steps func(builtin []engine.Step) ([]engine.Step, error)
+	// Defaults are values of the fleet_provisioning configuration (by key
+	// name, as in config.yaml: "templateName", "restartStrategy", ...) used
+	// where the file, the environment and the flags leave a key unset.
+	Defaults map[string]any
+	// ConfigPath is the config file read when neither --config nor
+	// FLEETPROV_CONFIG names one; "" means /etc/greengrass/config.yaml.
+	ConfigPath string
+	// Commands adds commands to the tree. The standard build adds the
+	// local cloud's (package cli/cloudcmd); a device-only build leaves
+	// them out, and the local cloud with them.
+	Commands []func(*App) *cobra.Command
+}
+
+// Main runs the command line of this build and returns the process exit
+// code. Invoked under the name fleet-provisioning (as Greengrass nucleus
+// lite installs its program), it behaves as "fleetprov run".
+func (b Build) Main(args []string, stdout, stderr io.Writer) int {
+	app := &App{Stdout: stdout, Stderr: stderr, build: b}
 	root := newRootCmd(app)
+	for _, c := range b.Commands {
+		root.AddCommand(c(app))
+	}
 	argv := args[1:]
 	if len(args) > 0 && strings.TrimSuffix(filepath.Base(args[0]), ".exe") == "fleet-provisioning" {
 		argv = append([]string{"run"}, argv...)
@@ -93,8 +145,6 @@ func newRootCmd(app *App) *cobra.Command {
 		newResetCmd(app),
 		newConfigCmd(app),
 		newGraphCmd(app),
-		newCloudCmd(app),
-		newDemoCmd(app),
 	)
 	return root
 }

@@ -1,4 +1,7 @@
-package cli
+// Package cloudcmd holds the local cloud's commands (fleetprov cloud ...,
+// fleetprov demo), kept apart from package cli so that a device-only build
+// leaves the emulator out of its binary.
+package cloudcmd
 
 import (
 	"context"
@@ -11,11 +14,17 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/fleetprov/fleetprov/cli"
 	"github.com/fleetprov/fleetprov/cloudsim"
-	"github.com/fleetprov/fleetprov/internal/failure"
+	"github.com/fleetprov/fleetprov/failure"
 )
 
-func newCloudCmd(app *App) *cobra.Command {
+// Commands are the local cloud's commands, for cli.Build.Commands: cloud
+// (init, serve, things, certs) and demo. A device-only build leaves them
+// out, and the emulator with them.
+var Commands = []func(*cli.App) *cobra.Command{newCloudCmd, newDemoCmd}
+
+func newCloudCmd(app *cli.App) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "cloud",
 		Short: "Local AWS IoT fleet provisioning emulator (no AWS account needed)",
@@ -41,7 +50,7 @@ func requireDir(dir string) error {
 	return nil
 }
 
-func newCloudInitCmd(app *App) *cobra.Command {
+func newCloudInitCmd(app *cli.App) *cobra.Command {
 	var opts cloudsim.InitOptions
 	cmd := &cobra.Command{
 		Use:   "init --dir DIR [--listen HOST:PORT] [--claim-policy NAME]...",
@@ -64,7 +73,7 @@ func newCloudInitCmd(app *App) *cobra.Command {
 	return cmd
 }
 
-func newCloudServeCmd(app *App) *cobra.Command {
+func newCloudServeCmd(app *cli.App) *cobra.Command {
 	var (
 		dir, listen string
 		faultSpecs  []string

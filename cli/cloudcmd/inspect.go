@@ -1,4 +1,4 @@
-package cli
+package cloudcmd
 
 import (
 	"encoding/json"
@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/fleetprov/fleetprov/cli"
 	"github.com/fleetprov/fleetprov/cloudsim"
 )
 
@@ -45,7 +46,7 @@ type (
 	}
 )
 
-func newCloudThingsCmd(app *App) *cobra.Command {
+func newCloudThingsCmd(app *cli.App) *cobra.Command {
 	var (
 		dir    string
 		asJSON bool
@@ -66,7 +67,7 @@ func newCloudThingsCmd(app *App) *cobra.Command {
 	return cmd
 }
 
-func newCloudCertsCmd(app *App) *cobra.Command {
+func newCloudCertsCmd(app *cli.App) *cobra.Command {
 	var (
 		dir    string
 		asJSON bool

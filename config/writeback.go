@@ -10,7 +10,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/fleetprov/fleetprov/internal/atomicfile"
+	"github.com/fleetprov/fleetprov/atomicfile"
 )
 
 // Provisioned is what a finished provisioning run records in config.yaml.

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fleetprov/fleetprov/internal/failure"
+	"github.com/fleetprov/fleetprov/failure"
 )
 
 func TestPlugins(t *testing.T) {

@@ -5,7 +5,7 @@ package config
 import (
 	"os"
 
-	"github.com/fleetprov/fleetprov/internal/atomicfile"
+	"github.com/fleetprov/fleetprov/atomicfile"
 )
 
 func fileOwner(os.FileInfo) *atomicfile.Owner { return nil }

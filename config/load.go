@@ -22,7 +22,7 @@ import (
 	"github.com/knadh/koanf/v2"
 	"github.com/spf13/pflag"
 
-	"github.com/fleetprov/fleetprov/internal/failure"
+	"github.com/fleetprov/fleetprov/failure"
 )
 
 // LoadOptions says where configuration comes from. Layers apply in order:
@@ -44,6 +44,13 @@ type LoadOptions struct {
 	// the device is already provisioned (its claim files may be gone by
 	// then) before it calls (*Config).Check.
 	SkipFileChecks bool
+	// Defaults are a build's own values for fleet_provisioning keys, by
+	// key name as in config.yaml ("templateName"): used where the file,
+	// the environment and the flags leave the key unset or empty.
+	Defaults map[string]any
+	// DefaultPath replaces /etc/greengrass/config.yaml as the file read
+	// when neither Path, --config nor FLEETPROV_CONFIG names one.
+	DefaultPath string
 }
 
 // Limits AWS IoT and X.509 put on values.
@@ -157,6 +164,9 @@ func Load(opts LoadOptions) (*Config, error) {
 			return nil, failure.Usage(fmt.Sprintf("flags: %v", err))
 		}
 	}
+	if err := applyDefaults(k, o, opts.Defaults); err != nil {
+		return nil, err
+	}
 	for _, key := range k.Keys() {
 		o.present[key] = true
 		// A parent of a flattened key (templateParams of a YAML map) is
@@ -177,6 +187,34 @@ func Load(opts LoadOptions) (*Config, error) {
 		}
 	}
 	return cfg, nil
+}
+
+// applyDefaults sets a build's defaults where nothing else set the key.
+func applyDefaults(k *koanf.Koanf, o *origin, defaults map[string]any) error {
+	names := make([]string, 0, len(defaults))
+	for name := range defaults {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		known := false
+		for _, key := range provisionKeys {
+			known = known || key.Name == name
+		}
+		if !known {
+			// A mistake in the build, not in the device's config.
+			return fmt.Errorf("build default %q is not a key of the fleet_provisioning configuration (see docs/configuration.md)", name)
+		}
+		path := ProvisionPrefix + name
+		if v := k.Get(path); v != nil && fmt.Sprint(v) != "" {
+			continue
+		}
+		if err := k.Set(path, defaults[name]); err != nil {
+			return fmt.Errorf("build default %q: %w", name, err)
+		}
+		o.sources[path] = "this build's default for " + name
+	}
+	return nil
 }
 
 // mapProvider hands koanf the already parsed file.

@@ -6,7 +6,7 @@ import (
 	"os"
 	"syscall"
 
-	"github.com/fleetprov/fleetprov/internal/atomicfile"
+	"github.com/fleetprov/fleetprov/atomicfile"
 )
 
 // fileOwner is the owner to give a rewritten file so that it stays the

@@ -61,6 +61,9 @@ func configPath(opts LoadOptions) string {
 	if v, ok := lookupEnv(opts.Environ, EnvConfig); ok && v != "" {
 		return v
 	}
+	if opts.DefaultPath != "" {
+		return opts.DefaultPath
+	}
 	if f != nil && f.Value.String() != "" {
 		return f.Value.String()
 	}

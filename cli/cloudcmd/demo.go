@@ -1,4 +1,4 @@
-package cli
+package cloudcmd
 
 import (
 	"fmt"
@@ -9,11 +9,12 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/fleetprov/fleetprov/cli"
 	"github.com/fleetprov/fleetprov/cloudsim"
-	"github.com/fleetprov/fleetprov/internal/config"
+	"github.com/fleetprov/fleetprov/config"
 )
 
-func newDemoCmd(app *App) *cobra.Command {
+func newDemoCmd(app *cli.App) *cobra.Command {
 	var dir string
 	cmd := &cobra.Command{
 		Use:   "demo",
@@ -28,11 +29,9 @@ step, the thing name and where the files went. Needs no AWS account.`,
 			if !cmd.Flags().Changed("log-level") {
 				// The progress lines tell the story; info logs from both
 				// sides of the wire would drown them.
-				lg, err := newLogger(app.Stderr, "warn", app.LogFormat)
-				if err != nil {
+				if err := app.Quiet("warn"); err != nil {
 					return err
 				}
-				app.Logger = lg
 			}
 			if dir == "" {
 				d, err := os.MkdirTemp("", "fleetprov-demo-")
@@ -59,7 +58,7 @@ step, the thing name and where the files went. Needs no AWS account.`,
 			fmt.Fprintf(app.Stdout, "local cloud listening on %s (files in %s)\n", srv.Addr(), dir)
 
 			cfgPath := filepath.Join(dir, "config.yaml")
-			if _, err := provision(ctx, app, provisionOptions{Load: config.LoadOptions{Path: cfgPath}}); err != nil {
+			if _, err := cli.Provision(ctx, app, cli.ProvisionOptions{Load: config.LoadOptions{Path: cfgPath}}); err != nil {
 				return err
 			}
 			fmt.Fprintf(app.Stdout, "\nThe cloud now lists:\n")

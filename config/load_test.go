@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fleetprov/fleetprov/internal/failure"
+	"github.com/fleetprov/fleetprov/failure"
 )
 
 // sampleWithRealFiles copies a testdata config into dir with its claim
@@ -552,7 +552,7 @@ func TestEnvNames(t *testing.T) {
 
 // Every key, env var and flag appears in docs/configuration.md.
 func TestDocsCoverEveryKey(t *testing.T) {
-	b, err := os.ReadFile("../../docs/configuration.md")
+	b, err := os.ReadFile("../docs/configuration.md")
 	if err != nil {
 		t.Fatal(err)
 	}

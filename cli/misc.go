@@ -2,12 +2,11 @@ package cli
 
 import (
 	"fmt"
-	"os"
 
 	"github.com/spf13/cobra"
 
+	"github.com/fleetprov/fleetprov/config"
 	"github.com/fleetprov/fleetprov/engine"
-	"github.com/fleetprov/fleetprov/internal/config"
 )
 
 func newGraphCmd(app *App) *cobra.Command {
@@ -33,7 +32,7 @@ func newConfigCmd(app *App) *cobra.Command {
 		Short: "Validate config.yaml and the files it names, changing nothing",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := config.Load(config.LoadOptions{Flags: cmd.Flags(), Environ: os.Environ()})
+			cfg, err := config.Load(app.LoadOptions(cmd.Flags()))
 			if err != nil {
 				return err
 			}

@@ -3,13 +3,12 @@ package cli
 import (
 	"encoding/json"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/fleetprov/fleetprov/config"
 	"github.com/fleetprov/fleetprov/engine"
-	"github.com/fleetprov/fleetprov/internal/config"
 )
 
 // statusReport is the --json form of status. Its field names are an
@@ -45,7 +44,7 @@ func newStatusCmd(app *App) *cobra.Command {
 		Short: "Show the journal: current state, each transition, thing, certificate, token age",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := config.Load(config.LoadOptions{Flags: cmd.Flags(), Environ: os.Environ(), SkipFileChecks: true})
+			cfg, err := config.Load(app.loadOptions(cmd.Flags(), true))
 			if err != nil {
 				return err
 			}

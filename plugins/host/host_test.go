@@ -17,9 +17,9 @@ import (
 
 	"github.com/fleetprov/fleetprov/config"
 	"github.com/fleetprov/fleetprov/failure"
+	"github.com/fleetprov/fleetprov/internal/plugintest"
 	"github.com/fleetprov/fleetprov/plugins/hook/hooktest"
 	"github.com/fleetprov/fleetprov/plugins/host"
-	"github.com/fleetprov/fleetprov/plugins/internal/testplugins"
 	"github.com/fleetprov/fleetprov/plugins/keystore"
 	"github.com/fleetprov/fleetprov/plugins/keystore/keystoretest"
 	"github.com/fleetprov/fleetprov/plugins/paramsource/paramsourcetest"
@@ -33,9 +33,9 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	goodBin, err = testplugins.Build(dir, "good")
+	goodBin, err = plugintest.Build(dir, "good")
 	if err == nil {
-		badBin, err = testplugins.Build(dir, "bad")
+		badBin, err = plugintest.Build(dir, "bad")
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -83,7 +83,7 @@ func newHost(t *testing.T, specs ...config.Plugin) (*host.Host, *syncBuffer) {
 
 func assertNoProcess(t *testing.T, path, when string) {
 	t.Helper()
-	if pids := testplugins.Processes(path); len(pids) > 0 {
+	if pids := plugintest.Processes(path); len(pids) > 0 {
 		t.Fatalf("%s: plugin processes %v of %s still run", when, pids, path)
 	}
 }
@@ -148,20 +148,20 @@ func TestStartsWhenNeededAndStopsOnClose(t *testing.T) {
 	if _, err := h.ParamSource("good"); err != nil {
 		t.Fatal(err)
 	}
-	if pids := testplugins.Processes(goodBin); len(pids) != 0 {
+	if pids := plugintest.Processes(goodBin); len(pids) != 0 {
 		t.Fatalf("plugin runs before anything used it: %v", pids)
 	}
 	if _, err := keystore.Open("plugin:good/k"); err != nil {
 		t.Fatal(err)
 	}
-	if pids := testplugins.Processes(goodBin); len(pids) != 1 {
+	if pids := plugintest.Processes(goodBin); len(pids) != 1 {
 		t.Fatalf("plugin processes after first use: %v, want one", pids)
 	}
 	// A second lookup reuses the running plugin.
 	if _, err := keystore.Open("plugin:good/k2"); err != nil {
 		t.Fatal(err)
 	}
-	if pids := testplugins.Processes(goodBin); len(pids) != 1 {
+	if pids := plugintest.Processes(goodBin); len(pids) != 1 {
 		t.Fatalf("plugin processes after second use: %v, want one", pids)
 	}
 	h.Close()
@@ -213,7 +213,7 @@ func TestCrashIsTransientAndNamesThePlugin(t *testing.T) {
 	if _, err := h.KeyStore(context.Background(), "crashy"); err != nil {
 		t.Fatalf("lookup after a crash: %v", err)
 	}
-	if pids := testplugins.Processes(badBin); len(pids) != 1 {
+	if pids := plugintest.Processes(badBin); len(pids) != 1 {
 		t.Fatalf("processes after restart: %v, want one", pids)
 	}
 	h.Close()

@@ -6,11 +6,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"testing"
 	"time"
 
 	"github.com/fleetprov/fleetprov/config"
+	"github.com/fleetprov/fleetprov/internal/plugintest"
 	"github.com/fleetprov/fleetprov/plugins/host"
 	"github.com/fleetprov/fleetprov/plugins/paramsource"
 )
@@ -58,23 +58,7 @@ func TestPluginReadsTheSerial(t *testing.T) {
 	}
 
 	h.Close()
-	if pids := processes(bin); len(pids) != 0 {
+	if pids := plugintest.Processes(bin); len(pids) != 0 {
 		t.Errorf("plugin processes %v remain after Close", pids)
 	}
-}
-
-// processes lists running processes whose executable is path.
-func processes(path string) []int {
-	entries, _ := os.ReadDir("/proc")
-	var pids []int
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if exe, err := os.Readlink(filepath.Join("/proc", e.Name(), "exe")); err == nil && exe == path {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
 }

@@ -1,6 +1,7 @@
-// Package testplugins builds the test plugin binaries (good, bad) for
-// tests that launch real plugins, and looks for their processes.
-package testplugins
+// Package plugintest builds the test plugin binaries of
+// plugins/internal/testplugins (good, bad) for tests that launch real
+// plugins, and looks for plugin processes in the process table.
+package plugintest
 
 import (
 	"fmt"

@@ -75,6 +75,9 @@ func TestPluginStoppedWhenRunEnds(t *testing.T) {
 		{"SIGTERM", "wait", syscall.SIGTERM},
 		{"SIGINT", "wait", syscall.SIGINT},
 		{"panic", "panic", 0},
+		// fleetprov cannot act on SIGKILL: the plugin notices that its
+		// parent is gone and exits by itself.
+		{"SIGKILL", "wait", syscall.SIGKILL},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -119,6 +122,12 @@ func TestPluginStoppedWhenRunEnds(t *testing.T) {
 			}
 			if !strings.Contains(out.String(), pluginStarted) {
 				t.Fatalf("the plugin never started:\n%s", out.String())
+			}
+			if tc.signal == syscall.SIGKILL {
+				deadline := time.Now().Add(60 * time.Second)
+				for len(plugintest.Processes(bin)) > 0 && time.Now().Before(deadline) {
+					time.Sleep(50 * time.Millisecond)
+				}
 			}
 			if pids := plugintest.Processes(bin); len(pids) != 0 {
 				t.Fatalf("plugin processes %v remain after run ended (%s)\n%s", pids, tc.name, out.String())

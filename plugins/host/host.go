@@ -188,19 +188,14 @@ func (h *Host) ParamSource(name string) (paramsource.ParamSource, error) {
 	return lazyParamSource{h: h, name: name}, nil
 }
 
-// NamedHook is a hook plugin and its name.
-type NamedHook struct {
-	Name string
-	hook.Hook
-}
-
 // Hooks returns the plugins the config marks with hook: true, in config
-// order. Each starts on its first event.
-func (h *Host) Hooks() []NamedHook {
-	var out []NamedHook
+// order, ready for engine.Options.Hooks. Each starts on its first event;
+// its errors name it.
+func (h *Host) Hooks() []hook.Hook {
+	var out []hook.Hook
 	for _, name := range h.names {
 		if h.specs[name].Hook {
-			out = append(out, NamedHook{Name: name, Hook: lazyHook{h: h, name: name}})
+			out = append(out, lazyHook{h: h, name: name})
 		}
 	}
 	return out

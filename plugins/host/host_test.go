@@ -18,6 +18,7 @@ import (
 	"github.com/fleetprov/fleetprov/config"
 	"github.com/fleetprov/fleetprov/failure"
 	"github.com/fleetprov/fleetprov/internal/plugintest"
+	"github.com/fleetprov/fleetprov/plugins/hook"
 	"github.com/fleetprov/fleetprov/plugins/hook/hooktest"
 	"github.com/fleetprov/fleetprov/plugins/host"
 	"github.com/fleetprov/fleetprov/plugins/keystore"
@@ -137,10 +138,14 @@ func TestParamSourceConformanceOverPlugin(t *testing.T) {
 func TestHookConformanceOverPlugin(t *testing.T) {
 	h, _ := newHost(t, spec("other", goodBin), func() config.Plugin { s := spec("good", goodBin); s.Hook = true; return s }())
 	hooks := h.Hooks()
-	if len(hooks) != 1 || hooks[0].Name != "good" {
+	if len(hooks) != 1 {
 		t.Fatalf("Hooks() = %v, want only good", hooks)
 	}
 	hooktest.Run(t, hooks[0])
+	_, err := hooks[0].Notify(context.Background(), &hook.NotifyRequest{Event: hook.Event{Kind: hook.Enter, Data: map[string]any{"error": "no"}}})
+	if want := "plugin good: Notify: no"; err == nil || err.Error() != want {
+		t.Errorf("hook error %v, want %s", err, want)
+	}
 }
 
 func TestStartsWhenNeededAndStopsOnClose(t *testing.T) {
@@ -278,6 +283,13 @@ func TestStartErrors(t *testing.T) {
 			want: fmt.Sprintf("plugin quitter: %s exited before its handshake: is it a fleetprov plugin? see its log lines above", badBin),
 		},
 		{
+			name:      "no handshake within startTimeout",
+			spec:      func() config.Plugin { s := spec("mute", badBin); s.StartTimeout = time.Second; return s }(),
+			env:       map[string]string{"FLEETPROV_TESTPLUGIN_MODE": "mute"},
+			want:      fmt.Sprintf("plugin mute: %s did not complete its handshake within 1s (startTimeout): it was stopped; see its log lines above", badBin),
+			transient: true,
+		},
+		{
 			name: "checksum differs",
 			spec: func() config.Plugin { s := spec("pinned", goodBin); s.SHA256 = sum[:]; return s }(),
 			want: fmt.Sprintf("plugin pinned: binary %s has sha256 %s, not the %s the config expects: install the expected build or update sha256 in the plugins section", goodBin, hex.EncodeToString(goodSum[:]), hex.EncodeToString(sum[:])),
@@ -301,8 +313,8 @@ func TestStartErrors(t *testing.T) {
 			if failure.IsUsage(err) != tc.usage {
 				t.Errorf("usage error: %v, want %v", failure.IsUsage(err), tc.usage)
 			}
-			if failure.IsTransient(err) {
-				t.Error("error is transient: retrying cannot help")
+			if failure.IsTransient(err) != tc.transient {
+				t.Errorf("transient: %v, want %v", failure.IsTransient(err), tc.transient)
 			}
 			assertNoProcess(t, tc.spec.Path, "after the failed start")
 		})

@@ -1,7 +1,7 @@
 // Command bad is a misbehaving test plugin; FLEETPROV_TESTPLUGIN_MODE says
 // how: "crash" panics inside CreateKey, "hang" never answers CreateKey,
 // "version" speaks plugin protocol version 2, "exit" exits before the
-// handshake.
+// handshake, "mute" never makes its handshake.
 package main
 
 import (
@@ -38,6 +38,8 @@ func main() {
 	case "exit":
 		fmt.Fprintln(os.Stderr, "bad plugin: exiting before the handshake as asked")
 		os.Exit(4)
+	case "mute":
+		select {}
 	case "version":
 		hs := wire.Handshake
 		hs.ProtocolVersion = wire.ProtocolVersion + 1

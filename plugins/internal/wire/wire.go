@@ -7,6 +7,7 @@ package wire
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc/codes"
@@ -96,6 +97,9 @@ func fromStatus(plugin, call string, err error) error {
 	case codes.NotFound:
 		return &remoteError{msg: msg, target: keystore.ErrKeyNotFound}
 	case codes.Unimplemented:
+		if strings.HasPrefix(st.Message(), "unknown service") {
+			msg = fmt.Sprintf("plugin %s does not serve this interface: build it with the implementation set in sdk.Plugins (it answered: %s)", plugin, st.Message())
+		}
 		return &remoteError{msg: msg, target: errors.ErrUnsupported}
 	case codes.Unavailable, codes.DeadlineExceeded, codes.ResourceExhausted, codes.Aborted:
 		return failure.Transient(&remoteError{msg: msg})

@@ -24,13 +24,17 @@ import (
 
 type coreOnly struct{ keystore.KeyStore }
 
+// stop stops the server before closing the client: the client's Close
+// asks the server to stop itself, which would race with a Stop of ours.
+func stop(client *plugin.GRPCClient, server *plugin.GRPCServer) {
+	server.Stop()
+	client.Close()
+}
+
 func dispense(t *testing.T, set plugin.PluginSet, name string) any {
 	t.Helper()
 	client, server := plugin.TestPluginGRPCConn(t, false, set)
-	t.Cleanup(func() {
-		client.Close()
-		server.Stop()
-	})
+	t.Cleanup(func() { stop(client, server) })
 	raw, err := client.Dispense(name)
 	if err != nil {
 		t.Fatal(err)
@@ -59,8 +63,7 @@ func TestKeyStoreOverGRPC(t *testing.T) {
 // Unimplemented, seen as errors.ErrUnsupported.
 func TestMissingAbilityIsUnimplemented(t *testing.T) {
 	client, server := plugin.TestPluginGRPCConn(t, false, plugin.PluginSet{wire.KeyStoreName: &wire.KeyStorePlugin{Impl: coreOnly{keystore.NewMemory()}, Name: "core"}})
-	defer server.Stop()
-	defer client.Close()
+	defer stop(client, server)
 	raw, err := client.Dispense(wire.KeyStoreName)
 	if err != nil {
 		t.Fatal(err)
@@ -91,8 +94,7 @@ func TestHookOverGRPC(t *testing.T) {
 // A plugin that serves no key store: the host's lookup says so.
 func TestInterfaceNotServed(t *testing.T) {
 	client, server := plugin.TestPluginGRPCConn(t, false, plugin.PluginSet{wire.HookName: &wire.HookPlugin{Impl: hooktest.Mirror{}}})
-	defer server.Stop()
-	defer client.Close()
+	defer stop(client, server)
 	_, err := wire.NewKeyStoreClient(context.Background(), "hooky", client.Conn)
 	if !errors.Is(err, errors.ErrUnsupported) || failure.IsTransient(err) {
 		t.Fatalf("key store of a hook-only plugin: %v", err)

@@ -43,8 +43,11 @@ value here (a command source runs), but the cloud is not contacted.`,
 			if err != nil {
 				return err
 			}
-			// No plugins are loaded yet: plugin:NAME sources name none.
-			var plugins paramsource.PluginLookup
+			// plugin:NAME sources are asked too: their plugins start
+			// here and stop when the check ends.
+			host := newPluginHost(app, app.LoadOptions(cmd.Flags()))
+			defer host.Close()
+			plugins := paramsource.PluginLookup(host.ParamSource)
 			if err := cfg.CheckParamPlugins(plugins); err != nil {
 				return err
 			}

@@ -15,6 +15,7 @@ import (
 	"github.com/fleetprov/fleetprov/config"
 	"github.com/fleetprov/fleetprov/engine"
 	"github.com/fleetprov/fleetprov/failure"
+	"github.com/fleetprov/fleetprov/plugins/host"
 	"github.com/fleetprov/fleetprov/plugins/paramsource"
 	"github.com/fleetprov/fleetprov/states"
 )
@@ -55,7 +56,8 @@ type ProvisionOptions struct {
 	Load  config.LoadOptions
 	Force bool
 	Dial  states.DialFunc
-	// Plugins finds plugin:NAME parameter sources; nil knows none.
+	// Plugins finds plugin:NAME parameter sources; nil: the plugins the
+	// config's plugins section names.
 	Plugins paramsource.PluginLookup
 }
 
@@ -66,7 +68,16 @@ func Provision(ctx context.Context, app *App, o ProvisionOptions) (*engine.Resul
 	if err != nil {
 		return nil, err
 	}
-	builtins, session := states.Builtins(o.Load, o.Force, o.Dial, o.Plugins)
+	// Plugins start when first needed and stop here on every way out:
+	// success, failure, a signal (it cancels ctx, the run returns) and a
+	// panic unwinding this goroutine.
+	plugins := newPluginHost(app, o.Load)
+	defer plugins.Close()
+	lookup := o.Plugins
+	if lookup == nil {
+		lookup = plugins.ParamSource
+	}
+	builtins, session := states.Builtins(o.Load, o.Force, o.Dial, lookup)
 	defer session.Close()
 	steps := engine.Steps(builtins)
 	if app.build.Steps != nil {
@@ -97,6 +108,19 @@ func Provision(ctx context.Context, app *App, o ProvisionOptions) (*engine.Resul
 			res.Data.ThingName, c.CertPath, c.KeyPath, c.RootCAOutPath, c.File)
 	}
 	return res, nil
+}
+
+// newPluginHost serves the config's plugins section: key URIs
+// plugin:NAME/... resolve through it. The config is read here only for that
+// section; a config that does not load gets a host without plugins, and the
+// run's own LoadConfig step reports what is wrong with it.
+func newPluginHost(app *App, load config.LoadOptions) *host.Host {
+	load.SkipFileChecks = true
+	var specs []config.Plugin
+	if cfg, err := config.Load(load); err == nil {
+		specs = cfg.Plugins
+	}
+	return host.New(host.Options{Plugins: specs, Logger: app.Logger})
 }
 
 func parseHold(s string) (map[string]time.Duration, error) {

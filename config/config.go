@@ -103,6 +103,8 @@ type Config struct {
 	RestartUnits    []string      // restartUnits, default [greengrass-lite.target]
 	RestartCommand  string        // restartCommand, run with /bin/sh -c
 	SystemctlPath   string        // systemctlPath, default systemctl
+	PluginDir       string        // pluginDir, default /usr/lib/fleetprov/plugins: where plugins named without a path live
+	Plugins         []Plugin      // plugins: go-plugin binaries (see plugins.go)
 
 	// Warnings are things worth telling the user that do not stop a run,
 	// such as an unknown key under the fleet_provisioning configuration

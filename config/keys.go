@@ -57,6 +57,7 @@ var provisionKeys = []Key{
 	{Name: "restartUnits"},
 	{Name: "restartCommand"},
 	{Name: "systemctlPath"},
+	{Name: "pluginDir"},
 }
 
 func init() {

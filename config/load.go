@@ -422,6 +422,8 @@ func (l *loader) build() *Config {
 		l.fail(fp+"restartCommand", "is missing: restartStrategy is command, so set restartCommand to the command that restarts Greengrass")
 	}
 	c.SystemctlPath = l.strOr(fp+"systemctlPath", DefaultSystemctlPath)
+	c.PluginDir = l.path(fp+"pluginDir", DefaultPluginDir)
+	c.Plugins = l.plugins(fp+"plugins", c.PluginDir)
 
 	c.Warnings = l.unknownKeys()
 	return c
@@ -601,6 +603,10 @@ func (l *loader) unknownKeys() []string {
 	for _, k := range provisionKeys {
 		known[k.Name] = true
 		lower[strings.ToLower(k.Name)] = k.Name
+	}
+	for _, k := range fileOnlyKeys {
+		known[k] = true
+		lower[strings.ToLower(k)] = k
 	}
 	seen := map[string]bool{}
 	var out []string

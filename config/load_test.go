@@ -70,6 +70,7 @@ func TestLoadSampleConfigs(t *testing.T) {
 				RestartStrategy:     "systemd",
 				RestartUnits:        []string{"greengrass-lite.target"},
 				SystemctlPath:       "systemctl",
+				PluginDir:           DefaultPluginDir,
 				CertificateFilePath: "",
 			}
 			got := *c
@@ -538,6 +539,7 @@ func TestEnvNames(t *testing.T) {
 		"tokenLifetime": "FLEETPROV_TOKEN_LIFETIME", "tokenMargin": "FLEETPROV_TOKEN_MARGIN",
 		"restartStrategy": "FLEETPROV_RESTART_STRATEGY", "restartUnits": "FLEETPROV_RESTART_UNITS",
 		"restartCommand": "FLEETPROV_RESTART_COMMAND", "systemctlPath": "FLEETPROV_SYSTEMCTL_PATH",
+		"pluginDir": "FLEETPROV_PLUGIN_DIR",
 	}
 	got := map[string]string{}
 	for _, k := range Keys() {

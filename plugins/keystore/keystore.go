@@ -8,6 +8,7 @@ package keystore
 import (
 	"context"
 	"crypto"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/url"
@@ -69,6 +70,30 @@ type ImportKeyRequest struct {
 // elsewhere. Hardware stores usually cannot.
 type KeyImporter interface {
 	ImportKey(ctx context.Context, req *ImportKeyRequest) error
+}
+
+// DeleteKeyRequest names a key to remove.
+type DeleteKeyRequest struct{ URI string }
+
+// KeyDeleter is an optional ability: a store that can remove a key (a
+// forced re-provisioning that must not leave the old key behind).
+// Deleting a key that does not exist is not an error.
+type KeyDeleter interface {
+	DeleteKey(ctx context.Context, req *DeleteKeyRequest) error
+}
+
+// StoreCertificateRequest hands a store the certificate issued for the key
+// at URI.
+type StoreCertificateRequest struct {
+	URI         string
+	Certificate *x509.Certificate
+}
+
+// CertificateStorer is an optional ability: a store that keeps the
+// device certificate next to its key (a secure element with a certificate
+// slot). The certificate is still written where the config says.
+type CertificateStorer interface {
+	StoreCertificate(ctx context.Context, req *StoreCertificateRequest) error
 }
 
 // ErrKeyNotFound is returned (wrapped) when a URI names no existing key.

@@ -1,0 +1,241 @@
+// Package host runs the plugins a config names: it starts each one the
+// first time something needs it, checks its binary's checksum, bounds every
+// call with the plugin's timeout, turns a crash, a hang or a protocol
+// mismatch into one error naming the plugin, routes the plugin's log into
+// fleetprov's, and stops every plugin when the run ends.
+//
+// Lookups for the rest of fleetprov:
+//   - keystore.Open("plugin:NAME/...") reaches the key store plugin NAME
+//     of the open Host (the host registers the "plugin" scheme);
+//   - (*Host).ParamSource(NAME) is plugin NAME's parameter source;
+//   - (*Host).Hooks() lists the plugins the config marks as hooks.
+//
+// The CLI creates one Host per command and defers its Close; Close also
+// runs when a signal cancels the run or a panic unwinds it.
+package host
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/fleetprov/fleetprov/config"
+	"github.com/fleetprov/fleetprov/failure"
+	"github.com/fleetprov/fleetprov/plugins/hook"
+	"github.com/fleetprov/fleetprov/plugins/internal/wire"
+	"github.com/fleetprov/fleetprov/plugins/keystore"
+	"github.com/fleetprov/fleetprov/plugins/paramsource"
+)
+
+// Scheme is the key URI scheme of key stores served by plugins:
+// plugin:NAME/KEY, where NAME is a plugin in the config and KEY is the
+// plugin's own name for the key. The plugin receives the whole URI.
+const Scheme = "plugin"
+
+// Options configure a Host.
+type Options struct {
+	// Plugins are the plugins section of the config.
+	Plugins []config.Plugin
+	// Logger receives the plugins' logs and stderr, with plugin=NAME.
+	Logger *slog.Logger
+}
+
+// Host owns the plugin processes of one fleetprov command.
+type Host struct {
+	log   *slog.Logger
+	specs map[string]config.Plugin
+	names []string
+
+	mu      sync.Mutex
+	running map[string]*instance
+	closed  bool
+}
+
+// active is the Host that plugin: key URIs resolve against: the most
+// recent one not yet closed. A command has one.
+var active atomic.Pointer[Host]
+
+func init() { keystore.Register(Scheme, openKeyStore) }
+
+// New returns a Host for the configured plugins; nothing starts until it
+// is needed. It becomes the Host that plugin: key URIs resolve against.
+func New(o Options) *Host {
+	h := &Host{log: o.Logger, specs: map[string]config.Plugin{}, running: map[string]*instance{}}
+	if h.log == nil {
+		h.log = slog.New(slog.DiscardHandler)
+	}
+	for _, p := range o.Plugins {
+		h.specs[p.Name] = p
+		h.names = append(h.names, p.Name)
+	}
+	active.Store(h)
+	return h
+}
+
+// Close stops every plugin process this Host started and waits until they
+// are gone. Lookups after Close fail. It is safe to call more than once.
+func (h *Host) Close() error {
+	active.CompareAndSwap(h, nil)
+	h.mu.Lock()
+	h.closed = true
+	running := h.running
+	h.running = map[string]*instance{}
+	h.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, inst := range running {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			inst.kill()
+		}()
+	}
+	wg.Wait()
+	return nil
+}
+
+// ErrClosed is returned by lookups after Close.
+var ErrClosed = errors.New("plugins are already stopped")
+
+// instanceFor returns the running instance of plugin name, starting it if
+// it is not running (first use, or after it crashed or was stopped for
+// hanging).
+func (h *Host) instanceFor(name string) (*instance, error) {
+	spec, ok := h.specs[name]
+	if !ok {
+		return nil, h.unknown(name)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return nil, fmt.Errorf("plugin %s: %w", name, ErrClosed)
+	}
+	if inst := h.running[name]; inst != nil && inst.alive() {
+		return inst, nil
+	}
+	inst, err := startInstance(spec, h.log.With("plugin", name))
+	if err != nil {
+		return nil, err
+	}
+	h.running[name] = inst
+	return inst, nil
+}
+
+func (h *Host) unknown(name string) error {
+	known := "none is configured"
+	if len(h.names) > 0 {
+		names := append([]string(nil), h.names...)
+		sort.Strings(names)
+		known = "configured: " + strings.Join(names, ", ")
+	}
+	return failure.Usage(fmt.Sprintf("plugin %q is not in the plugins section of the fleet_provisioning configuration (%s): add it there or fix the name", name, known))
+}
+
+var pluginNameRE = regexp.MustCompile(`^[a-z0-9-]+$`)
+
+// PluginName returns NAME of a plugin:NAME/KEY key URI.
+func PluginName(uri string) (string, error) {
+	u, err := url.Parse(uri)
+	if err != nil || u.Scheme != Scheme {
+		return "", failure.Usage(fmt.Sprintf("key URI %q is not a plugin key URI: write it as plugin:NAME/KEY", uri))
+	}
+	name, key, ok := strings.Cut(u.Opaque, "/")
+	if !ok || !pluginNameRE.MatchString(name) || key == "" {
+		return "", failure.Usage(fmt.Sprintf("key URI %q is not a plugin key URI: write it as plugin:NAME/KEY, NAME a plugin of the plugins section", uri))
+	}
+	return name, nil
+}
+
+func openKeyStore(u *url.URL) (keystore.KeyStore, error) {
+	name, err := PluginName(u.String())
+	if err != nil {
+		return nil, err
+	}
+	h := active.Load()
+	if h == nil {
+		return nil, failure.Usage(fmt.Sprintf("key URI %q names plugin %q, but no plugins are loaded: add it to the plugins section of the fleet_provisioning configuration", u.String(), name))
+	}
+	return h.KeyStore(context.Background(), name)
+}
+
+// KeyStore starts plugin name if needed and returns its key store, with
+// exactly the optional abilities the plugin implements. Closing it does not
+// stop the plugin: the Host does that.
+func (h *Host) KeyStore(ctx context.Context, name string) (keystore.KeyStore, error) {
+	inst, err := h.instanceFor(name)
+	if err != nil {
+		return nil, err
+	}
+	raw, err := inst.dispense(wire.KeyStoreName)
+	if err != nil {
+		return nil, err
+	}
+	return raw.(keystore.KeyStore), nil
+}
+
+// ParamSource returns plugin name's parameter source. The plugin starts on
+// the first call, and again on a later call if it has stopped since.
+func (h *Host) ParamSource(name string) (paramsource.ParamSource, error) {
+	if _, ok := h.specs[name]; !ok {
+		return nil, h.unknown(name)
+	}
+	return lazyParamSource{h: h, name: name}, nil
+}
+
+// Hooks returns the plugins the config marks with hook: true, in config
+// order, ready for engine.Options.Hooks. Each starts on its first event;
+// its errors name it.
+func (h *Host) Hooks() []hook.Hook {
+	var out []hook.Hook
+	for _, name := range h.names {
+		if h.specs[name].Hook {
+			out = append(out, lazyHook{h: h, name: name})
+		}
+	}
+	return out
+}
+
+type lazyParamSource struct {
+	h    *Host
+	name string
+}
+
+func (l lazyParamSource) Params(ctx context.Context, req *paramsource.ParamsRequest) (*paramsource.ParamsResponse, error) {
+	inst, err := l.h.instanceFor(l.name)
+	if err != nil {
+		return nil, err
+	}
+	raw, err := inst.dispense(wire.ParamSourceName)
+	if err != nil {
+		return nil, err
+	}
+	return raw.(paramsource.ParamSource).Params(ctx, req)
+}
+
+type lazyHook struct {
+	h    *Host
+	name string
+}
+
+func (l lazyHook) Notify(ctx context.Context, req *hook.NotifyRequest) (*hook.NotifyResponse, error) {
+	inst, err := l.h.instanceFor(l.name)
+	if err != nil {
+		return nil, err
+	}
+	raw, err := inst.dispense(wire.HookName)
+	if err != nil {
+		return nil, err
+	}
+	return raw.(hook.Hook).Notify(ctx, req)
+}
+
+var (
+	_ paramsource.ParamSource = lazyParamSource{}
+	_ hook.Hook               = lazyHook{}
+)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/fleetprov/fleetprov/config"
 	"github.com/fleetprov/fleetprov/failure"
+	"github.com/fleetprov/fleetprov/plugins/hook"
 )
 
 // State is the work of one step of provisioning (see Step).
@@ -78,6 +79,14 @@ type Options struct {
 	// Hold pauses after a state's entry is journaled and before it runs.
 	// For tests only: it lets a test kill the process inside a given state.
 	Hold map[string]time.Duration
+
+	// Hooks are asked, in order, before each journaled step runs (Enter)
+	// and after it succeeded but before its result is journaled (Leave),
+	// and told when a step is retried, when it fails and when the run is
+	// done. A hook with a Name() string method is named by it in errors.
+	// The EveryRun first step (LoadConfig) runs before any hook is asked:
+	// hooks may be configured by the config it loads.
+	Hooks []hook.Hook
 }
 
 // Result is the outcome of a successful Run.
@@ -215,24 +224,42 @@ func (e *Engine) Provision(ctx context.Context) (*Result, error) {
 		if d := e.opts.Hold[state]; d > 0 {
 			e.opts.Logger.Warn("test hold: pausing before state", "state", state, "for", d)
 			if err := sleep(ctx, d); err != nil {
-				return nil, e.fail(j, state, attempt, data, 0, err)
+				return nil, e.fail(ctx, j, state, attempt, true, data, 0, err)
 			}
 		}
 		r.Resumed = resumed
+		var entered Data
+		if len(e.opts.Hooks) > 0 {
+			entered = cloneData(*data)
+		}
 		t0 := e.opts.Now()
-		err := e.runState(ctx, step, r, cfg.RetryDeadline)
+		ph, err := e.runState(ctx, step, r, attempt, cfg.RetryDeadline)
 		dur := e.opts.Now().Sub(t0)
-		if err == nil {
+		d, detour := Detour{}, false
+		if err != nil && ph == phaseRun {
+			d, detour = detourFor(step, err, detours)
+		}
+		switch {
+		case err == nil:
 			transition = step.transition()
-		} else if d, ok := detourFor(step, err, detours); ok {
+		case detour:
 			detours[d.Transition]++
 			e.opts.Logger.Warn("taking detour", "state", state, "transition", d.Transition, "to", d.To, "err", err)
 			if d.Forget != nil {
 				d.Forget(data)
 			}
 			transition = d.Transition
-		} else {
-			return nil, e.fail(j, state, attempt, data, dur, err)
+		case ph == phaseEnter:
+			// The step never ran: this entry is no progress and no
+			// attempt, so a hook that vetoes at every boot does not use up
+			// MaxAttempts.
+			return nil, e.fail(ctx, j, state, attempt, false, data, dur, err)
+		case ph == phaseLeave:
+			// A hook refused the result: journal the data the step was
+			// entered with, so the next run does the step again.
+			return nil, e.fail(ctx, j, state, attempt, true, &entered, dur, err)
+		default:
+			return nil, e.fail(ctx, j, state, attempt, true, data, dur, err)
 		}
 		e.emit(Event{Type: EventLeft, State: state, Duration: dur})
 		if state, err = fire(f, transition); err != nil {
@@ -244,6 +271,7 @@ func (e *Engine) Provision(ctx context.Context) (*Result, error) {
 		return nil, err
 	}
 	e.emit(Event{Type: EventDone, State: Done, Duration: e.opts.Now().Sub(started), Data: data})
+	e.report(ctx, hook.Done, Done, 1, data, nil)
 	return &Result{Data: *data, Config: cfg}, nil
 }
 
@@ -260,23 +288,70 @@ func detourFor(step Step, err error, taken map[string]int) (Detour, bool) {
 }
 
 // fail journals the failure and reports it. The record keeps the state that
-// failed so the next run resumes there.
-func (e *Engine) fail(j *Journal, state string, attempt int, data *Data, dur time.Duration, cause error) error {
+// failed so the next run resumes there. ran says whether the step ran: if
+// not (an Enter hook stopped it), this entry is not counted against
+// MaxAttempts.
+func (e *Engine) fail(ctx context.Context, j *Journal, state string, attempt int, ran bool, data *Data, dur time.Duration, cause error) error {
 	e.emit(Event{Type: EventFailed, State: state, Duration: dur, Err: cause})
-	rec := Record{State: Failed, Time: e.opts.Now(), Attempt: attempt, Event: TransitionFail, FailedState: state, Error: cause.Error(), Data: *data}
+	entries := attempt
+	if !ran {
+		entries--
+	}
+	rec := Record{State: Failed, Time: e.opts.Now(), Attempt: entries, Event: TransitionFail, FailedState: state, Error: cause.Error(), Data: *data}
 	if err := j.Append(rec); err != nil {
 		return errors.Join(cause, err)
 	}
+	// Hooks hear of the failure once it is journaled, so a hook that hangs
+	// or kills the process cannot lose it.
+	e.report(ctx, hook.Failed, state, attempt, data, cause)
 	return fmt.Errorf("%s: %w", state, cause)
 }
 
-// runState runs one state, retrying transient errors with backoff until the
-// deadline.
-func (e *Engine) runState(ctx context.Context, step Step, r *Run, deadline time.Duration) error {
-	st, name := step.State, step.Name
+// phase says how far a step got: its Enter hooks, its work, its Leave
+// hooks.
+type phase int
+
+const (
+	phaseEnter phase = iota
+	phaseRun
+	phaseLeave
+)
+
+// runState asks the hooks to enter, does the step's work, and asks the
+// hooks to leave. Transient errors of each, and hooks asking to retry
+// later, are retried with backoff until the step's deadline. It returns
+// the phase it stopped in.
+func (e *Engine) runState(ctx context.Context, step Step, r *Run, attempt int, deadline time.Duration) (phase, error) {
+	name := step.Name
 	giveUp := e.opts.Now().Add(deadline)
+	if err := e.retry(ctx, name, giveUp, deadline, r.Data, func(int) error {
+		return e.gate(ctx, hook.Enter, name, attempt, r.Data)
+	}); err != nil {
+		return phaseEnter, err
+	}
+	if err := e.retry(ctx, name, giveUp, deadline, r.Data, func(try int) error {
+		if try > 1 {
+			// A retried state runs on its own earlier work, as after a
+			// crash.
+			r.Resumed = true
+		}
+		return step.State.Run(ctx, r)
+	}); err != nil {
+		return phaseRun, err
+	}
+	if err := e.retry(ctx, name, giveUp, deadline, r.Data, func(int) error {
+		return e.gate(ctx, hook.Leave, name, attempt, r.Data)
+	}); err != nil {
+		return phaseLeave, err
+	}
+	return phaseLeave, nil
+}
+
+// retry calls fn until it succeeds, fails for good, or the next try would
+// start after giveUp.
+func (e *Engine) retry(ctx context.Context, name string, giveUp time.Time, deadline time.Duration, data *Data, fn func(try int) error) error {
 	for try := 1; ; try++ {
-		err := st.Run(ctx, r)
+		err := fn(try)
 		if err == nil {
 			return nil
 		}
@@ -291,11 +366,10 @@ func (e *Engine) runState(ctx context.Context, step Step, r *Run, deadline time.
 			return fmt.Errorf("gave up after %d attempts over %s (retryDeadline): %w", try, deadline, err)
 		}
 		e.emit(Event{Type: EventRetrying, State: name, Attempt: try, Wait: wait, Err: err})
+		e.report(ctx, hook.Retrying, name, try, data, err)
 		if err := sleep(ctx, wait); err != nil {
 			return fmt.Errorf("interrupted: %w", err)
 		}
-		// A retried state runs on its own earlier work, as after a crash.
-		r.Resumed = true
 	}
 }
 

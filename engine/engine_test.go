@@ -12,6 +12,7 @@ import (
 
 	"github.com/fleetprov/fleetprov/config"
 	"github.com/fleetprov/fleetprov/failure"
+	"github.com/fleetprov/fleetprov/plugins/hook"
 )
 
 // stepState is a state for engine tests: it runs fn, which may inspect the
@@ -36,6 +37,7 @@ type fixture struct {
 	states  map[string]*stepState
 	events  []Event
 	out     bytes.Buffer
+	hooks   []hook.Hook
 }
 
 func newFixture(t *testing.T) *fixture {
@@ -57,6 +59,7 @@ func (f *fixture) run(t *testing.T, force bool) (*Result, error) {
 		Steps: Steps(Builtins{LoadConfig: st[LoadConfig], DeriveParams: st[DeriveParams], PrepareKey: st[PrepareKey], CreateCertificate: st[CreateCertificate],
 			RegisterThing: st[RegisterThing], Persist: st[Persist], Restart: st[Restart]}),
 		Force:       force,
+		Hooks:       f.hooks,
 		Backoff:     Backoff{Initial: time.Millisecond, Max: 4 * time.Millisecond},
 		Subscribers: []Subscriber{SubscriberFunc(func(ev Event) { f.events = append(f.events, ev) }), &Progress{W: &f.out}},
 	})

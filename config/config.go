@@ -106,6 +106,10 @@ type Config struct {
 	PluginDir       string        // pluginDir, default /usr/lib/fleetprov/plugins: where plugins named without a path live
 	Plugins         []Plugin      // plugins: go-plugin binaries (see plugins.go)
 
+	// State scripts (docs/hooks.md)
+	StateScriptsDir    string        // stateScriptsDir: "" = none
+	StateScriptTimeout time.Duration // stateScriptTimeout, default 30s: one script
+
 	// Warnings are things worth telling the user that do not stop a run,
 	// such as an unknown key under the fleet_provisioning configuration
 	// (most likely a typo, which Greengrass lite would silently ignore).
@@ -143,3 +147,7 @@ const (
 	KeyFileName    = "priv_key"
 	RootCAFileName = "AmazonRootCA.pem"
 )
+
+// DefaultStateScriptTimeout bounds one state script when
+// stateScriptTimeout is not set.
+const DefaultStateScriptTimeout = 30 * time.Second

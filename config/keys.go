@@ -58,6 +58,8 @@ var provisionKeys = []Key{
 	{Name: "restartCommand"},
 	{Name: "systemctlPath"},
 	{Name: "pluginDir"},
+	{Name: "stateScriptsDir"},
+	{Name: "stateScriptTimeout"},
 }
 
 func init() {

@@ -424,6 +424,8 @@ func (l *loader) build() *Config {
 	c.SystemctlPath = l.strOr(fp+"systemctlPath", DefaultSystemctlPath)
 	c.PluginDir = l.path(fp+"pluginDir", DefaultPluginDir)
 	c.Plugins = l.plugins(fp+"plugins", c.PluginDir)
+	c.StateScriptsDir = l.path(fp+"stateScriptsDir", "")
+	c.StateScriptTimeout = l.duration(fp+"stateScriptTimeout", DefaultStateScriptTimeout, false)
 
 	c.Warnings = l.unknownKeys()
 	return c
@@ -704,6 +706,31 @@ func (c *Config) checkFiles() error {
 	}
 	if len(parseCertsPEM(b)) == 0 {
 		return o.fail(caKey, "%s is not a PEM certificate: set it to the root CA certificate's PEM file (AmazonRootCA1.pem)", c.RootCAPath)
+	}
+	return c.CheckStateScriptsDir()
+}
+
+// CheckStateScriptsDir verifies that stateScriptsDir, if set, is a
+// directory fleetprov can list. Check calls it; a run calls it also on a
+// provisioned device, whose resumed states still run their scripts.
+func (c *Config) CheckStateScriptsDir() error {
+	if c.StateScriptsDir == "" {
+		return nil
+	}
+	key := ProvisionPrefix + "stateScriptsDir"
+	fi, err := os.Stat(c.StateScriptsDir)
+	if err == nil && !fi.IsDir() {
+		return c.origin.fail(key, "%s is not a directory: set it to the directory that holds the state scripts", c.StateScriptsDir)
+	}
+	if err == nil {
+		_, err = os.ReadDir(c.StateScriptsDir)
+	}
+	if err != nil {
+		fix := "create it, or remove the key to run no state scripts"
+		if errors.Is(err, fs.ErrPermission) {
+			fix = "run as a user that can read it"
+		}
+		return c.origin.fail(key, "%s %s: %s", c.StateScriptsDir, readProblem(err), fix)
 	}
 	return nil
 }

@@ -71,6 +71,7 @@ func TestLoadSampleConfigs(t *testing.T) {
 				RestartUnits:        []string{"greengrass-lite.target"},
 				SystemctlPath:       "systemctl",
 				PluginDir:           DefaultPluginDir,
+				StateScriptTimeout:  30 * time.Second,
 				CertificateFilePath: "",
 			}
 			got := *c
@@ -192,6 +193,20 @@ func TestLoadErrors(t *testing.T) {
 		{name: "mqttPort zero", set: map[string]string{"mqttPort": "0"}, want: fpk + `mqttPort "0" is not a port number: use 1 to 65535`},
 		{name: "clientId too long", set: map[string]string{"clientId": long(129)}, want: fpk + "clientId is 129 bytes long; AWS IoT accepts client ids of at most 128: shorten it or leave it empty for a random one"},
 		{name: "key is a list", set: map[string]string{"templateName": "[a]"}, want: fpk + "templateName is a list: write a single value"},
+		{name: "stateScriptsDir missing", rootOK: true, set: map[string]string{"stateScriptsDir": `"scripts"`},
+			want: fpk + "stateScriptsDir {dir}/scripts does not exist: create it, or remove the key to run no state scripts"},
+		{name: "stateScriptsDir is a file", rootOK: true, set: map[string]string{"stateScriptsDir": `"claim.key"`},
+			want: fpk + "stateScriptsDir {dir}/claim.key is not a directory: set it to the directory that holds the state scripts"},
+		{name: "stateScriptsDir permission denied", set: map[string]string{"stateScriptsDir": `"scripts"`},
+			prepare: func(t *testing.T, p pki) {
+				if err := os.Mkdir(filepath.Join(filepath.Dir(p.ca), "scripts"), 0); err != nil {
+					t.Fatal(err)
+				}
+			},
+			want: fpk + "stateScriptsDir {dir}/scripts cannot be read (permission denied): run as a user that can read it"},
+		{name: "stateScriptTimeout zero", set: map[string]string{"stateScriptTimeout": "0s"}, want: fpk + `stateScriptTimeout "0s" must be longer than zero: write it like 30s, 5m or 1h`},
+		{name: "env stateScriptsDir", env: []string{"FLEETPROV_STATE_SCRIPTS_DIR=/nonexistent/scripts"},
+			want: "environment variable FLEETPROV_STATE_SCRIPTS_DIR /nonexistent/scripts does not exist: create it, or remove the key to run no state scripts"},
 		{name: "bad posixUser", raw: "services:\n  aws.greengrass.NucleusLite:\n    configuration:\n      runWithDefault:\n        posixUser: \"ggcore:\"\n",
 			want: `config {file}: services.aws.greengrass.NucleusLite.configuration.runWithDefault.posixUser "ggcore:" is not user or user:group: write it like ggcore:ggcore`},
 
@@ -539,7 +554,8 @@ func TestEnvNames(t *testing.T) {
 		"tokenLifetime": "FLEETPROV_TOKEN_LIFETIME", "tokenMargin": "FLEETPROV_TOKEN_MARGIN",
 		"restartStrategy": "FLEETPROV_RESTART_STRATEGY", "restartUnits": "FLEETPROV_RESTART_UNITS",
 		"restartCommand": "FLEETPROV_RESTART_COMMAND", "systemctlPath": "FLEETPROV_SYSTEMCTL_PATH",
-		"pluginDir": "FLEETPROV_PLUGIN_DIR",
+		"pluginDir":       "FLEETPROV_PLUGIN_DIR",
+		"stateScriptsDir": "FLEETPROV_STATE_SCRIPTS_DIR", "stateScriptTimeout": "FLEETPROV_STATE_SCRIPT_TIMEOUT",
 	}
 	got := map[string]string{}
 	for _, k := range Keys() {

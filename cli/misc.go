@@ -43,6 +43,14 @@ value here (a command source runs), but the cloud is not contacted.`,
 			if err != nil {
 				return err
 			}
+			names, err := scriptStates(app)
+			if err != nil {
+				return err
+			}
+			scripts, err := stateScripts(cfg, names, app.Logger)
+			if err != nil {
+				return err
+			}
 			// plugin:NAME sources are asked too: their plugins start
 			// here and stop when the check ends.
 			host := newPluginHost(app, app.LoadOptions(cmd.Flags()))
@@ -62,6 +70,15 @@ value here (a command source runs), but the cloud is not contacted.`,
 			fmt.Fprintf(app.Stdout, "config %s: ok\n  endpoint %s:%d, template %s, key %s at %s, journal %s, restart %s\n",
 				cfg.File, cfg.IoTDataEndpoint, cfg.MQTTPort, cfg.TemplateName, cfg.KeyAlgorithm, cfg.KeyPath, cfg.JournalPath, cfg.RestartStrategy)
 			printParams(app.Stdout, "  parameter ", d.Params, d.From)
+			if scripts != nil {
+				fmt.Fprintf(app.Stdout, "  state scripts in %s (timeout %s):\n", cfg.StateScriptsDir, cfg.StateScriptTimeout)
+				for _, s := range scripts.Scripts() {
+					fmt.Fprintf(app.Stdout, "    %-18s %-5s %s\n", s.State, s.Action, s.Name)
+				}
+				if len(scripts.Scripts()) == 0 {
+					fmt.Fprintln(app.Stdout, "    none")
+				}
+			}
 			return nil
 		},
 	}

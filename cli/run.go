@@ -85,8 +85,10 @@ func Provision(ctx context.Context, app *App, o ProvisionOptions) (*engine.Resul
 			return nil, fmt.Errorf("this build's steps: %w", err)
 		}
 	}
+	steps, hooks := withConfigHooks(steps, app.Logger)
 	eng, err := engine.New(engine.Options{
 		Steps:       steps,
+		Hooks:       hooks,
 		Logger:      app.Logger,
 		Force:       o.Force,
 		Hold:        hold,

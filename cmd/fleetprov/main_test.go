@@ -12,6 +12,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -51,6 +52,7 @@ func TestScripts(t *testing.T) {
 			"certok":     cmdCertOK,
 			"cloudcount": cmdCloudCount,
 			"keyinfo":    cmdKeyInfo,
+			"pidgone":    cmdPIDGone,
 		},
 	})
 }
@@ -213,4 +215,32 @@ func cmdKeyInfo(ts *testscript.TestScript, neg bool, args []string) {
 	if got := fmt.Sprintf("%04o", fi.Mode().Perm()); got != args[2] {
 		ts.Fatalf("%s has mode %s, want %s", args[0], got, args[2])
 	}
+}
+
+// pidgone FILE: the process whose id FILE holds has exited (within 60 s; a
+// zombie not yet reaped counts as exited).
+func cmdPIDGone(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 1 {
+		ts.Fatalf("usage: pidgone FILE")
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(ts.ReadFile(args[0])))
+	ts.Check(err)
+	deadline := time.Now().Add(60 * time.Second)
+	for processRuns(pid) && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if processRuns(pid) {
+		syscall.Kill(pid, syscall.SIGKILL)
+		ts.Fatalf("process %d is still running", pid)
+	}
+}
+
+func processRuns(pid int) bool {
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	// pid (comm) STATE ...: comm may hold spaces, so read after the last ')'.
+	rest := strings.TrimSpace(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+	return !strings.HasPrefix(rest, "Z")
 }

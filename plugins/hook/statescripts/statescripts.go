@@ -29,7 +29,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -92,34 +91,48 @@ var _ hook.Hook = (*Hook)(nil)
 // its stdout or stderr open.
 const killGrace = 2 * time.Second
 
-var nameRE = regexp.MustCompile(`^([^_]+)_([^_]+)_([^_]+)(?:_(.+))?$`)
-
 // Parse reads a state script's file name. states are the state names it may
-// name.
+// name; a name may itself hold '_' (a vendor's step), so the longest state
+// the file name starts with wins.
 func Parse(name string, states []string) (Script, error) {
-	m := nameRE.FindStringSubmatch(name)
-	if m == nil {
-		return Script{}, fmt.Errorf("%s is not named <State>_<Enter|Leave|Error>_<NN>[_description]: rename it, or start its name with '.' to disable it", name)
+	notNamed := fmt.Errorf("%s is not named <State>_<Enter|Leave|Error>_<NN>[_description]: rename it, or start its name with '.' to disable it", name)
+	state, rest := "", ""
+	for _, st := range states {
+		if r, ok := strings.CutPrefix(name, st+"_"); ok && len(st) > len(state) {
+			state, rest = st, r
+		}
 	}
-	s := Script{Name: name, State: m[1], Action: Action(m[2]), Desc: m[4]}
-	if !slices.Contains(states, s.State) {
+	if state == "" {
+		first, tail, _ := strings.Cut(name, "_")
+		if strings.Count(tail, "_") < 1 {
+			return Script{}, notNamed
+		}
 		hint := ""
 		for _, st := range states {
-			if strings.EqualFold(st, s.State) {
+			if strings.EqualFold(st, first) {
 				hint = " (did you mean " + st + "?)"
 			}
 		}
-		return Script{}, fmt.Errorf("%s names state %q, which scripts cannot hook%s: use one of %s", name, s.State, hint, strings.Join(states, ", "))
+		return Script{}, fmt.Errorf("%s names state %q, which scripts cannot hook%s: use one of %s", name, first, hint, strings.Join(states, ", "))
 	}
+	action, rest, ok := strings.Cut(rest, "_")
+	if !ok {
+		return Script{}, notNamed
+	}
+	order, desc, hasDesc := strings.Cut(rest, "_")
+	if hasDesc && desc == "" {
+		return Script{}, notNamed
+	}
+	s := Script{Name: name, State: state, Action: Action(action), Desc: desc}
 	switch s.Action {
 	case Enter, Leave, Error:
 	default:
-		return Script{}, fmt.Errorf("%s names action %q: use Enter, Leave or Error", name, m[2])
+		return Script{}, fmt.Errorf("%s names action %q: use Enter, Leave or Error", name, action)
 	}
-	if len(m[3]) != 2 || m[3][0] < '0' || m[3][0] > '9' || m[3][1] < '0' || m[3][1] > '9' {
-		return Script{}, fmt.Errorf("%s has order %q: use two digits, 00 to 99", name, m[3])
+	if len(order) != 2 || order[0] < '0' || order[0] > '9' || order[1] < '0' || order[1] > '9' {
+		return Script{}, fmt.Errorf("%s has order %q: use two digits, 00 to 99", name, order)
 	}
-	s.Order, _ = strconv.Atoi(m[3])
+	s.Order, _ = strconv.Atoi(order)
 	return s, nil
 }
 

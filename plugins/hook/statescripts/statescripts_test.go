@@ -62,9 +62,23 @@ func TestParse(t *testing.T) {
 			t.Errorf("Parse(%q) = %+v, %v; want %+v", g.name, got, err, g.want)
 		}
 	}
+	// A vendor's step whose name holds '_', next to one whose name is its
+	// prefix: the longest match wins.
+	vendor := []string{"Backend", "Backend_Register"}
+	for name, want := range map[string]Script{
+		"Backend_Register_Leave_10_notify": {Name: "Backend_Register_Leave_10_notify", State: "Backend_Register", Action: Leave, Order: 10, Desc: "notify"},
+		"Backend_Enter_20":                 {Name: "Backend_Enter_20", State: "Backend", Action: Enter, Order: 20},
+	} {
+		if got, err := Parse(name, vendor); err != nil || !reflect.DeepEqual(got, want) {
+			t.Errorf("Parse(%q) = %+v, %v; want %+v", name, got, err, want)
+		}
+	}
 	all := "PrepareKey, CreateCertificate, RegisterThing, Persist, Restart"
 	bad := []struct{ name, want string }{
 		{"README", "README is not named <State>_<Enter|Leave|Error>_<NN>[_description]: rename it, or start its name with '.' to disable it"},
+		{"Persist_Enter_", `Persist_Enter_ has order "": use two digits, 00 to 99`},
+		{"RegisterThing_Enter_10_", "RegisterThing_Enter_10_ is not named <State>_<Enter|Leave|Error>_<NN>[_description]: rename it, or start its name with '.' to disable it"},
+		{"Persist", "Persist is not named <State>_<Enter|Leave|Error>_<NN>[_description]: rename it, or start its name with '.' to disable it"},
 		{"RegisterThing_Enter", "RegisterThing_Enter is not named <State>_<Enter|Leave|Error>_<NN>[_description]: rename it, or start its name with '.' to disable it"},
 		{"RegisterThng_Enter_10", `RegisterThng_Enter_10 names state "RegisterThng", which scripts cannot hook: use one of ` + all},
 		{"registerthing_Enter_10", `registerthing_Enter_10 names state "registerthing", which scripts cannot hook (did you mean RegisterThing?): use one of ` + all},

@@ -18,6 +18,7 @@ import (
 	"github.com/fleetprov/fleetprov/config"
 	"github.com/fleetprov/fleetprov/engine"
 	"github.com/fleetprov/fleetprov/failure"
+	"github.com/fleetprov/fleetprov/plugins/hook"
 )
 
 // Exit codes, stable because scripts and systemd units test them.
@@ -73,6 +74,9 @@ type Build struct {
 	// ConfigPath is the config file read when neither --config nor
 	// FLEETPROV_CONFIG names one; "" means /etc/greengrass/config.yaml.
 	ConfigPath string
+	// Hooks are this build's own hooks, compiled in: asked before the
+	// state scripts of stateScriptsDir, in order (see docs/hooks.md).
+	Hooks []hook.Hook
 	// Commands adds commands to the tree. The standard build adds the
 	// local cloud's (package cli/cloudcmd); a device-only build leaves
 	// them out, and the local cloud with them.

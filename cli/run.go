@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -85,10 +86,10 @@ func Provision(ctx context.Context, app *App, o ProvisionOptions) (*engine.Resul
 			return nil, fmt.Errorf("this build's steps: %w", err)
 		}
 	}
-	steps, hooks := withConfigHooks(steps, app.Logger)
+	steps, scripts := withConfigHooks(steps, app.Logger)
 	eng, err := engine.New(engine.Options{
 		Steps:       steps,
-		Hooks:       hooks,
+		Hooks:       append(slices.Clone(app.build.Hooks), scripts...),
 		Logger:      app.Logger,
 		Force:       o.Force,
 		Hold:        hold,

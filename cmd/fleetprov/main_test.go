@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/rsa"
 	"crypto/x509"
@@ -19,6 +20,7 @@ import (
 	"github.com/rogpeppe/go-internal/testscript"
 
 	"github.com/fleetprov/fleetprov/cloudsim"
+	"github.com/fleetprov/fleetprov/plugins/hook"
 	"github.com/fleetprov/fleetprov/plugins/keystore"
 )
 
@@ -33,7 +35,26 @@ func TestMain(m *testing.M) {
 	testscript.Main(m, map[string]func(){
 		"fleetprov":          func() { os.Exit(build.Main(os.Args, os.Stdout, os.Stderr)) },
 		"fleet-provisioning": func() { os.Exit(build.Main(os.Args, os.Stdout, os.Stderr)) },
+		// A vendor's build with a hook of its own compiled in.
+		"fleetprov-gated": func() {
+			b := build
+			b.Hooks = []hook.Hook{envGate{}}
+			os.Exit(b.Main(os.Args, os.Stdout, os.Stderr))
+		},
 	})
+}
+
+// envGate vetoes entering every state while FLEETPROV_TEST_GATE holds a
+// reason.
+type envGate struct{}
+
+func (envGate) Name() string { return "vendor gate" }
+
+func (envGate) Notify(_ context.Context, req *hook.NotifyRequest) (*hook.NotifyResponse, error) {
+	if reason := os.Getenv("FLEETPROV_TEST_GATE"); reason != "" && req.Event.Kind == hook.Enter {
+		return &hook.NotifyResponse{Verdict: hook.Veto, Reason: reason}, nil
+	}
+	return &hook.NotifyResponse{}, nil
 }
 
 func TestScripts(t *testing.T) {

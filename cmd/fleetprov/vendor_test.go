@@ -117,8 +117,14 @@ func TestVendorBuild(t *testing.T) {
 	}
 	_ = first.Wait()
 
+	// A state script on the vendor's own step sees the step's own data.
+	scripts := t.TempDir()
+	leave := filepath.Join(t.TempDir(), "leave.json")
+	if err := os.WriteFile(filepath.Join(scripts, "RegisterWithBackend_Leave_10_record"), []byte("#!/bin/sh\ncat > "+leave+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	second := exec.Command(bin, "run", "--config", cfg)
-	second.Env = env
+	second.Env = append(env, "FLEETPROV_STATE_SCRIPTS_DIR="+scripts)
 	out2, err := second.CombinedOutput()
 	if err != nil {
 		t.Fatalf("second run: %v\n%s", err, out2)
@@ -127,6 +133,16 @@ func TestVendorBuild(t *testing.T) {
 		if !strings.Contains(string(out2), want) {
 			t.Errorf("second run lacks %q:\n%s", want, out2)
 		}
+	}
+	var ev struct {
+		Kind, State string
+		Data        struct {
+			Ext map[string]struct{ DeviceID string }
+		}
+	}
+	if raw, err := os.ReadFile(leave); err != nil || json.Unmarshal(raw, &ev) != nil ||
+		ev.Kind != "leave" || ev.State != "RegisterWithBackend" || ev.Data.Ext["RegisterWithBackend"].DeviceID != "acme-000001" {
+		t.Errorf("the vendor step's Leave script got %+v (%v), want its device id under data.ext", ev, err)
 	}
 	mu.Lock()
 	defer mu.Unlock()

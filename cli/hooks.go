@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 
 	"github.com/fleetprov/fleetprov/config"
 	"github.com/fleetprov/fleetprov/engine"
@@ -107,6 +108,13 @@ func (s loadThenHooks) Run(ctx context.Context, r *engine.Run) error {
 		return nil // the engine says so
 	}
 	return s.hooks.configure(r.Config)
+}
+
+// runHooks orders a run's hooks: the build's own, compiled in; then the
+// plugins the config marks as hooks, in config order; then the state
+// scripts. A veto from an earlier one means the later ones are not asked.
+func runHooks(build, plugins, scripts []hook.Hook) []hook.Hook {
+	return slices.Concat(build, plugins, scripts)
 }
 
 // withConfigHooks wraps the EveryRun step so that it also configures the

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -89,7 +88,7 @@ func Provision(ctx context.Context, app *App, o ProvisionOptions) (*engine.Resul
 	steps, scripts := withConfigHooks(steps, app.Logger)
 	eng, err := engine.New(engine.Options{
 		Steps:       steps,
-		Hooks:       append(slices.Clone(app.build.Hooks), scripts...),
+		Hooks:       runHooks(app.build.Hooks, plugins.Hooks(), scripts),
 		Logger:      app.Logger,
 		Force:       o.Force,
 		Hold:        hold,

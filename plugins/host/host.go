@@ -223,6 +223,10 @@ type lazyHook struct {
 	name string
 }
 
+// Name names the plugin in the engine's errors ("enter vetoed by plugin
+// audit: ...").
+func (l lazyHook) Name() string { return "plugin " + l.name }
+
 func (l lazyHook) Notify(ctx context.Context, req *hook.NotifyRequest) (*hook.NotifyResponse, error) {
 	inst, err := l.h.instanceFor(l.name)
 	if err != nil {

@@ -1,0 +1,78 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/fleetprov/fleetprov/cloudsim"
+	"github.com/fleetprov/fleetprov/internal/plugintest"
+)
+
+// A plugin the config marks as a hook takes part in `fleetprov run`: it is
+// started by the run's first hook event (nothing else in the config uses
+// it), the run provisions, and the plugin is gone when the run ends.
+func TestHookPluginIsAskedDuringRun(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin, err := plugintest.Build(t.TempDir(), "good")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	addr, err := cloudsim.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cloudsim.Init(cloudsim.InitOptions{Dir: dir, Listen: addr}); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := cloudsim.Open(cloudsim.Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+
+	cfg := filepath.Join(dir, "config.yaml")
+	b, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string]any
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		t.Fatal(err)
+	}
+	fp := doc["services"].(map[string]any)["aws.greengrass.fleet_provisioning"].(map[string]any)["configuration"].(map[string]any)
+	fp["plugins"] = []any{map[string]any{"name": "audit", "path": bin, "hook": true}}
+	if b, err = yaml.Marshal(doc); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfg, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	cmd := exec.Command(self, "run", "--config", cfg)
+	cmd.Env = append(os.Environ(), envBeCLI+"=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("run: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "provisioned in") {
+		t.Errorf("run did not provision:\n%s", out)
+	}
+	if !strings.Contains(string(out), "good plugin starting") || !strings.Contains(string(out), "plugin=audit") {
+		t.Errorf("the hook plugin was never started by the run:\n%s", out)
+	}
+	if pids := plugintest.Processes(bin); len(pids) != 0 {
+		t.Errorf("hook plugin processes %v remain after the run", pids)
+	}
+}

@@ -371,3 +371,22 @@ func TestInterruptedRunKillsTheScript(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+// BenchmarkEnterOneScript is the cost a state script adds to a step: one
+// fork and exec of /bin/sh, the event on stdin, its exit status read.
+func BenchmarkEnterOneScript(b *testing.B) {
+	dir := b.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "Persist_Enter_10"), []byte("#!/bin/sh\ncat >/dev/null\n"), 0o755); err != nil {
+		b.Fatal(err)
+	}
+	h, err := New(Options{Dir: dir, States: states})
+	if err != nil {
+		b.Fatal(err)
+	}
+	req := &hook.NotifyRequest{Event: hook.Event{Kind: hook.Enter, State: "Persist", Data: map[string]any{"thingName": "gg_1"}}}
+	for b.Loop() {
+		if resp, err := h.Notify(context.Background(), req); err != nil || resp.Verdict != hook.Proceed {
+			b.Fatal(resp, err)
+		}
+	}
+}

@@ -35,6 +35,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unicode"
 
 	"github.com/fleetprov/fleetprov/plugins/hook"
 )
@@ -136,12 +137,11 @@ func Parse(name string, states []string) (Script, error) {
 	return s, nil
 }
 
-// New reads the directory and checks every script in it: the directory must
-// not be writable by every user, and each script must parse,
-// name a known state, be a regular file (or a link to one), be executable
-// and not be writable by every user. Files whose name starts with '.' are
-// ignored. The first problem is the error; it names the file and what to
-// do.
+// New reads the directory and checks every script in it: the directory
+// and each script must not be writable by every user, and each script must
+// parse, name a known state, be a regular file (or a link to one) and be
+// executable. Files whose name starts with '.' are ignored. The first
+// problem is the error; it names the file and what to do.
 func New(o Options) (*Hook, error) {
 	if o.Timeout == 0 {
 		o.Timeout = DefaultTimeout
@@ -255,11 +255,25 @@ type result struct {
 	lastLine string // the last non-empty line on stderr
 }
 
+// maxReason bounds the part of a script's stderr that goes into the run's
+// one-line error.
+const maxReason = 200
+
 func (r result) because() string {
 	if r.lastLine == "" {
 		return " (nothing on stderr)"
 	}
-	return ": " + r.lastLine
+	// The reason reaches a terminal: no escape sequences, one line.
+	line := strings.Map(func(c rune) rune {
+		if unicode.IsControl(c) {
+			return '?'
+		}
+		return c
+	}, r.lastLine)
+	if rs := []rune(line); len(rs) > maxReason {
+		line = string(rs[:maxReason]) + "..."
+	}
+	return ": " + line
 }
 
 // run runs one script to its end or its timeout. An error means the script

@@ -199,6 +199,8 @@ func TestVetoAndRetryLater(t *testing.T) {
 	script(t, dir, "Persist_Enter_20_after", "touch "+out+"/after-ran")
 	script(t, dir, "Persist_Leave_10_silent", "exit 1")
 	script(t, dir, "Restart_Enter_10_clock", `echo "clock not synchronised" >&2; exit 21`)
+	script(t, dir, "Restart_Leave_10_noisy", `printf 'red \033[31malert\033[0m\n' >&2; exit 4`)
+	script(t, dir, "Restart_Error_10_long", `head -c 5000 /dev/zero | tr '\0' x >&2; exit 4`)
 	h := newHook(t, dir, time.Minute)
 
 	resp, err := notify(t, h, hook.Enter, "Persist")
@@ -215,6 +217,15 @@ func TestVetoAndRetryLater(t *testing.T) {
 	resp, err = notify(t, h, hook.Enter, "Restart")
 	if err != nil || resp.Verdict != hook.RetryLater || resp.Reason != "Restart_Enter_10_clock asked to retry later: clock not synchronised" {
 		t.Errorf("retry later: %+v, %v", resp, err)
+	}
+	// What reaches the user's terminal: no escape sequences, not a page.
+	resp, err = notify(t, h, hook.Leave, "Restart")
+	if err != nil || resp.Reason != "Restart_Leave_10_noisy exited with status 4: red ?[31malert?[0m" {
+		t.Errorf("escapes: %+v, %v", resp, err)
+	}
+	_, err = notify(t, h, hook.Failed, "Restart")
+	if want := "Restart_Error_10_long exited with status 4: " + strings.Repeat("x", maxReason) + "..."; err == nil || err.Error() != want {
+		t.Errorf("long line: %v", err)
 	}
 }
 

@@ -99,6 +99,12 @@ type CertificateStorer interface {
 // ErrKeyNotFound is returned (wrapped) when a URI names no existing key.
 var ErrKeyNotFound = errors.New("key not found")
 
+// ErrKeyExists is returned (wrapped) by CreateKey of a store that will not
+// replace a key it already holds under that URI (a hardware token). A run
+// that finds one when resuming reuses it through GetPublicKey and
+// CreateSigner instead.
+var ErrKeyExists = errors.New("key already exists")
+
 // Opener creates a backend for a URI of its scheme.
 type Opener func(uri *url.URL) (KeyStore, error)
 

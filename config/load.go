@@ -356,7 +356,7 @@ func (l *loader) build() *Config {
 	c.OutputDir = l.path(fp+"outputDir", filepath.Clean(DefaultOutputDir))
 	c.CSRPath = l.path(fp+"csrPath", filepath.Join(c.OutputDir, CSRFileName))
 	c.CertPath = l.path(fp+"certPath", filepath.Join(c.OutputDir, CertFileName))
-	c.KeyPath = l.path(fp+"keyPath", filepath.Join(c.OutputDir, KeyFileName))
+	c.KeyPath, c.KeyURI = l.keyPath(fp+"keyPath", filepath.Join(c.OutputDir, KeyFileName))
 	c.RootCAOutPath = filepath.Join(c.OutputDir, RootCAFileName)
 
 	c.KeyAlgorithm = strings.ToLower(strings.TrimSpace(l.strOr(fp+"keyAlgorithm", DefaultKeyAlgorithm)))
@@ -375,7 +375,11 @@ func (l *loader) build() *Config {
 	}
 	c.CertificateMode = strings.ToLower(strings.TrimSpace(l.strOr(fp+"certificateMode", DefaultCertificateMode)))
 	switch c.CertificateMode {
-	case ModeCSR, ModeCreateKeys:
+	case ModeCSR:
+	case ModeCreateKeys:
+		if c.KeyPath == "" && l.err == nil {
+			l.fail(fp+"certificateMode", "is %s, where the cloud makes the key and sends it to the device, but keyPath names a key in a token, which cannot take a key made elsewhere: use certificateMode %s", ModeCreateKeys, ModeCSR)
+		}
 	default:
 		l.fail(fp+"certificateMode", "%q is not a certificate mode: use %s (the key never leaves the device) or %s (the cloud makes the key)", c.CertificateMode, ModeCSR, ModeCreateKeys)
 	}
@@ -427,6 +431,37 @@ func (l *loader) build() *Config {
 
 	c.Warnings = l.unknownKeys()
 	return c
+}
+
+// keyPath reads the device key's location: a file path (the file key
+// store, as Greengrass lite has it), or a pkcs11: URI naming a key in a
+// PKCS#11 token. Greengrass lite's keyPath already takes a value that is
+// not a path (handle:0x... for a TPM key), and whatever is here is what
+// ends up in system.privateKeyPath, so one setting names the key for both
+// programs. It returns the path ("" for a token key) and the key URI.
+func (l *loader) keyPath(key, def string) (string, string) {
+	v := strings.TrimSpace(l.str(key))
+	if !strings.HasPrefix(v, "pkcs11:") {
+		p := l.path(key, def)
+		return p, "file:" + p
+	}
+	// The URI goes into the journal and config.yaml: a PIN must not. The
+	// message does not quote the value, which holds the PIN.
+	_, query, _ := strings.Cut(v, "?")
+	for _, a := range strings.Split(query, "&") {
+		if name, _, _ := strings.Cut(a, "="); strings.EqualFold(name, "pin-value") {
+			l.fail(key, "holds pin-value: the PIN must not be written in config; put it in a file only the provisioning user can read and name that file with pin-source=file:/path")
+			return "", ""
+		}
+	}
+	return "", v
+}
+
+// KeyPathError reports a problem with the device key's URI as a usage
+// error naming keyPath where it was set (the file, a flag or the
+// environment).
+func (c *Config) KeyPathError(err error) error {
+	return c.origin.fail(ProvisionPrefix+"keyPath", "%v", err)
 }
 
 // endpoint checks "host" or "host:port" and returns the host and the port

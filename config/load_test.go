@@ -55,6 +55,7 @@ func TestLoadSampleConfigs(t *testing.T) {
 				CSRPath:             "/var/lib/greengrass/credentials/cert_req.pem",
 				CertPath:            "/var/lib/greengrass/credentials/certificate.pem",
 				KeyPath:             "/var/lib/greengrass/credentials/priv_key",
+				KeyURI:              "file:/var/lib/greengrass/credentials/priv_key",
 				OutputDir:           "/var/lib/greengrass/credentials",
 				RootCAOutPath:       "/var/lib/greengrass/credentials/AmazonRootCA.pem",
 				KeyAlgorithm:        "ecdsa-p256",
@@ -178,6 +179,10 @@ func TestLoadErrors(t *testing.T) {
 			want: fpk + "rootCaPath {dir}/AmazonRootCA1.pem cannot be read (permission denied): run as a user that can read it"},
 		{name: "unknown payloadFormat", set: map[string]string{"payloadFormat": "xml"}, want: fpk + `payloadFormat "xml" is not a payload format: use json or cbor`},
 		{name: "unknown certificateMode", set: map[string]string{"certificateMode": "byok"}, want: fpk + `certificateMode "byok" is not a certificate mode: use csr (the key never leaves the device) or create-keys (the cloud makes the key)`},
+		{name: "keyPath with a PIN", set: map[string]string{"keyPath": `"pkcs11:token=t;object=o?module-path=/m.so&pin-value=SECRET-PIN"`},
+			want: fpk + "keyPath holds pin-value: the PIN must not be written in config; put it in a file only the provisioning user can read and name that file with pin-source=file:/path"},
+		{name: "create-keys into a token", set: map[string]string{"keyPath": `"pkcs11:token=t;object=o?module-path=/m.so&pin-source=file:/p"`, "certificateMode": "create-keys"},
+			want: fpk + "certificateMode is create-keys, where the cloud makes the key and sends it to the device, but keyPath names a key in a token, which cannot take a key made elsewhere: use certificateMode csr"},
 		{name: "unknown keyAlgorithm", set: map[string]string{"keyAlgorithm": "ed25519"}, want: fpk + `keyAlgorithm "ed25519" is not a key algorithm: use ecdsa-p256, ecdsa-p384, rsa-2048 or rsa-3072`},
 		{name: "unknown restartStrategy", set: map[string]string{"restartStrategy": "reboot"}, want: fpk + `restartStrategy "reboot" is not a restart strategy: use systemd, command or none`},
 		{name: "restartCommand missing", set: map[string]string{"restartStrategy": "command"}, want: fpk + "restartCommand is missing: restartStrategy is command, so set restartCommand to the command that restarts Greengrass"},
@@ -568,5 +573,23 @@ func TestDocsCoverEveryKey(t *testing.T) {
 		if !strings.Contains(doc, s) {
 			t.Errorf("docs/configuration.md does not mention %s", s)
 		}
+	}
+}
+
+// keyPath names a key in a PKCS#11 token by its pkcs11: URI, from the file
+// or the environment; there is then no key file.
+func TestKeyPathPKCS11URI(t *testing.T) {
+	const uri = "pkcs11:token=fleet;object=device;type=private?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/etc/fleetprov/pin"
+	c, _ := load(t, map[string]string{"keyPath": q(uri)}, nil)
+	if c.KeyPath != "" || c.KeyURI != uri {
+		t.Errorf("from the file: KeyPath %q KeyURI %q, want no path and the URI as written", c.KeyPath, c.KeyURI)
+	}
+	c, _ = load(t, nil, []string{"FLEETPROV_KEY_PATH=" + uri})
+	if c.KeyPath != "" || c.KeyURI != uri {
+		t.Errorf("from the environment: KeyPath %q KeyURI %q", c.KeyPath, c.KeyURI)
+	}
+	c, _ = load(t, map[string]string{"keyPath": `"/keys/device.key"`}, nil)
+	if c.KeyPath != "/keys/device.key" || c.KeyURI != "file:/keys/device.key" {
+		t.Errorf("a path: KeyPath %q KeyURI %q", c.KeyPath, c.KeyURI)
 	}
 }

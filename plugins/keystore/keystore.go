@@ -96,6 +96,13 @@ type CertificateStorer interface {
 	StoreCertificate(ctx context.Context, req *StoreCertificateRequest) error
 }
 
+// URIChecker is an optional ability: a store that can tell a malformed URI
+// of its scheme without touching a key or a device, so that a bad key URI
+// in config is refused before a run starts.
+type URIChecker interface {
+	CheckURI(uri string) error
+}
+
 // ErrKeyNotFound is returned (wrapped) when a URI names no existing key.
 var ErrKeyNotFound = errors.New("key not found")
 

@@ -44,7 +44,10 @@ type Store struct {
 	ctxs map[string]*crypto11.Context
 }
 
-var _ keystore.KeyStore = (*Store)(nil)
+var (
+	_ keystore.KeyStore   = (*Store)(nil)
+	_ keystore.URIChecker = (*Store)(nil)
+)
 
 // New returns a Store with no token opened yet.
 func New() *Store { return &Store{ctxs: map[string]*crypto11.Context{}} }
@@ -213,6 +216,12 @@ func (s *Store) CreateSigner(_ context.Context, req *keystore.CreateSignerReques
 		return nil, err
 	}
 	return s.find(u, c)
+}
+
+// CheckURI checks uri's form without loading the module or reading the PIN.
+func (s *Store) CheckURI(uri string) error {
+	_, err := ParseURI(uri)
+	return err
 }
 
 // Close logs out of every token and unloads their modules.

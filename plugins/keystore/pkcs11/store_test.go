@@ -26,6 +26,7 @@ import (
 
 	"github.com/ThalesGroup/crypto11"
 
+	"github.com/fleetprov/fleetprov/cli"
 	"github.com/fleetprov/fleetprov/internal/softhsmtest"
 	"github.com/fleetprov/fleetprov/plugins/keystore"
 )
@@ -36,6 +37,10 @@ import (
 var softhsmConf string
 
 func TestMain(m *testing.M) {
+	if os.Getenv(envBeCLI) == "1" {
+		Register()
+		os.Exit(cli.Build{}.Main(os.Args, os.Stdout, os.Stderr))
+	}
 	if _, _, err := softhsmtest.Find(); err == nil {
 		dir, err := os.MkdirTemp("", "softhsm")
 		if err != nil {

@@ -1,3 +1,5 @@
+//go:build cgo
+
 package pkcs11
 
 // End to end: fleetprov run, with the device key in a SoftHSM2 token,

@@ -1,3 +1,5 @@
+//go:build cgo
+
 // Package pkcs11 keeps device keys in a PKCS#11 token (an HSM, a smart card,
 // a TPM through its PKCS#11 module, or SoftHSM2): the key is made inside the
 // token, marked sensitive and non-extractable, and every signature is made
@@ -5,7 +7,8 @@
 //
 // The package uses cgo (it loads the token's PKCS#11 library), so it is not
 // linked into fleetprov itself: a program that wants it imports it and calls
-// Register.
+// Register. Built without cgo, it still compiles, and a pkcs11: URI then
+// gets an error saying cgo is needed.
 package pkcs11
 
 import (

@@ -323,8 +323,10 @@ func (l *loader) build() *Config {
 	}
 
 	c.ClaimCertPath = l.path(fp+"claimCertPath", "")
-	if v := l.str(fp + "claimKeyPath"); strings.HasPrefix(v, "handle:") {
+	if v := strings.TrimSpace(l.str(fp + "claimKeyPath")); strings.HasPrefix(v, "handle:") {
 		c.ClaimKeyPath = v // a TPM handle, not a path; Check says it is not supported
+	} else if IsKeyURI(v) {
+		c.ClaimKeyPath = l.keyURI(fp+"claimKeyPath", v) // a key in a token
 	} else {
 		c.ClaimKeyPath = l.path(fp+"claimKeyPath", "")
 	}
@@ -441,27 +443,36 @@ func (l *loader) build() *Config {
 // programs. It returns the path ("" for a token key) and the key URI.
 func (l *loader) keyPath(key, def string) (string, string) {
 	v := strings.TrimSpace(l.str(key))
-	if !strings.HasPrefix(v, "pkcs11:") {
+	if !IsKeyURI(v) {
 		p := l.path(key, def)
 		return p, "file:" + p
 	}
-	// The URI goes into the journal and config.yaml: a PIN must not. The
-	// message does not quote the value, which holds the PIN.
+	return "", l.keyURI(key, v)
+}
+
+// IsKeyURI tells a key held by a key store other than files, named by its
+// URI (pkcs11:...), from a key file's path.
+func IsKeyURI(v string) bool { return strings.HasPrefix(v, "pkcs11:") }
+
+// keyURI returns a key URI as written, refusing one that holds a PIN: key
+// URIs go into the journal and config.yaml. The message does not quote the
+// value, which holds the PIN.
+func (l *loader) keyURI(key, v string) string {
 	_, query, _ := strings.Cut(v, "?")
 	for _, a := range strings.Split(query, "&") {
 		if name, _, _ := strings.Cut(a, "="); strings.EqualFold(name, "pin-value") {
 			l.fail(key, "holds pin-value: the PIN must not be written in config; put it in a file only the provisioning user can read and name that file with pin-source=file:/path")
-			return "", ""
+			return ""
 		}
 	}
-	return "", v
+	return v
 }
 
-// KeyPathError reports a problem with the device key's URI as a usage
-// error naming keyPath where it was set (the file, a flag or the
-// environment).
-func (c *Config) KeyPathError(err error) error {
-	return c.origin.fail(ProvisionPrefix+"keyPath", "%v", err)
+// KeyError reports a problem with a key URI as a usage error naming the
+// fleet_provisioning key (keyPath, claimKeyPath) where it was set: the
+// file, a flag or the environment.
+func (c *Config) KeyError(name string, err error) error {
+	return c.origin.fail(ProvisionPrefix+name, "%v", err)
 }
 
 // endpoint checks "host" or "host:port" and returns the host and the port
@@ -707,17 +718,23 @@ func (c *Config) checkFiles() error {
 		return o.fail(keyKey, "%q names a TPM key: TPM claim keys are not supported yet: use a PEM key file", c.ClaimKeyPath)
 	}
 
-	b, err := os.ReadFile(c.ClaimKeyPath)
-	if err != nil {
-		return o.fail(keyKey, "%s %s: %s", c.ClaimKeyPath, readProblem(err), readFix(err, "the claim private key's PEM file"))
-	}
-	keyPub, problem := parsePrivateKeyPEM(b)
-	clear(b)
-	if problem != "" {
-		return o.fail(keyKey, "%s %s: set it to the claim private key's unencrypted PEM file", c.ClaimKeyPath, problem)
+	// A claim key in a token is checked against the certificate when the
+	// claim connection is made: reading it needs its key store.
+	var keyPub crypto.PublicKey
+	if !IsKeyURI(c.ClaimKeyPath) {
+		b, err := os.ReadFile(c.ClaimKeyPath)
+		if err != nil {
+			return o.fail(keyKey, "%s %s: %s", c.ClaimKeyPath, readProblem(err), readFix(err, "the claim private key's PEM file"))
+		}
+		var problem string
+		keyPub, problem = parsePrivateKeyPEM(b)
+		clear(b)
+		if problem != "" {
+			return o.fail(keyKey, "%s %s: set it to the claim private key's unencrypted PEM file", c.ClaimKeyPath, problem)
+		}
 	}
 
-	b, err = os.ReadFile(c.ClaimCertPath)
+	b, err := os.ReadFile(c.ClaimCertPath)
 	if err != nil {
 		return o.fail(certKey, "%s %s: %s", c.ClaimCertPath, readProblem(err), readFix(err, "the claim certificate's PEM file"))
 	}
@@ -725,7 +742,7 @@ func (c *Config) checkFiles() error {
 	if len(certs) == 0 {
 		return o.fail(certKey, "%s is not a PEM certificate: set it to the claim certificate's PEM file", c.ClaimCertPath)
 	}
-	if eq, ok := certs[0].PublicKey.(interface{ Equal(x crypto.PublicKey) bool }); !ok || !eq.Equal(keyPub) {
+	if eq, ok := certs[0].PublicKey.(interface{ Equal(x crypto.PublicKey) bool }); keyPub != nil && (!ok || !eq.Equal(keyPub)) {
 		return o.fail(keyKey, "%s does not belong to the claim certificate %s (their public keys differ): use the key the claim certificate was issued for", c.ClaimKeyPath, c.ClaimCertPath)
 	}
 	now := time.Now()

@@ -181,6 +181,8 @@ func TestLoadErrors(t *testing.T) {
 		{name: "unknown certificateMode", set: map[string]string{"certificateMode": "byok"}, want: fpk + `certificateMode "byok" is not a certificate mode: use csr (the key never leaves the device) or create-keys (the cloud makes the key)`},
 		{name: "keyPath with a PIN", set: map[string]string{"keyPath": `"pkcs11:token=t;object=o?module-path=/m.so&pin-value=SECRET-PIN"`},
 			want: fpk + "keyPath holds pin-value: the PIN must not be written in config; put it in a file only the provisioning user can read and name that file with pin-source=file:/path"},
+		{name: "claimKeyPath with a PIN", set: map[string]string{"claimKeyPath": `"pkcs11:token=t;object=claim?module-path=/m.so&pin-value=SECRET-PIN"`},
+			want: fpk + "claimKeyPath holds pin-value: the PIN must not be written in config; put it in a file only the provisioning user can read and name that file with pin-source=file:/path"},
 		{name: "create-keys into a token", set: map[string]string{"keyPath": `"pkcs11:token=t;object=o?module-path=/m.so&pin-source=file:/p"`, "certificateMode": "create-keys"},
 			want: fpk + "certificateMode is create-keys, where the cloud makes the key and sends it to the device, but keyPath names a key in a token, which cannot take a key made elsewhere: use certificateMode csr"},
 		{name: "unknown keyAlgorithm", set: map[string]string{"keyAlgorithm": "ed25519"}, want: fpk + `keyAlgorithm "ed25519" is not a key algorithm: use ecdsa-p256, ecdsa-p384, rsa-2048 or rsa-3072`},
@@ -587,6 +589,13 @@ func TestKeyPathPKCS11URI(t *testing.T) {
 	c, _ = load(t, nil, []string{"FLEETPROV_KEY_PATH=" + uri})
 	if c.KeyPath != "" || c.KeyURI != uri {
 		t.Errorf("from the environment: KeyPath %q KeyURI %q", c.KeyPath, c.KeyURI)
+	}
+	// A claim key in a token is taken as written; the claim certificate
+	// and root CA files are still checked.
+	const claim = "pkcs11:token=fleet;object=claim?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/etc/fleetprov/pin"
+	c, _ = load(t, map[string]string{"claimKeyPath": q(claim)}, nil)
+	if c.ClaimKeyPath != claim {
+		t.Errorf("ClaimKeyPath %q, want the URI as written", c.ClaimKeyPath)
 	}
 	c, _ = load(t, map[string]string{"keyPath": `"/keys/device.key"`}, nil)
 	if c.KeyPath != "/keys/device.key" || c.KeyURI != "file:/keys/device.key" {

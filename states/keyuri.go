@@ -10,25 +10,36 @@ import (
 )
 
 // CheckKeyURI checks, before anything is touched, that the device key's
-// URI names a key store this program has and is well formed for it. A
-// problem is a usage error naming keyPath.
+// URI, and the claim key's when it lives in a key store, name a key store
+// this program has and are well formed for it. A problem is a usage error
+// naming keyPath or claimKeyPath.
 func CheckKeyURI(cfg *config.Config) error {
-	scheme, _, _ := strings.Cut(cfg.KeyURI, ":")
+	if err := checkKeyURI(cfg.KeyURI); err != nil {
+		return cfg.KeyError("keyPath", err)
+	}
+	if config.IsKeyURI(cfg.ClaimKeyPath) {
+		if err := checkKeyURI(cfg.ClaimKeyPath); err != nil {
+			return cfg.KeyError("claimKeyPath", err)
+		}
+	}
+	return nil
+}
+
+func checkKeyURI(uri string) error {
+	scheme, _, _ := strings.Cut(uri, ":")
 	if scheme == "file" {
 		return nil
 	}
 	if !slices.Contains(keystore.Schemes(), scheme) {
-		return cfg.KeyPathError(fmt.Errorf("names a %s: key, but this fleetprov has no %s key store (it has: %s): use a build that includes it, or a key file path", scheme, scheme, strings.Join(keystore.Schemes(), ", ")))
+		return fmt.Errorf("names a %s: key, but this fleetprov has no %s key store (it has: %s): use a build that includes it, or a key file path", scheme, scheme, strings.Join(keystore.Schemes(), ", "))
 	}
-	ks, err := keystore.Open(cfg.KeyURI)
+	ks, err := keystore.Open(uri)
 	if err != nil {
-		return cfg.KeyPathError(err)
+		return err
 	}
 	defer ks.Close()
 	if c, ok := ks.(keystore.URIChecker); ok {
-		if err := c.CheckURI(cfg.KeyURI); err != nil {
-			return cfg.KeyPathError(err)
-		}
+		return c.CheckURI(uri)
 	}
 	return nil
 }

@@ -86,3 +86,18 @@ func WritePIN(dir, name, pin string) (string, error) {
 	p := filepath.Join(dir, name)
 	return p, os.WriteFile(p, []byte(pin+"\n"), 0o600)
 }
+
+// ImportKey stores the PKCS#8 PEM private key in file, and its public half,
+// in the token labelled token, under the object label and the hex id.
+func ImportKey(conf, token, pin, file, label, id string) error {
+	util, _, err := Find()
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(util, "--import", file, "--token", token, "--label", label, "--id", id, "--pin", pin)
+	cmd.Env = append(os.Environ(), "SOFTHSM2_CONF="+conf)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("softhsm2-util --import %s --token %s: %v\n%s", file, token, err, out)
+	}
+	return nil
+}

@@ -27,6 +27,7 @@ import (
 	"github.com/fleetprov/fleetprov/cloudsim"
 	"github.com/fleetprov/fleetprov/config"
 	"github.com/fleetprov/fleetprov/engine"
+	"github.com/fleetprov/fleetprov/internal/softhsmtest"
 	"github.com/fleetprov/fleetprov/plugins/keystore"
 )
 
@@ -131,6 +132,77 @@ func TestProvisionWithTokenKey(t *testing.T) {
 	if !reflect.DeepEqual(tokenPublicKey(t, uri), tokenKey) {
 		t.Error("the token's key changed")
 	}
+}
+
+// The claim key may live in the token too: the claim connection's TLS
+// handshake is signed there, and no key file is read for it.
+func TestClaimKeyInToken(t *testing.T) {
+	tk := newToken(t)
+	c := startCloud(t)
+	claimFile := filepath.Join(c.dir, "claim.pem.key")
+	if err := softhsmtest.ImportKey(softhsmConf, tk.label, testPIN, claimFile, "claim", "c1"); err != nil {
+		t.Fatal(err)
+	}
+	// Out of reach: a run that still read the file would fail.
+	if err := os.Rename(claimFile, claimFile+".moved"); err != nil {
+		t.Fatal(err)
+	}
+	claimURI := tk.uri("claim", []byte{0xc1})
+	deviceURI := tk.uri("device", nil)
+
+	check := fleetprov(deviceURI, "config", "check", "--config", c.config)
+	check.Env = append(check.Env, "FLEETPROV_CLAIM_KEY_PATH="+claimURI)
+	if out, err := check.CombinedOutput(); err != nil {
+		t.Fatalf("config check: %v\n%s", err, out)
+	}
+	run := fleetprov(deviceURI, "run", "--config", c.config)
+	run.Env = append(run.Env, "FLEETPROV_CLAIM_KEY_PATH="+claimURI)
+	out, err := run.CombinedOutput()
+	if err != nil {
+		t.Fatalf("run with the claim key in the token: %v\n%s", err, out)
+	}
+	cert := readCert(t, filepath.Join(c.dir, "device", "credentials", "certificate.pem"))
+	if !reflect.DeepEqual(cert.PublicKey, tokenPublicKey(t, deviceURI)) {
+		t.Error("the certificate is not for the token's device key")
+	}
+	if counts := cloudCerts(t, c.dir); counts != 1 {
+		t.Errorf("cloud holds %d device certificates, want 1", counts)
+	}
+}
+
+// A claim key in the token that is not the claim certificate's is named as
+// such, rather than showing up as a refused handshake.
+func TestClaimKeyInTokenMismatch(t *testing.T) {
+	tk := newToken(t)
+	c := startCloud(t)
+	other := tk.uri("other", nil)
+	s := New()
+	if _, err := s.CreateKey(context.Background(), &keystore.CreateKeyRequest{URI: other}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	run := fleetprov(tk.uri("device", nil), "run", "--config", c.config)
+	run.Env = append(run.Env, "FLEETPROV_CLAIM_KEY_PATH="+other)
+	out, err := run.CombinedOutput()
+	want := "iotclient: claim certificate " + filepath.Join(c.dir, "claim.pem.crt") + " is not for the claim key in the key store (their public keys differ): use the key the claim certificate was issued for"
+	if code := exitCode(err); code != 1 || !strings.Contains(string(out), want) {
+		t.Errorf("exit %d, want 1 and %q in:\n%s", code, want, out)
+	}
+}
+
+func cloudCerts(t *testing.T, dir string) int {
+	t.Helper()
+	reg, err := cloudsim.ReadRegistry(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, c := range reg.SortedCertificates() {
+		if !c.Claim {
+			n++
+		}
+	}
+	return n
 }
 
 // A run killed while CreateCertificate waits for the cloud resumes with the

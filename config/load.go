@@ -432,8 +432,17 @@ func (l *loader) build() *Config {
 	c.Plugins = l.plugins(fp+"plugins", c.PluginDir)
 
 	c.Warnings = l.unknownKeys()
+	if n := len(c.KeyURI); c.KeyPath == "" && n > maxGreengrassKeyPath {
+		c.Warnings = append(c.Warnings, fmt.Sprintf("%s is %d bytes long; Greengrass nucleus lite's deployment service (ggdeploymentd, v2.6) reads system.privateKeyPath into %d bytes and fails on a longer one: shorten the labels or paths in the URI", l.o.subject(fp+"keyPath"), n, maxGreengrassKeyPath))
+	}
 	return c
 }
+
+// maxGreengrassKeyPath is the longest system.privateKeyPath every
+// Greengrass nucleus lite daemon can read (ggdeploymentd keeps it in a
+// 128-byte buffer with its terminating NUL). Key files never come close;
+// a pkcs11: URI can.
+const maxGreengrassKeyPath = 127
 
 // keyPath reads the device key's location: a file path (the file key
 // store, as Greengrass lite has it), or a pkcs11: URI naming a key in a

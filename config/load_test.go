@@ -2,6 +2,7 @@ package config
 
 import (
 	"encoding/pem"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -596,6 +597,16 @@ func TestKeyPathPKCS11URI(t *testing.T) {
 	c, _ = load(t, map[string]string{"claimKeyPath": q(claim)}, nil)
 	if c.ClaimKeyPath != claim {
 		t.Errorf("ClaimKeyPath %q, want the URI as written", c.ClaimKeyPath)
+	}
+	if len(c.Warnings) != 0 {
+		t.Errorf("warnings for a %d-byte key URI: %q", len(uri), c.Warnings)
+	}
+	// Greengrass lite cannot read a key URI longer than 127 bytes.
+	long := strings.Replace(uri, "/usr/lib/softhsm/", "/usr/lib/x86_64-linux-gnu/softhsm/", 1)
+	c, _ = load(t, map[string]string{"keyPath": q(long)}, nil)
+	want := fmt.Sprintf("config %s: services.aws.greengrass.fleet_provisioning.configuration.keyPath is 141 bytes long; Greengrass nucleus lite's deployment service (ggdeploymentd, v2.6) reads system.privateKeyPath into 127 bytes and fails on a longer one: shorten the labels or paths in the URI", c.File)
+	if len(c.Warnings) != 1 || c.Warnings[0] != want {
+		t.Errorf("warnings %q\nwant %q", c.Warnings, want)
 	}
 	c, _ = load(t, map[string]string{"keyPath": `"/keys/device.key"`}, nil)
 	if c.KeyPath != "/keys/device.key" || c.KeyURI != "file:/keys/device.key" {

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/fleetprov/fleetprov/config"
 )
 
 func TestParseURI(t *testing.T) {
@@ -101,5 +103,20 @@ func TestPINSources(t *testing.T) {
 		if err != nil && strings.Contains(err.Error(), "4711") {
 			t.Errorf("message shows the PIN: %v", err)
 		}
+	}
+}
+
+// The sample in configs/ names its key with a URI this store accepts.
+func TestSampleConfigURI(t *testing.T) {
+	c, err := config.Load(config.LoadOptions{Path: filepath.Join("..", "..", "..", "configs", "pkcs11.yaml"), SkipFileChecks: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := ParseURI(c.KeyURI)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.Token != "fleet" || u.Object != "device" || u.PINSource != "file:/etc/fleetprov/pin" {
+		t.Errorf("sample key URI %+v", *u)
 	}
 }

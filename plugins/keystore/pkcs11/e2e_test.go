@@ -269,11 +269,15 @@ func TestTokenKeyErrorsFromTheCLI(t *testing.T) {
 	if out, err := fleetprov(uri, "run", "--config", c.config).CombinedOutput(); err != nil {
 		t.Fatalf("run: %v\n%s", err, out)
 	}
-	if out, err := fleetprov(uri, "reset", "--config", c.config).CombinedOutput(); err != nil {
+	out, err := fleetprov(uri, "reset", "--config", c.config).CombinedOutput()
+	if err != nil {
 		t.Fatalf("reset: %v\n%s", err, out)
 	}
+	if want := "device key " + uri + " stays in its token; the next run will not replace it: delete it there, or name another object in keyPath\n"; !strings.Contains(string(out), want) {
+		t.Errorf("reset does not say the token key stays:\n%s", out)
+	}
 	key := tokenPublicKey(t, uri)
-	out, err := fleetprov(uri, "run", "--config", c.config).CombinedOutput()
+	out, err = fleetprov(uri, "run", "--config", c.config).CombinedOutput()
 	want := `PrepareKey: create device key: pkcs11 key object="device" in token "` + tk.label + `": key already exists: it predates this provisioning (reset or --force); delete it from the token or name another object in keyPath`
 	if code := exitCode(err); code != 1 || !strings.Contains(string(out), want) {
 		t.Errorf("run over an existing token key: exit %d, want 1 and %q in:\n%s", code, want, out)

@@ -432,7 +432,7 @@ func (l *loader) build() *Config {
 	c.Plugins = l.plugins(fp+"plugins", c.PluginDir)
 
 	c.Warnings = l.unknownKeys()
-	if n := len(c.KeyURI); c.KeyPath == "" && n > maxGreengrassKeyPath {
+	if n := len(c.GreengrassKeyPath()); c.KeyPath == "" && n > maxGreengrassKeyPath {
 		c.Warnings = append(c.Warnings, fmt.Sprintf("%s is %d bytes long; Greengrass nucleus lite's deployment service (ggdeploymentd, v2.6) reads system.privateKeyPath into %d bytes and fails on a longer one: shorten the labels or paths in the URI", l.o.subject(fp+"keyPath"), n, maxGreengrassKeyPath))
 	}
 	return c
@@ -460,8 +460,30 @@ func (l *loader) keyPath(key, def string) (string, string) {
 }
 
 // IsKeyURI tells a key held by a key store other than files, named by its
-// URI (pkcs11:...), from a key file's path.
-func IsKeyURI(v string) bool { return strings.HasPrefix(v, "pkcs11:") }
+// URI (pkcs11:..., or plugin:NAME/... for a key store plugin), from a key
+// file's path.
+func IsKeyURI(v string) bool {
+	return strings.HasPrefix(v, "pkcs11:") || strings.HasPrefix(v, "plugin:")
+}
+
+// GreengrassKeyPath is what Greengrass finds in system.privateKeyPath once
+// provisioned: the key file's path, or the key's URI when it lives in a
+// token (Greengrass nucleus lite loads either through OpenSSL's
+// OSSL_STORE). A key a plugin serves, plugin:NAME/KEY, gives KEY when KEY
+// is a URI of its own (plugin:pkcs11/pkcs11:token=...): "plugin:NAME/"
+// only tells fleetprov which plugin to ask, and means nothing to
+// Greengrass.
+func (c *Config) GreengrassKeyPath() string {
+	if c.KeyPath != "" {
+		return c.KeyPath
+	}
+	if rest, ok := strings.CutPrefix(c.KeyURI, "plugin:"); ok {
+		if _, key, ok := strings.Cut(rest, "/"); ok && IsKeyURI(key) {
+			return key
+		}
+	}
+	return c.KeyURI
+}
 
 // keyURI returns a key URI as written, refusing one that holds a PIN: key
 // URIs go into the journal and config.yaml. The message does not quote the

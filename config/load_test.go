@@ -608,8 +608,14 @@ func TestKeyPathPKCS11URI(t *testing.T) {
 	if len(c.Warnings) != 1 || c.Warnings[0] != want {
 		t.Errorf("warnings %q\nwant %q", c.Warnings, want)
 	}
+	// Served by a plugin: Greengrass gets the key's own URI, and the
+	// length that matters is that one's.
+	c, _ = load(t, map[string]string{"keyPath": q("plugin:pkcs11/" + uri)}, nil)
+	if c.KeyURI != "plugin:pkcs11/"+uri || c.GreengrassKeyPath() != uri || len(c.Warnings) != 0 {
+		t.Errorf("plugin key: KeyURI %q, GreengrassKeyPath %q, warnings %q", c.KeyURI, c.GreengrassKeyPath(), c.Warnings)
+	}
 	c, _ = load(t, map[string]string{"keyPath": `"/keys/device.key"`}, nil)
-	if c.KeyPath != "/keys/device.key" || c.KeyURI != "file:/keys/device.key" {
+	if c.KeyPath != "/keys/device.key" || c.KeyURI != "file:/keys/device.key" || c.GreengrassKeyPath() != "/keys/device.key" {
 		t.Errorf("a path: KeyPath %q KeyURI %q", c.KeyPath, c.KeyURI)
 	}
 }

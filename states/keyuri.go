@@ -31,7 +31,16 @@ func checkKeyURI(uri string) error {
 		return nil
 	}
 	if !slices.Contains(keystore.Schemes(), scheme) {
-		return fmt.Errorf("names a %s: key, but this fleetprov has no %s key store (it has: %s): use a build that includes it, or a key file path", scheme, scheme, strings.Join(keystore.Schemes(), ", "))
+		hint := "use a build that includes it, or a key file path"
+		if scheme == "pkcs11" {
+			hint = "serve it with the fleetprov-keystore-pkcs11 plugin (write plugin:NAME/pkcs11:...), build fleetprov with -tags pkcs11, or use a key file path"
+		}
+		return fmt.Errorf("names a %s: key, but this fleetprov has no %s key store (it has: %s): %s", scheme, scheme, strings.Join(keystore.Schemes(), ", "), hint)
+	}
+	if scheme == "plugin" {
+		// Checked by the plugin when the key is first used: asking it
+		// now would start it before the run needs it.
+		return nil
 	}
 	ks, err := keystore.Open(uri)
 	if err != nil {

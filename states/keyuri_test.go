@@ -12,7 +12,7 @@ func TestCheckKeyURIUnknownStore(t *testing.T) {
 	const uri = "pkcs11:token=t;object=o?module-path=/m.so&pin-source=file:/p"
 	d := newDevice(t, replaceLine(t, `# keyPath: "/custom/path/priv_key" #[Optional]`, `keyPath: "`+uri+`"`))
 	err := CheckKeyURI(d.cfg)
-	want := "config " + d.configPath + ": services.aws.greengrass.fleet_provisioning.configuration.keyPath names a pkcs11: key, but this fleetprov has no pkcs11 key store (it has: file): use a build that includes it, or a key file path"
+	want := "config " + d.configPath + ": services.aws.greengrass.fleet_provisioning.configuration.keyPath names a pkcs11: key, but this fleetprov has no pkcs11 key store (it has: file): serve it with the fleetprov-keystore-pkcs11 plugin (write plugin:NAME/pkcs11:...), build fleetprov with -tags pkcs11, or use a key file path"
 	if err == nil || err.Error() != want {
 		t.Fatalf("CheckKeyURI:\n got %v\nwant %s", err, want)
 	}

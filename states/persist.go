@@ -63,7 +63,7 @@ func (*Persist) Run(_ context.Context, r *engine.Run) error {
 	err = config.WriteBack(cfg.File, config.Provisioned{
 		ThingName:           d.ThingName,
 		CertificateFilePath: cfg.CertPath,
-		PrivateKeyPath:      privateKeyPath(cfg),
+		PrivateKeyPath:      cfg.GreengrassKeyPath(),
 		RootCAPath:          cfg.RootCAOutPath,
 		IoTDataEndpoint:     cfg.IoTDataHost,
 		IoTCredEndpoint:     cfg.IoTCredEndpoint,
@@ -79,18 +79,8 @@ func (*Persist) Run(_ context.Context, r *engine.Run) error {
 		d.Files = append(d.Files, cfg.CSRPath)
 	}
 	d.Files = append(d.Files, cfg.CertPath, cfg.RootCAOutPath, devCfgPath, cfg.File)
-	r.Log.Info("credentials written", "certificate", cfg.CertPath, "key", privateKeyPath(cfg), "rootCA", cfg.RootCAOutPath, "config", cfg.File)
+	r.Log.Info("credentials written", "certificate", cfg.CertPath, "key", cfg.GreengrassKeyPath(), "rootCA", cfg.RootCAOutPath, "config", cfg.File)
 	return nil
-}
-
-// privateKeyPath is what Greengrass finds in system.privateKeyPath: the
-// key file's path, or the key's pkcs11: URI when it lives in a token
-// (Greengrass nucleus lite loads either through OpenSSL's OSSL_STORE).
-func privateKeyPath(cfg *config.Config) string {
-	if cfg.KeyPath != "" {
-		return cfg.KeyPath
-	}
-	return cfg.KeyURI
 }
 
 // DeviceConfigurationPath is where Persist writes the deviceConfiguration

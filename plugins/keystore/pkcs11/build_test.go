@@ -64,7 +64,7 @@ func TestFleetprovBuiltWithTag(t *testing.T) {
 	plain := exec.Command(filepath.Join(bin, "fleetprov"), "config", "check", "--config", c.config)
 	plain.Env = env
 	out, err := plain.CombinedOutput()
-	want := "fleetprov: environment variable FLEETPROV_KEY_PATH names a pkcs11: key, but this fleetprov has no pkcs11 key store (it has: file): use a build that includes it, or a key file path"
+	want := "fleetprov: environment variable FLEETPROV_KEY_PATH names a pkcs11: key, but this fleetprov has no pkcs11 key store (it has: file, plugin): serve it with the fleetprov-keystore-pkcs11 plugin (write plugin:NAME/pkcs11:...), build fleetprov with -tags pkcs11, or use a key file path"
 	if code := exitCode(err); code != 2 || !strings.Contains(string(out), want) {
 		t.Errorf("default build, config check: exit %d, want 2 and %q in:\n%s", code, want, out)
 	}

@@ -27,6 +27,7 @@ import (
 	"github.com/fleetprov/fleetprov/cloudsim"
 	"github.com/fleetprov/fleetprov/config"
 	"github.com/fleetprov/fleetprov/engine"
+	"github.com/fleetprov/fleetprov/internal/plugintest"
 	"github.com/fleetprov/fleetprov/internal/softhsmtest"
 	"github.com/fleetprov/fleetprov/plugins/keystore"
 )
@@ -137,6 +138,13 @@ func TestProvisionWithTokenKey(t *testing.T) {
 // The claim key may live in the token too: the claim connection's TLS
 // handshake is signed there, and no key file is read for it.
 func TestClaimKeyInToken(t *testing.T) {
+	for _, viaPlugin := range []bool{false, true} {
+		name := map[bool]string{false: "in-process", true: "plugin"}[viaPlugin]
+		t.Run(name, func(t *testing.T) { claimKeyInToken(t, viaPlugin) })
+	}
+}
+
+func claimKeyInToken(t *testing.T, viaPlugin bool) {
 	tk := newToken(t)
 	c := startCloud(t)
 	claimFile := filepath.Join(c.dir, "claim.pem.key")
@@ -149,14 +157,19 @@ func TestClaimKeyInToken(t *testing.T) {
 	}
 	claimURI := tk.uri("claim", []byte{0xc1})
 	deviceURI := tk.uri("device", nil)
+	claimKey, deviceKey, cli := claimURI, deviceURI, fleetprov
+	if viaPlugin {
+		addPlugin(t, c)
+		claimKey, deviceKey, cli = "plugin:pkcs11/"+claimURI, "plugin:pkcs11/"+deviceURI, plainFleetprov
+	}
 
-	check := fleetprov(deviceURI, "config", "check", "--config", c.config)
-	check.Env = append(check.Env, "FLEETPROV_CLAIM_KEY_PATH="+claimURI)
+	check := cli(deviceKey, "config", "check", "--config", c.config)
+	check.Env = append(check.Env, "FLEETPROV_CLAIM_KEY_PATH="+claimKey)
 	if out, err := check.CombinedOutput(); err != nil {
 		t.Fatalf("config check: %v\n%s", err, out)
 	}
-	run := fleetprov(deviceURI, "run", "--config", c.config)
-	run.Env = append(run.Env, "FLEETPROV_CLAIM_KEY_PATH="+claimURI)
+	run := cli(deviceKey, "run", "--config", c.config)
+	run.Env = append(run.Env, "FLEETPROV_CLAIM_KEY_PATH="+claimKey)
 	out, err := run.CombinedOutput()
 	if err != nil {
 		t.Fatalf("run with the claim key in the token: %v\n%s", err, out)
@@ -207,13 +220,25 @@ func cloudCerts(t *testing.T, dir string) int {
 
 // A run killed while CreateCertificate waits for the cloud resumes with the
 // key already in the token: the certificate is for that key, and the token
-// holds one device key.
+// holds one device key. The store is in-process, or the plugin binary.
 func TestResumeKilledInCreateCertificate(t *testing.T) {
+	for _, viaPlugin := range []bool{false, true} {
+		name := map[bool]string{false: "in-process", true: "plugin"}[viaPlugin]
+		t.Run(name, func(t *testing.T) { resumeKilledInCreateCertificate(t, viaPlugin) })
+	}
+}
+
+func resumeKilledInCreateCertificate(t *testing.T, viaPlugin bool) {
 	tk := newToken(t)
 	c := startCloud(t, "CreateCertificateFromCsr:delay=20s:times=1")
 	uri := tk.uri("device", nil)
+	keyURI, cli := uri, fleetprov
+	if viaPlugin {
+		addPlugin(t, c)
+		keyURI, cli = "plugin:pkcs11/"+uri, plainFleetprov
+	}
 
-	first := fleetprov(uri, "run", "--config", c.config)
+	first := cli(keyURI, "run", "--config", c.config)
 	var out1 lockedBuffer
 	first.Stdout, first.Stderr = &out1, &out1
 	if err := first.Start(); err != nil {
@@ -234,7 +259,7 @@ func TestResumeKilledInCreateCertificate(t *testing.T) {
 		t.Fatalf("the journaled CSR is not for the token's key (last state %s)", last.State)
 	}
 
-	out2, err := fleetprov(uri, "run", "--config", c.config).CombinedOutput()
+	out2, err := cli(keyURI, "run", "--config", c.config).CombinedOutput()
 	if err != nil {
 		t.Fatalf("second run: %v\n%s", err, out2)
 	}
@@ -258,6 +283,16 @@ func TestResumeKilledInCreateCertificate(t *testing.T) {
 		t.Errorf("token holds %d keys labelled %s (%v), want 1", len(keys), u.Object, err)
 	}
 	checkNoDeviceKeyFile(t, c.dir)
+	if viaPlugin {
+		// The killed run's plugin ends on its own once its parent is gone.
+		deadline := time.Now().Add(60 * time.Second)
+		for len(plugintest.Processes(pluginBinary(t))) > 0 && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+		if pids := plugintest.Processes(pluginBinary(t)); len(pids) > 0 {
+			t.Errorf("plugin processes %v still run", pids)
+		}
+	}
 }
 
 // A fresh run (after reset) never replaces a key it finds in the token,

@@ -58,9 +58,21 @@ func New() *Store { return &Store{ctxs: map[string]*crypto11.Context{}} }
 // Errors are fatal (failure.IsTransient is false for them): a wrong PIN,
 // module or token does not get better by retrying.
 
+// tokenURI is the pkcs11: URI in uri. Served as a plugin, the store is
+// asked for plugin:NAME/pkcs11:...: fleetprov's name for "the key
+// pkcs11:... of plugin NAME".
+func tokenURI(uri string) string {
+	if rest, ok := strings.CutPrefix(uri, "plugin:"); ok {
+		if _, key, ok := strings.Cut(rest, "/"); ok {
+			return key
+		}
+	}
+	return uri
+}
+
 // open parses uri and returns the logged-in context of its token.
 func (s *Store) open(uri string) (*URI, *crypto11.Context, error) {
-	u, err := ParseURI(uri)
+	u, err := ParseURI(tokenURI(uri))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -223,7 +235,7 @@ func (s *Store) CreateSigner(_ context.Context, req *keystore.CreateSignerReques
 
 // CheckURI checks uri's form without loading the module or reading the PIN.
 func (s *Store) CheckURI(uri string) error {
-	_, err := ParseURI(uri)
+	_, err := ParseURI(tokenURI(uri))
 	return err
 }
 

@@ -39,8 +39,11 @@ import (
 var softhsmConf string
 
 func TestMain(m *testing.M) {
-	if os.Getenv(envBeCLI) == "1" {
+	switch os.Getenv(envBeCLI) {
+	case "1":
 		Register()
+		os.Exit(cli.Build{}.Main(os.Args, os.Stdout, os.Stderr))
+	case "plain":
 		os.Exit(cli.Build{}.Main(os.Args, os.Stdout, os.Stderr))
 	}
 	if _, _, err := softhsmtest.Find(); err == nil {

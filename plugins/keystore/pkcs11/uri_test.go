@@ -112,7 +112,13 @@ func TestSampleConfigURI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	u, err := ParseURI(c.KeyURI)
+	if !strings.HasPrefix(c.KeyURI, "plugin:pkcs11/pkcs11:") || c.GreengrassKeyPath() != strings.TrimPrefix(c.KeyURI, "plugin:pkcs11/") {
+		t.Errorf("sample key %q, Greengrass gets %q", c.KeyURI, c.GreengrassKeyPath())
+	}
+	if len(c.Plugins) != 1 || c.Plugins[0].Name != "pkcs11" {
+		t.Errorf("sample plugins %+v, want one named pkcs11", c.Plugins)
+	}
+	u, err := ParseURI(tokenURI(c.KeyURI))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -93,6 +93,14 @@ func pluginBinary(t *testing.T) string {
 	return pluginPath
 }
 
+// removePluginBinary deletes what pluginBinary built, once the tests are
+// done.
+func removePluginBinary() {
+	if pluginPath != "" {
+		os.RemoveAll(filepath.Dir(pluginPath))
+	}
+}
+
 type buildError struct {
 	out string
 	err error

@@ -58,9 +58,12 @@ func TestMain(m *testing.M) {
 		os.Setenv("SOFTHSM2_CONF", softhsmConf)
 		code := m.Run()
 		os.RemoveAll(dir)
+		removePluginBinary()
 		os.Exit(code)
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	removePluginBinary()
+	os.Exit(code)
 }
 
 const testPIN = "246810"

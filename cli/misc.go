@@ -11,6 +11,7 @@ import (
 	"github.com/fleetprov/fleetprov/config"
 	"github.com/fleetprov/fleetprov/engine"
 	"github.com/fleetprov/fleetprov/plugins/paramsource"
+	"github.com/fleetprov/fleetprov/states"
 )
 
 func newGraphCmd(app *App) *cobra.Command {
@@ -67,8 +68,15 @@ value here (a command source runs), but the cloud is not contacted.`,
 			if err != nil {
 				return err
 			}
+			if err := states.CheckKeyURI(cfg); err != nil {
+				return err
+			}
+			key := cfg.KeyPath
+			if key == "" {
+				key = cfg.KeyURI // in a token
+			}
 			fmt.Fprintf(app.Stdout, "config %s: ok\n  endpoint %s:%d, template %s, key %s at %s, journal %s, restart %s\n",
-				cfg.File, cfg.IoTDataEndpoint, cfg.MQTTPort, cfg.TemplateName, cfg.KeyAlgorithm, cfg.KeyPath, cfg.JournalPath, cfg.RestartStrategy)
+				cfg.File, cfg.IoTDataEndpoint, cfg.MQTTPort, cfg.TemplateName, cfg.KeyAlgorithm, key, cfg.JournalPath, cfg.RestartStrategy)
 			printParams(app.Stdout, "  parameter ", d.Params, d.From)
 			if scripts != nil {
 				fmt.Fprintf(app.Stdout, "  state scripts in %s (timeout %s):\n", cfg.StateScriptsDir, cfg.StateScriptTimeout)

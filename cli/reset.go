@@ -36,6 +36,9 @@ func newResetCmd(app *App) *cobra.Command {
 				fmt.Fprintf(app.Stdout, "journal kept as %s\n", bak)
 			}
 			for _, p := range []string{cfg.CertPath, cfg.KeyPath, cfg.CSRPath, cfg.RootCAOutPath, states.DeviceConfigurationPath(cfg)} {
+				if p == "" {
+					continue // the device key is in a token
+				}
 				dst := engine.BackupName(p, now)
 				err := os.Rename(p, dst)
 				if errors.Is(err, fs.ErrNotExist) {
@@ -45,6 +48,11 @@ func newResetCmd(app *App) *cobra.Command {
 					return fmt.Errorf("keep %s as backup: %w", p, err)
 				}
 				fmt.Fprintf(app.Stdout, "%s kept as %s\n", p, dst)
+			}
+			if cfg.KeyPath == "" {
+				// A key in a token cannot be set aside like a file, and a
+				// fresh run will not replace it: say so now.
+				fmt.Fprintf(app.Stdout, "device key %s stays in its token; the next run will not replace it: delete it there, or name another object in keyPath\n", cfg.KeyURI)
 			}
 			if config.IsProvisioned(cfg) {
 				// Greengrass treats a config naming a certificate as

@@ -106,8 +106,12 @@ func Provision(ctx context.Context, app *App, o ProvisionOptions) (*engine.Resul
 		// look for it.
 		app.Logger.Info("Process Complete, Your device is now provisioned")
 		c := res.Config
+		key := c.KeyPath
+		if key == "" {
+			key = c.KeyURI // in a token
+		}
 		fmt.Fprintf(app.Stdout, "thing:       %s\ncertificate: %s\nprivate key: %s\nroot CA:     %s\nconfig:      %s\n",
-			res.Data.ThingName, c.CertPath, c.KeyPath, c.RootCAOutPath, c.File)
+			res.Data.ThingName, c.CertPath, key, c.RootCAOutPath, c.File)
 	}
 	return res, nil
 }

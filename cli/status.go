@@ -24,6 +24,7 @@ type statusReport struct {
 	Error         string             `json:"error,omitempty"`
 	ThingName     string             `json:"thingName,omitempty"`
 	CertificateID string             `json:"certificateId,omitempty"`
+	KeyURI        string             `json:"keyUri,omitempty"`
 	TokenAge      string             `json:"tokenAge,omitempty"`
 	Transitions   []statusTransition `json:"transitions"`
 	Skipped       int                `json:"skippedRecords,omitempty"`
@@ -67,6 +68,7 @@ func newStatusCmd(app *App) *cobra.Command {
 				last := recs[n-1]
 				rep.State, rep.FailedState, rep.Error = last.State, last.FailedState, last.Error
 				rep.ThingName, rep.CertificateID = last.Data.ThingName, last.Data.CertificateID
+				rep.KeyURI = last.Data.KeyURI
 				rep.DeviceConfig, rep.Files = last.Data.DeviceConfiguration, last.Data.Files
 				rep.TemplateParams, rep.ParamSources = last.Data.TemplateParams, last.Data.ParamSources
 				if age := last.Data.TokenAge(time.Now()); age > 0 {
@@ -101,6 +103,9 @@ func printStatus(app *App, rep statusReport) {
 	}
 	if rep.CertificateID != "" {
 		fmt.Fprintf(w, "certificate: %s\n", rep.CertificateID)
+	}
+	if rep.KeyURI != "" {
+		fmt.Fprintf(w, "key:         %s\n", rep.KeyURI)
 	}
 	if rep.TokenAge != "" {
 		fmt.Fprintf(w, "token age:   %s\n", rep.TokenAge)

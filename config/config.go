@@ -82,7 +82,11 @@ type Config struct {
 	CSRCommonName   string             // csrCommonName, default aws-greengrass-nucleus-lite
 	CSRPath         string             // csrPath, default OutputDir/cert_req.pem
 	CertPath        string             // certPath, default OutputDir/certificate.pem
-	KeyPath         string             // keyPath, default OutputDir/priv_key
+	KeyPath         string             // keyPath, default OutputDir/priv_key; "" when keyPath names a key in a token
+	// KeyURI names the device key in its key store: file:<KeyPath>, or
+	// keyPath itself when that is a key URI of another store
+	// (pkcs11:token=...;object=...), written as given.
+	KeyURI string
 
 	// aws.greengrass.fleet_provisioning configuration: fleetprov's own keys
 	OutputDir       string        // outputDir, default /var/lib/greengrass/credentials/

@@ -323,8 +323,10 @@ func (l *loader) build() *Config {
 	}
 
 	c.ClaimCertPath = l.path(fp+"claimCertPath", "")
-	if v := l.str(fp + "claimKeyPath"); strings.HasPrefix(v, "handle:") {
+	if v := strings.TrimSpace(l.str(fp + "claimKeyPath")); strings.HasPrefix(v, "handle:") {
 		c.ClaimKeyPath = v // a TPM handle, not a path; Check says it is not supported
+	} else if IsKeyURI(v) {
+		c.ClaimKeyPath = l.keyURI(fp+"claimKeyPath", v) // a key in a token
 	} else {
 		c.ClaimKeyPath = l.path(fp+"claimKeyPath", "")
 	}
@@ -356,7 +358,7 @@ func (l *loader) build() *Config {
 	c.OutputDir = l.path(fp+"outputDir", filepath.Clean(DefaultOutputDir))
 	c.CSRPath = l.path(fp+"csrPath", filepath.Join(c.OutputDir, CSRFileName))
 	c.CertPath = l.path(fp+"certPath", filepath.Join(c.OutputDir, CertFileName))
-	c.KeyPath = l.path(fp+"keyPath", filepath.Join(c.OutputDir, KeyFileName))
+	c.KeyPath, c.KeyURI = l.keyPath(fp+"keyPath", filepath.Join(c.OutputDir, KeyFileName))
 	c.RootCAOutPath = filepath.Join(c.OutputDir, RootCAFileName)
 
 	c.KeyAlgorithm = strings.ToLower(strings.TrimSpace(l.strOr(fp+"keyAlgorithm", DefaultKeyAlgorithm)))
@@ -375,7 +377,11 @@ func (l *loader) build() *Config {
 	}
 	c.CertificateMode = strings.ToLower(strings.TrimSpace(l.strOr(fp+"certificateMode", DefaultCertificateMode)))
 	switch c.CertificateMode {
-	case ModeCSR, ModeCreateKeys:
+	case ModeCSR:
+	case ModeCreateKeys:
+		if c.KeyPath == "" && l.err == nil {
+			l.fail(fp+"certificateMode", "is %s, where the cloud makes the key and sends it to the device, but keyPath names a key in a token, which cannot take a key made elsewhere: use certificateMode %s", ModeCreateKeys, ModeCSR)
+		}
 	default:
 		l.fail(fp+"certificateMode", "%q is not a certificate mode: use %s (the key never leaves the device) or %s (the cloud makes the key)", c.CertificateMode, ModeCSR, ModeCreateKeys)
 	}
@@ -428,7 +434,78 @@ func (l *loader) build() *Config {
 	c.StateScriptTimeout = l.duration(fp+"stateScriptTimeout", DefaultStateScriptTimeout, false)
 
 	c.Warnings = l.unknownKeys()
+	if n := len(c.GreengrassKeyPath()); c.KeyPath == "" && n > maxGreengrassKeyPath {
+		c.Warnings = append(c.Warnings, fmt.Sprintf("%s is %d bytes long; Greengrass nucleus lite's deployment service (ggdeploymentd, v2.6) reads system.privateKeyPath into %d bytes and fails on a longer one: shorten the labels or paths in the URI", l.o.subject(fp+"keyPath"), n, maxGreengrassKeyPath))
+	}
 	return c
+}
+
+// maxGreengrassKeyPath is the longest system.privateKeyPath every
+// Greengrass nucleus lite daemon can read (ggdeploymentd keeps it in a
+// 128-byte buffer with its terminating NUL). Key files never come close;
+// a pkcs11: URI can.
+const maxGreengrassKeyPath = 127
+
+// keyPath reads the device key's location: a file path (the file key
+// store, as Greengrass lite has it), or a pkcs11: URI naming a key in a
+// PKCS#11 token. Greengrass lite's keyPath already takes a value that is
+// not a path (handle:0x... for a TPM key), and whatever is here is what
+// ends up in system.privateKeyPath, so one setting names the key for both
+// programs. It returns the path ("" for a token key) and the key URI.
+func (l *loader) keyPath(key, def string) (string, string) {
+	v := strings.TrimSpace(l.str(key))
+	if !IsKeyURI(v) {
+		p := l.path(key, def)
+		return p, "file:" + p
+	}
+	return "", l.keyURI(key, v)
+}
+
+// IsKeyURI tells a key held by a key store other than files, named by its
+// URI (pkcs11:..., or plugin:NAME/... for a key store plugin), from a key
+// file's path.
+func IsKeyURI(v string) bool {
+	return strings.HasPrefix(v, "pkcs11:") || strings.HasPrefix(v, "plugin:")
+}
+
+// GreengrassKeyPath is what Greengrass finds in system.privateKeyPath once
+// provisioned: the key file's path, or the key's URI when it lives in a
+// token (Greengrass nucleus lite loads either through OpenSSL's
+// OSSL_STORE). A key a plugin serves, plugin:NAME/KEY, gives KEY when KEY
+// is a URI of its own (plugin:pkcs11/pkcs11:token=...): "plugin:NAME/"
+// only tells fleetprov which plugin to ask, and means nothing to
+// Greengrass.
+func (c *Config) GreengrassKeyPath() string {
+	if c.KeyPath != "" {
+		return c.KeyPath
+	}
+	if rest, ok := strings.CutPrefix(c.KeyURI, "plugin:"); ok {
+		if _, key, ok := strings.Cut(rest, "/"); ok && IsKeyURI(key) {
+			return key
+		}
+	}
+	return c.KeyURI
+}
+
+// keyURI returns a key URI as written, refusing one that holds a PIN: key
+// URIs go into the journal and config.yaml. The message does not quote the
+// value, which holds the PIN.
+func (l *loader) keyURI(key, v string) string {
+	_, query, _ := strings.Cut(v, "?")
+	for _, a := range strings.Split(query, "&") {
+		if name, _, _ := strings.Cut(a, "="); strings.EqualFold(name, "pin-value") {
+			l.fail(key, "holds pin-value: the PIN must not be written in config; put it in a file only the provisioning user can read and name that file with pin-source=file:/path")
+			return ""
+		}
+	}
+	return v
+}
+
+// KeyError reports a problem with a key URI as a usage error naming the
+// fleet_provisioning key (keyPath, claimKeyPath) where it was set: the
+// file, a flag or the environment.
+func (c *Config) KeyError(name string, err error) error {
+	return c.origin.fail(ProvisionPrefix+name, "%v", err)
 }
 
 // endpoint checks "host" or "host:port" and returns the host and the port
@@ -674,17 +751,23 @@ func (c *Config) checkFiles() error {
 		return o.fail(keyKey, "%q names a TPM key: TPM claim keys are not supported yet: use a PEM key file", c.ClaimKeyPath)
 	}
 
-	b, err := os.ReadFile(c.ClaimKeyPath)
-	if err != nil {
-		return o.fail(keyKey, "%s %s: %s", c.ClaimKeyPath, readProblem(err), readFix(err, "the claim private key's PEM file"))
-	}
-	keyPub, problem := parsePrivateKeyPEM(b)
-	clear(b)
-	if problem != "" {
-		return o.fail(keyKey, "%s %s: set it to the claim private key's unencrypted PEM file", c.ClaimKeyPath, problem)
+	// A claim key in a token is checked against the certificate when the
+	// claim connection is made: reading it needs its key store.
+	var keyPub crypto.PublicKey
+	if !IsKeyURI(c.ClaimKeyPath) {
+		b, err := os.ReadFile(c.ClaimKeyPath)
+		if err != nil {
+			return o.fail(keyKey, "%s %s: %s", c.ClaimKeyPath, readProblem(err), readFix(err, "the claim private key's PEM file"))
+		}
+		var problem string
+		keyPub, problem = parsePrivateKeyPEM(b)
+		clear(b)
+		if problem != "" {
+			return o.fail(keyKey, "%s %s: set it to the claim private key's unencrypted PEM file", c.ClaimKeyPath, problem)
+		}
 	}
 
-	b, err = os.ReadFile(c.ClaimCertPath)
+	b, err := os.ReadFile(c.ClaimCertPath)
 	if err != nil {
 		return o.fail(certKey, "%s %s: %s", c.ClaimCertPath, readProblem(err), readFix(err, "the claim certificate's PEM file"))
 	}
@@ -692,7 +775,7 @@ func (c *Config) checkFiles() error {
 	if len(certs) == 0 {
 		return o.fail(certKey, "%s is not a PEM certificate: set it to the claim certificate's PEM file", c.ClaimCertPath)
 	}
-	if eq, ok := certs[0].PublicKey.(interface{ Equal(x crypto.PublicKey) bool }); !ok || !eq.Equal(keyPub) {
+	if eq, ok := certs[0].PublicKey.(interface{ Equal(x crypto.PublicKey) bool }); keyPub != nil && (!ok || !eq.Equal(keyPub)) {
 		return o.fail(keyKey, "%s does not belong to the claim certificate %s (their public keys differ): use the key the claim certificate was issued for", c.ClaimKeyPath, c.ClaimCertPath)
 	}
 	now := time.Now()

@@ -2,6 +2,7 @@ package config
 
 import (
 	"encoding/pem"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -55,6 +56,7 @@ func TestLoadSampleConfigs(t *testing.T) {
 				CSRPath:             "/var/lib/greengrass/credentials/cert_req.pem",
 				CertPath:            "/var/lib/greengrass/credentials/certificate.pem",
 				KeyPath:             "/var/lib/greengrass/credentials/priv_key",
+				KeyURI:              "file:/var/lib/greengrass/credentials/priv_key",
 				OutputDir:           "/var/lib/greengrass/credentials",
 				RootCAOutPath:       "/var/lib/greengrass/credentials/AmazonRootCA.pem",
 				KeyAlgorithm:        "ecdsa-p256",
@@ -179,6 +181,12 @@ func TestLoadErrors(t *testing.T) {
 			want: fpk + "rootCaPath {dir}/AmazonRootCA1.pem cannot be read (permission denied): run as a user that can read it"},
 		{name: "unknown payloadFormat", set: map[string]string{"payloadFormat": "xml"}, want: fpk + `payloadFormat "xml" is not a payload format: use json or cbor`},
 		{name: "unknown certificateMode", set: map[string]string{"certificateMode": "byok"}, want: fpk + `certificateMode "byok" is not a certificate mode: use csr (the key never leaves the device) or create-keys (the cloud makes the key)`},
+		{name: "keyPath with a PIN", set: map[string]string{"keyPath": `"pkcs11:token=t;object=o?module-path=/m.so&pin-value=SECRET-PIN"`},
+			want: fpk + "keyPath holds pin-value: the PIN must not be written in config; put it in a file only the provisioning user can read and name that file with pin-source=file:/path"},
+		{name: "claimKeyPath with a PIN", set: map[string]string{"claimKeyPath": `"pkcs11:token=t;object=claim?module-path=/m.so&pin-value=SECRET-PIN"`},
+			want: fpk + "claimKeyPath holds pin-value: the PIN must not be written in config; put it in a file only the provisioning user can read and name that file with pin-source=file:/path"},
+		{name: "create-keys into a token", set: map[string]string{"keyPath": `"pkcs11:token=t;object=o?module-path=/m.so&pin-source=file:/p"`, "certificateMode": "create-keys"},
+			want: fpk + "certificateMode is create-keys, where the cloud makes the key and sends it to the device, but keyPath names a key in a token, which cannot take a key made elsewhere: use certificateMode csr"},
 		{name: "unknown keyAlgorithm", set: map[string]string{"keyAlgorithm": "ed25519"}, want: fpk + `keyAlgorithm "ed25519" is not a key algorithm: use ecdsa-p256, ecdsa-p384, rsa-2048 or rsa-3072`},
 		{name: "unknown restartStrategy", set: map[string]string{"restartStrategy": "reboot"}, want: fpk + `restartStrategy "reboot" is not a restart strategy: use systemd, command or none`},
 		{name: "restartCommand missing", set: map[string]string{"restartStrategy": "command"}, want: fpk + "restartCommand is missing: restartStrategy is command, so set restartCommand to the command that restarts Greengrass"},
@@ -584,5 +592,46 @@ func TestDocsCoverEveryKey(t *testing.T) {
 		if !strings.Contains(doc, s) {
 			t.Errorf("docs/configuration.md does not mention %s", s)
 		}
+	}
+}
+
+// keyPath names a key in a PKCS#11 token by its pkcs11: URI, from the file
+// or the environment; there is then no key file.
+func TestKeyPathPKCS11URI(t *testing.T) {
+	const uri = "pkcs11:token=fleet;object=device;type=private?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/etc/fleetprov/pin"
+	c, _ := load(t, map[string]string{"keyPath": q(uri)}, nil)
+	if c.KeyPath != "" || c.KeyURI != uri {
+		t.Errorf("from the file: KeyPath %q KeyURI %q, want no path and the URI as written", c.KeyPath, c.KeyURI)
+	}
+	c, _ = load(t, nil, []string{"FLEETPROV_KEY_PATH=" + uri})
+	if c.KeyPath != "" || c.KeyURI != uri {
+		t.Errorf("from the environment: KeyPath %q KeyURI %q", c.KeyPath, c.KeyURI)
+	}
+	// A claim key in a token is taken as written; the claim certificate
+	// and root CA files are still checked.
+	const claim = "pkcs11:token=fleet;object=claim?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/etc/fleetprov/pin"
+	c, _ = load(t, map[string]string{"claimKeyPath": q(claim)}, nil)
+	if c.ClaimKeyPath != claim {
+		t.Errorf("ClaimKeyPath %q, want the URI as written", c.ClaimKeyPath)
+	}
+	if len(c.Warnings) != 0 {
+		t.Errorf("warnings for a %d-byte key URI: %q", len(uri), c.Warnings)
+	}
+	// Greengrass lite cannot read a key URI longer than 127 bytes.
+	long := strings.Replace(uri, "/usr/lib/softhsm/", "/usr/lib/x86_64-linux-gnu/softhsm/", 1)
+	c, _ = load(t, map[string]string{"keyPath": q(long)}, nil)
+	want := fmt.Sprintf("config %s: services.aws.greengrass.fleet_provisioning.configuration.keyPath is 141 bytes long; Greengrass nucleus lite's deployment service (ggdeploymentd, v2.6) reads system.privateKeyPath into 127 bytes and fails on a longer one: shorten the labels or paths in the URI", c.File)
+	if len(c.Warnings) != 1 || c.Warnings[0] != want {
+		t.Errorf("warnings %q\nwant %q", c.Warnings, want)
+	}
+	// Served by a plugin: Greengrass gets the key's own URI, and the
+	// length that matters is that one's.
+	c, _ = load(t, map[string]string{"keyPath": q("plugin:pkcs11/" + uri)}, nil)
+	if c.KeyURI != "plugin:pkcs11/"+uri || c.GreengrassKeyPath() != uri || len(c.Warnings) != 0 {
+		t.Errorf("plugin key: KeyURI %q, GreengrassKeyPath %q, warnings %q", c.KeyURI, c.GreengrassKeyPath(), c.Warnings)
+	}
+	c, _ = load(t, map[string]string{"keyPath": `"/keys/device.key"`}, nil)
+	if c.KeyPath != "/keys/device.key" || c.KeyURI != "file:/keys/device.key" || c.GreengrassKeyPath() != "/keys/device.key" {
+		t.Errorf("a path: KeyPath %q KeyURI %q", c.KeyPath, c.KeyURI)
 	}
 }

@@ -2,10 +2,15 @@ package states
 
 import (
 	"context"
+	"crypto"
+	"errors"
+	"fmt"
 	"sync"
 
+	"github.com/fleetprov/fleetprov/config"
 	"github.com/fleetprov/fleetprov/engine"
 	"github.com/fleetprov/fleetprov/internal/iotclient"
+	"github.com/fleetprov/fleetprov/plugins/keystore"
 )
 
 // Cloud is the AWS IoT fleet provisioning API as the states use it.
@@ -20,15 +25,32 @@ type Cloud interface {
 type DialFunc func(ctx context.Context, r *engine.Run) (Cloud, error)
 
 // DialIoT connects with the claim certificate over MQTT 5 and mutual TLS.
+// A claim key in a key store (claimKeyPath a pkcs11: URI) signs there; the
+// store stays open while the connection is.
 func DialIoT(ctx context.Context, r *engine.Run) (Cloud, error) {
 	cfg := r.Config
 	ctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
 	defer cancel()
-	return iotclient.Dial(ctx, iotclient.Options{
+	var (
+		ks     keystore.KeyStore
+		signer crypto.Signer
+	)
+	if config.IsKeyURI(cfg.ClaimKeyPath) {
+		var err error
+		if ks, err = keystore.Open(cfg.ClaimKeyPath); err != nil {
+			return nil, fmt.Errorf("claim key: %w", err)
+		}
+		if signer, err = ks.CreateSigner(ctx, &keystore.CreateSignerRequest{URI: cfg.ClaimKeyPath}); err != nil {
+			ks.Close()
+			return nil, fmt.Errorf("claim key: %w", err)
+		}
+	}
+	c, err := iotclient.Dial(ctx, iotclient.Options{
 		Endpoint:       cfg.IoTDataHost,
 		Port:           cfg.MQTTPort,
 		ClaimCertPath:  cfg.ClaimCertPath,
 		ClaimKeyPath:   cfg.ClaimKeyPath,
+		ClaimKey:       signer,
 		RootCAPath:     cfg.RootCAPath,
 		ClientID:       cfg.ClientID,
 		ConnectTimeout: cfg.ConnectTimeout,
@@ -36,6 +58,27 @@ func DialIoT(ctx context.Context, r *engine.Run) (Cloud, error) {
 		Format:         cfg.PayloadFormat,
 		ALPN:           cfg.MQTTALPN,
 	})
+	if err != nil {
+		if ks != nil {
+			ks.Close()
+		}
+		return nil, err
+	}
+	if ks == nil {
+		return c, nil
+	}
+	return &storeCloud{Cloud: c, ks: ks}, nil
+}
+
+// storeCloud is a connection whose claim key lives in a key store, closed
+// with it.
+type storeCloud struct {
+	Cloud
+	ks keystore.KeyStore
+}
+
+func (s *storeCloud) Close() error {
+	return errors.Join(s.Cloud.Close(), s.ks.Close())
 }
 
 // Session shares one claim connection between CreateCertificate and

@@ -81,7 +81,7 @@ func (s *CreateCertificate) createKeys(ctx context.Context, r *engine.Run) error
 	if !reflect.DeepEqual(cert.PublicKey, key.Public()) {
 		return fmt.Errorf("certificate %s from the cloud is not for the private key sent with it", res.CertificateID)
 	}
-	uri := keystore.FileURI(r.Config.KeyPath)
+	uri := r.Config.KeyURI
 	ks, err := keystore.Open(uri)
 	if err != nil {
 		return err

@@ -41,6 +41,9 @@ func (s *LoadConfig) Run(_ context.Context, r *engine.Run) error {
 		if err := cfg.CheckParamPlugins(s.Plugins); err != nil {
 			return err
 		}
+		if err := CheckKeyURI(cfg); err != nil {
+			return err
+		}
 	}
 	for _, w := range cfg.Warnings {
 		r.Log.Warn(w)

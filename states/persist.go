@@ -54,7 +54,7 @@ func (*Persist) Run(_ context.Context, r *engine.Run) error {
 	if owner != nil {
 		// Greengrass runs as posixUser and must be able to enter the
 		// directory holding its credentials.
-		for _, dir := range uniqueDirs(cfg.CertPath, cfg.KeyPath, cfg.RootCAOutPath) {
+		for _, dir := range uniqueDirs(cfg.CertPath, cfg.KeyPath, cfg.RootCAOutPath) { // a token key has no path: skipped
 			if err := os.Chown(dir, owner.UID, owner.GID); err != nil {
 				return fmt.Errorf("set owner of %s: %w", dir, err)
 			}
@@ -63,7 +63,7 @@ func (*Persist) Run(_ context.Context, r *engine.Run) error {
 	err = config.WriteBack(cfg.File, config.Provisioned{
 		ThingName:           d.ThingName,
 		CertificateFilePath: cfg.CertPath,
-		PrivateKeyPath:      cfg.KeyPath,
+		PrivateKeyPath:      cfg.GreengrassKeyPath(),
 		RootCAPath:          cfg.RootCAOutPath,
 		IoTDataEndpoint:     cfg.IoTDataHost,
 		IoTCredEndpoint:     cfg.IoTCredEndpoint,
@@ -71,12 +71,15 @@ func (*Persist) Run(_ context.Context, r *engine.Run) error {
 	if err != nil {
 		return err
 	}
-	d.Files = []string{cfg.KeyPath}
+	d.Files = nil
+	if cfg.KeyPath != "" {
+		d.Files = append(d.Files, cfg.KeyPath)
+	}
 	if cfg.CertificateMode == config.ModeCSR {
 		d.Files = append(d.Files, cfg.CSRPath)
 	}
 	d.Files = append(d.Files, cfg.CertPath, cfg.RootCAOutPath, devCfgPath, cfg.File)
-	r.Log.Info("credentials written", "certificate", cfg.CertPath, "key", cfg.KeyPath, "rootCA", cfg.RootCAOutPath, "config", cfg.File)
+	r.Log.Info("credentials written", "certificate", cfg.CertPath, "key", cfg.GreengrassKeyPath(), "rootCA", cfg.RootCAOutPath, "config", cfg.File)
 	return nil
 }
 
@@ -97,6 +100,9 @@ func uniqueDirs(paths ...string) []string {
 	seen := map[string]bool{}
 	var out []string
 	for _, p := range paths {
+		if p == "" {
+			continue
+		}
 		if d := filepath.Dir(p); !seen[d] {
 			seen[d] = true
 			out = append(out, d)

@@ -22,7 +22,7 @@ var _ engine.State = (*PrepareKey)(nil)
 
 func (*PrepareKey) Run(ctx context.Context, r *engine.Run) error {
 	cfg := r.Config
-	uri := keystore.FileURI(cfg.KeyPath)
+	uri := cfg.KeyURI
 	ks, err := keystore.Open(uri)
 	if err != nil {
 		return err
@@ -40,17 +40,19 @@ func (*PrepareKey) Run(ctx context.Context, r *engine.Run) error {
 	_, err = ks.GetPublicKey(ctx, &keystore.GetPublicKeyRequest{URI: uri})
 	exists := err == nil
 	if err != nil && !errors.Is(err, keystore.ErrKeyNotFound) {
-		if !r.Fresh {
+		if !r.Fresh || cfg.KeyPath == "" {
+			// In a token, this is the token or its PIN failing, not a
+			// leftover key that could be set aside.
 			return fmt.Errorf("device key: %w", err)
 		}
-		exists = true // an unreadable leftover: set it aside below
+		exists = true // an unreadable leftover file: set it aside below
 	}
 	if exists && !r.Fresh {
 		// Resumed: the key was made by the run that stopped here. Reuse it,
 		// so a certificate already issued for it stays valid.
 		r.Log.Info("reusing existing device key", "key", uri)
 	} else {
-		if exists {
+		if exists && cfg.KeyPath != "" {
 			// Provisioning afresh over an old key (--force, reset, or a
 			// leftover file): keep the old one as a backup, never destroy it.
 			bak := engine.BackupName(cfg.KeyPath, r.Now())
@@ -59,7 +61,12 @@ func (*PrepareKey) Run(ctx context.Context, r *engine.Run) error {
 			}
 			r.Log.Info("kept old device key as backup", "backup", bak)
 		}
+		// A key found in a token on a fresh run is not ours to replace:
+		// the store refuses (keystore.ErrKeyExists) and the user decides.
 		if _, err := ks.CreateKey(ctx, &keystore.CreateKeyRequest{URI: uri, Algorithm: keystore.Algorithm(cfg.KeyAlgorithm), Owner: owner}); err != nil {
+			if errors.Is(err, keystore.ErrKeyExists) {
+				return fmt.Errorf("create device key: %w: it predates this provisioning (reset or --force); delete it from the token or name another object in keyPath", err)
+			}
 			return fmt.Errorf("create device key: %w", err)
 		}
 		r.Log.Info("created device key", "key", uri, "algorithm", cfg.KeyAlgorithm)

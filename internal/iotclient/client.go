@@ -9,6 +9,7 @@ package iotclient
 
 import (
 	"context"
+	"crypto"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
@@ -43,10 +44,14 @@ const (
 
 // Options configure Dial.
 type Options struct {
-	Endpoint       string // host or host:port
-	Port           int    // used when Endpoint has no port; 0 = 8883
-	ClaimCertPath  string
-	ClaimKeyPath   string
+	Endpoint      string // host or host:port
+	Port          int    // used when Endpoint has no port; 0 = 8883
+	ClaimCertPath string
+	ClaimKeyPath  string
+	// ClaimKey, when set, is the claim certificate's key held in a key
+	// store (a PKCS#11 token): it signs the TLS handshake and ClaimKeyPath
+	// is not read.
+	ClaimKey       crypto.Signer
 	RootCAPath     string
 	ClientID       string // "" = a random UUID, as Greengrass nucleus lite does
 	ConnectTimeout time.Duration
@@ -255,16 +260,25 @@ func splitEndpoint(endpoint string, port int) (string, int, error) {
 }
 
 func tlsConfig(o Options, host string, port int) (*tls.Config, error) {
-	if o.ClaimCertPath == "" || o.ClaimKeyPath == "" {
+	if o.ClaimCertPath == "" || (o.ClaimKeyPath == "" && o.ClaimKey == nil) {
 		return nil, errors.New("iotclient: claim certificate and key paths are required")
 	}
 	if o.RootCAPath == "" {
 		return nil, errors.New("iotclient: root CA path is required")
 	}
-	// The error names the files, never their contents.
-	cert, err := tls.LoadX509KeyPair(o.ClaimCertPath, o.ClaimKeyPath)
-	if err != nil {
-		return nil, fmt.Errorf("iotclient: load claim certificate %s and key %s: %w", o.ClaimCertPath, o.ClaimKeyPath, err)
+	var cert tls.Certificate
+	var err error
+	if o.ClaimKey != nil {
+		cert, err = certForSigner(o.ClaimCertPath, o.ClaimKey)
+		if err != nil {
+			return nil, err
+		}
+	} else {
+		// The error names the files, never their contents.
+		cert, err = tls.LoadX509KeyPair(o.ClaimCertPath, o.ClaimKeyPath)
+		if err != nil {
+			return nil, fmt.Errorf("iotclient: load claim certificate %s and key %s: %w", o.ClaimCertPath, o.ClaimKeyPath, err)
+		}
 	}
 	caPEM, err := os.ReadFile(o.RootCAPath)
 	if err != nil {
@@ -288,6 +302,39 @@ func tlsConfig(o Options, host string, port int) (*tls.Config, error) {
 		cfg.NextProtos = []string{alpnMQTT443}
 	}
 	return cfg, nil
+}
+
+// certForSigner pairs the claim certificate file with a key held in a key
+// store, checking they belong together: a mismatch would only show as a
+// refused handshake.
+func certForSigner(certPath string, key crypto.Signer) (tls.Certificate, error) {
+	raw, err := os.ReadFile(certPath)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("iotclient: read claim certificate: %w", err)
+	}
+	var cert tls.Certificate
+	for {
+		var b *pem.Block
+		b, raw = pem.Decode(raw)
+		if b == nil {
+			break
+		}
+		if b.Type == "CERTIFICATE" {
+			cert.Certificate = append(cert.Certificate, b.Bytes)
+		}
+	}
+	if len(cert.Certificate) == 0 {
+		return tls.Certificate{}, fmt.Errorf("iotclient: claim certificate %s holds no PEM certificate", certPath)
+	}
+	leaf, err := x509.ParseCertificate(cert.Certificate[0])
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("iotclient: claim certificate %s: %w", certPath, err)
+	}
+	if pub, ok := leaf.PublicKey.(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(key.Public()) {
+		return tls.Certificate{}, fmt.Errorf("iotclient: claim certificate %s is not for the claim key in the key store (their public keys differ): use the key the claim certificate was issued for", certPath)
+	}
+	cert.Leaf, cert.PrivateKey = leaf, key
+	return cert, nil
 }
 
 func (c *Client) onConnectError(err error) {

@@ -96,8 +96,21 @@ type CertificateStorer interface {
 	StoreCertificate(ctx context.Context, req *StoreCertificateRequest) error
 }
 
+// URIChecker is an optional ability: a store that can tell a malformed URI
+// of its scheme without touching a key or a device, so that a bad key URI
+// in config is refused before a run starts.
+type URIChecker interface {
+	CheckURI(uri string) error
+}
+
 // ErrKeyNotFound is returned (wrapped) when a URI names no existing key.
 var ErrKeyNotFound = errors.New("key not found")
+
+// ErrKeyExists is returned (wrapped) by CreateKey of a store that will not
+// replace a key it already holds under that URI (a hardware token). A run
+// that finds one when resuming reuses it through GetPublicKey and
+// CreateSigner instead.
+var ErrKeyExists = errors.New("key already exists")
 
 // Opener creates a backend for a URI of its scheme.
 type Opener func(uri *url.URL) (KeyStore, error)

@@ -63,6 +63,8 @@ func toStatus(err error) error {
 	switch {
 	case errors.Is(err, keystore.ErrKeyNotFound):
 		code = codes.NotFound
+	case errors.Is(err, keystore.ErrKeyExists):
+		code = codes.AlreadyExists
 	case errors.Is(err, errors.ErrUnsupported):
 		code = codes.Unimplemented
 	case failure.IsTransient(err):
@@ -96,6 +98,8 @@ func fromStatus(plugin, call string, err error) error {
 	switch st.Code() {
 	case codes.NotFound:
 		return &remoteError{msg: msg, target: keystore.ErrKeyNotFound}
+	case codes.AlreadyExists:
+		return &remoteError{msg: msg, target: keystore.ErrKeyExists}
 	case codes.Unimplemented:
 		if strings.HasPrefix(st.Message(), "unknown service") {
 			msg = fmt.Sprintf("plugin %s does not serve this interface: build it with the implementation set in sdk.Plugins (it answered: %s)", plugin, st.Message())

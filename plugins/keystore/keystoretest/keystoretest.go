@@ -28,6 +28,10 @@ type Options struct {
 	Open func(t *testing.T) keystore.KeyStore
 	// URI names a key called name in the store.
 	URI func(t *testing.T, name string) string
+	// KeepsExisting says the store never replaces a key: CreateKey over
+	// an existing one fails with keystore.ErrKeyExists and leaves it as
+	// it was (a hardware token). Otherwise CreateKey replaces it.
+	KeepsExisting bool
 }
 
 // Run runs the suite. Optional abilities are tested when the store has
@@ -89,7 +93,32 @@ func Run(t *testing.T, o Options) {
 		})
 	}
 
+	t.Run("a second CreateKey keeps the key, with ErrKeyExists", func(t *testing.T) {
+		if !o.KeepsExisting {
+			t.Skip("the store replaces keys")
+		}
+		ks := open(t)
+		uri := o.URI(t, "kept")
+		first, err := ks.CreateKey(ctx, &keystore.CreateKeyRequest{URI: uri, Algorithm: keystore.ECDSAP256})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ks.CreateKey(ctx, &keystore.CreateKeyRequest{URI: uri, Algorithm: keystore.ECDSAP256}); !errors.Is(err, keystore.ErrKeyExists) {
+			t.Fatalf("second CreateKey: %v, want ErrKeyExists", err)
+		}
+		pub, err := ks.GetPublicKey(ctx, &keystore.GetPublicKeyRequest{URI: uri})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !equalKeys(pub, first.PublicKey) {
+			t.Fatal("the refused CreateKey changed the key")
+		}
+	})
+
 	t.Run("a second CreateKey replaces the key", func(t *testing.T) {
+		if o.KeepsExisting {
+			t.Skip("the store keeps existing keys")
+		}
 		ks := open(t)
 		uri := o.URI(t, "replaced")
 		first, err := ks.CreateKey(ctx, &keystore.CreateKeyRequest{URI: uri, Algorithm: keystore.ECDSAP256})

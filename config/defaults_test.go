@@ -1,10 +1,14 @@
 package config
 
 import (
+	"errors"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fleetprov/fleetprov/plugins/keystore"
 )
 
 // A build's defaults fill what the file, the environment and the flags
@@ -58,5 +62,26 @@ func TestBuildDefaultPath(t *testing.T) {
 	}
 	if _, err := Load(LoadOptions{DefaultPath: file, Environ: []string{"FLEETPROV_CONFIG=/nonexistent.yaml"}}); err == nil || !strings.Contains(err.Error(), "/nonexistent.yaml not found") {
 		t.Errorf("FLEETPROV_CONFIG lost to the build's path: %v", err)
+	}
+}
+
+// A key-store scheme a build registered in-process names a key in that
+// store: keyPath holds its URI, not a file's path.
+func TestRegisteredKeySchemeInKeyPath(t *testing.T) {
+	keystore.Register("testse", func(*url.URL) (keystore.KeyStore, error) { return nil, errors.New("not used") })
+	dir := t.TempDir()
+	p := newPKI(t, dir)
+	keys := goodKeys(p)
+	keys["keyPath"] = `"testse:slot=3"`
+	file := writeFile(t, filepath.Join(dir, "config.yaml"), fp(dir, keys))
+	c, err := Load(LoadOptions{Path: file})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.KeyURI != "testse:slot=3" || c.KeyPath != "" || c.GreengrassKeyPath() != "testse:slot=3" {
+		t.Errorf("key URI %q, path %q, Greengrass sees %q", c.KeyURI, c.KeyPath, c.GreengrassKeyPath())
+	}
+	if IsKeyURI("unregistered:slot=3") || IsKeyURI("file:/k") {
+		t.Error("an unregistered scheme or file: taken for a key store's URI")
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -23,6 +24,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/fleetprov/fleetprov/failure"
+	"github.com/fleetprov/fleetprov/plugins/keystore"
 	"github.com/fleetprov/fleetprov/plugins/paramsource"
 )
 
@@ -465,7 +467,13 @@ func (l *loader) keyPath(key, def string) (string, string) {
 // URI (pkcs11:..., or plugin:NAME/... for a key store plugin), from a key
 // file's path.
 func IsKeyURI(v string) bool {
-	return strings.HasPrefix(v, "pkcs11:") || strings.HasPrefix(v, "plugin:")
+	if strings.HasPrefix(v, "pkcs11:") || strings.HasPrefix(v, "plugin:") {
+		return true
+	}
+	// A scheme a build registered in-process (keystore.Register) names a
+	// key in its store; file: stays a path, as Greengrass writes it.
+	scheme, _, ok := strings.Cut(v, ":")
+	return ok && scheme != "file" && slices.Contains(keystore.Schemes(), scheme)
 }
 
 // GreengrassKeyPath is what Greengrass finds in system.privateKeyPath once

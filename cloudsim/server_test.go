@@ -12,6 +12,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"github.com/fleetprov/fleetprov/internal/syncbuf"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -598,7 +599,7 @@ func TestBrokerLogsFollowTheLevel(t *testing.T) {
 		level     slog.Level
 		wantChatt bool
 	}{{slog.LevelInfo, false}, {slog.LevelDebug, true}} {
-		var buf syncBuffer
+		var buf syncbuf.Buffer
 		logger := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: tt.level}))
 		e := startEnv(t, Options{Logger: logger})
 		_ = e.srv.Close()
@@ -610,21 +611,4 @@ func TestBrokerLogsFollowTheLevel(t *testing.T) {
 			t.Errorf("level %v: broker start-up logged %v, want %v: %s", tt.level, got, tt.wantChatt, out)
 		}
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }

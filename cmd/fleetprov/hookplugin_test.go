@@ -10,6 +10,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/fleetprov/fleetprov/cloudsim"
+	"github.com/fleetprov/fleetprov/internal/cloudtest"
 	"github.com/fleetprov/fleetprov/internal/plugintest"
 )
 
@@ -25,22 +26,7 @@ func TestHookPluginIsAskedDuringRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
-	addr, err := cloudsim.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cloudsim.Init(cloudsim.InitOptions{Dir: dir, Listen: addr}); err != nil {
-		t.Fatal(err)
-	}
-	srv, err := cloudsim.Open(cloudsim.Options{Dir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
+	dir, _ := cloudtest.Start(t, cloudsim.Options{}, nil)
 
 	cfg := filepath.Join(dir, "config.yaml")
 	b, err := os.ReadFile(cfg)

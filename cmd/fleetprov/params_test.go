@@ -10,6 +10,7 @@ import (
 
 	"github.com/fleetprov/fleetprov/cloudsim"
 	"github.com/fleetprov/fleetprov/engine"
+	"github.com/fleetprov/fleetprov/internal/cloudtest"
 )
 
 // A run killed after its template parameters were journaled resumes with
@@ -21,22 +22,7 @@ func TestResumeSendsJournaledParams(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
-	addr, err := cloudsim.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cloudsim.Init(cloudsim.InitOptions{Dir: dir, Listen: addr}); err != nil {
-		t.Fatal(err)
-	}
-	srv, err := cloudsim.Open(cloudsim.Options{Dir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
+	dir, _ := cloudtest.Start(t, cloudsim.Options{}, nil)
 
 	serial := filepath.Join(dir, "serial")
 	writeSerial := func(v string) {
@@ -64,12 +50,12 @@ func TestResumeSendsJournaledParams(t *testing.T) {
 
 	first := exec.Command(self, "run", "--config", cfg)
 	first.Env = append(env, testHold("CreateCertificate=60s")...)
-	var out1 lockedBuffer
+	var out1 cloudtest.Output
 	first.Stdout, first.Stderr = &out1, &out1
 	if err := first.Start(); err != nil {
 		t.Fatal(err)
 	}
-	waitForState(t, journal, engine.CreateCertificate, &out1)
+	cloudtest.WaitForState(t, journal, engine.CreateCertificate, &out1)
 	if err := first.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/fleetprov/fleetprov/cloudsim"
 	"github.com/fleetprov/fleetprov/engine"
+	"github.com/fleetprov/fleetprov/internal/cloudtest"
 	"github.com/fleetprov/fleetprov/internal/plugintest"
 	"github.com/fleetprov/fleetprov/plugins/keystore"
 )
@@ -93,7 +94,7 @@ func TestPluginStoppedWhenRunEnds(t *testing.T) {
 
 			cmd := exec.Command(self, "run", "--config", cfg)
 			cmd.Env = append(os.Environ(), envBeCLI+"=1", envPluginStep+"="+tc.mode)
-			var out lockedBuffer
+			var out cloudtest.Output
 			cmd.Stdout, cmd.Stderr = &out, &out
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
@@ -144,7 +145,7 @@ func errorsAs(err error, target **exec.ExitError) bool {
 	return ok
 }
 
-func waitFor(t *testing.T, out *lockedBuffer, s string) {
+func waitFor(t *testing.T, out *cloudtest.Output, s string) {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for !strings.Contains(out.String(), s) {

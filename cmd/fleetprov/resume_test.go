@@ -1,19 +1,17 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/fleetprov/fleetprov/cloudsim"
 	"github.com/fleetprov/fleetprov/engine"
+	"github.com/fleetprov/fleetprov/internal/cloudtest"
 )
 
 // TestResumeAfterSIGKILL kills `fleetprov run` once inside each state and
@@ -45,14 +43,6 @@ func TestResumeAfterSIGKILL(t *testing.T) {
 	for _, tc := range cases {
 		t.Run("killed in "+tc.state, func(t *testing.T) {
 			t.Parallel()
-			dir := t.TempDir()
-			addr, err := cloudsim.FreePort()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := cloudsim.Init(cloudsim.InitOptions{Dir: dir, Listen: addr}); err != nil {
-				t.Fatal(err)
-			}
 			var faults []cloudsim.Fault
 			if tc.fault != "" {
 				f, err := cloudsim.ParseFault(tc.fault)
@@ -61,14 +51,7 @@ func TestResumeAfterSIGKILL(t *testing.T) {
 				}
 				faults = append(faults, f)
 			}
-			srv, err := cloudsim.Open(cloudsim.Options{Dir: dir, Faults: faults})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := srv.Start(); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { srv.Close() })
+			dir, _ := cloudtest.Start(t, cloudsim.Options{Faults: faults}, nil)
 
 			cfg := filepath.Join(dir, "config.yaml")
 			journal := filepath.Join(dir, "device", "journal")
@@ -82,12 +65,12 @@ func TestResumeAfterSIGKILL(t *testing.T) {
 			// First run: killed with SIGKILL once it is inside the state.
 			first := exec.Command(self, "run", "--config", cfg)
 			first.Env = append(env, testHold(tc.hold)...)
-			var out1 lockedBuffer
+			var out1 cloudtest.Output
 			first.Stdout, first.Stderr = &out1, &out1
 			if err := first.Start(); err != nil {
 				t.Fatal(err)
 			}
-			waitForState(t, journal, tc.state, &out1)
+			cloudtest.WaitForState(t, journal, tc.state, &out1)
 			// Give an in-flight request time to reach the cloud, so the
 			// kill lands while the cloud holds its answer.
 			time.Sleep(300 * time.Millisecond)
@@ -140,37 +123,4 @@ func testHold(h string) []string {
 		return nil
 	}
 	return []string{"FLEETPROV_TEST_HOLD=" + h}
-}
-
-// waitForState polls the journal until its last record is state.
-func waitForState(t *testing.T, journal, state string, out *lockedBuffer) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	for ctx.Err() == nil {
-		recs, _, _ := engine.ReadJournal(journal)
-		if n := len(recs); n > 0 && recs[n-1].State == state {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("run never entered %s; output so far:\n%s", state, out.String())
-}
-
-// lockedBuffer collects a child's output while the test may read it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

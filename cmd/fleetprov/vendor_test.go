@@ -14,6 +14,7 @@ import (
 
 	"github.com/fleetprov/fleetprov/cloudsim"
 	"github.com/fleetprov/fleetprov/engine"
+	"github.com/fleetprov/fleetprov/internal/cloudtest"
 )
 
 // buildVendorExample builds examples/vendor-build, a module of its own that
@@ -49,42 +50,22 @@ func TestVendorBuild(t *testing.T) {
 
 	// The local cloud, serving the vendor's template to a claim whose
 	// policy allows that template only.
-	dir := t.TempDir()
-	addr, err := cloudsim.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cloudsim.Init(cloudsim.InitOptions{Dir: dir, Listen: addr}); err != nil {
-		t.Fatal(err)
-	}
-	tmpl, err := os.ReadFile(filepath.Join(dir, "templates", cloudsim.DefaultTemplateName+".json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	writeTestFile(t, filepath.Join(dir, "templates", "AcmeFleetTemplate.json"), string(tmpl))
-	writeTestFile(t, filepath.Join(dir, "policies", "AcmeClaimPolicy.json"), `{"Version": "2012-10-17", "Statement": [
-  {"Effect": "Allow", "Action": "iot:Connect", "Resource": "*"},
-  {"Effect": "Allow", "Action": ["iot:Publish", "iot:Receive"], "Resource": [
-    "arn:aws:iot:us-east-1:123456789012:topic/$aws/certificates/create-from-csr/*",
-    "arn:aws:iot:us-east-1:123456789012:topic/$aws/provisioning-templates/AcmeFleetTemplate/provision/*"]},
-  {"Effect": "Allow", "Action": "iot:Subscribe", "Resource": [
-    "arn:aws:iot:us-east-1:123456789012:topicfilter/$aws/certificates/create-from-csr/*",
-    "arn:aws:iot:us-east-1:123456789012:topicfilter/$aws/provisioning-templates/AcmeFleetTemplate/provision/*"]}]}`)
+	dir, _ := cloudtest.Start(t, cloudsim.Options{ClaimPolicies: []string{"AcmeClaimPolicy"}}, func(dir string) {
+		tmpl, err := os.ReadFile(filepath.Join(dir, "templates", cloudsim.DefaultTemplateName+".json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeTestFile(t, filepath.Join(dir, "templates", "AcmeFleetTemplate.json"), string(tmpl))
+		writeTestFile(t, filepath.Join(dir, "policies", "AcmeClaimPolicy.json"), acmeClaimPolicy)
+		// The device's config names no template: the build's default does.
+		cfg := filepath.Join(dir, "config.yaml")
+		b, err := os.ReadFile(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeTestFile(t, cfg, strings.Replace(string(b), `templateName: "GreengrassFleetProvisioningTemplate"`, `templateName: ""`, 1))
+	})
 	cfg := filepath.Join(dir, "config.yaml")
-	b, err := os.ReadFile(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The device's config names no template: the build's default does.
-	writeTestFile(t, cfg, strings.Replace(string(b), `templateName: "GreengrassFleetProvisioningTemplate"`, `templateName: ""`, 1))
-	srv, err := cloudsim.Open(cloudsim.Options{Dir: dir, ClaimPolicies: []string{"AcmeClaimPolicy"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
 
 	var mu sync.Mutex
 	var registrations []map[string]string
@@ -106,12 +87,12 @@ func TestVendorBuild(t *testing.T) {
 	env := append(os.Environ(), "ACME_BACKEND_URL="+backend.URL+"/devices", "FLEETPROV_RETRY_DEADLINE=30s")
 	first := exec.Command(bin, "run", "--config", cfg)
 	first.Env = append(env, testHold("RegisterWithBackend=60s")...)
-	var out1 lockedBuffer
+	var out1 cloudtest.Output
 	first.Stdout, first.Stderr = &out1, &out1
 	if err := first.Start(); err != nil {
 		t.Fatal(err)
 	}
-	waitForState(t, journal, "RegisterWithBackend", &out1)
+	cloudtest.WaitForState(t, journal, "RegisterWithBackend", &out1)
 	if err := first.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -166,6 +147,16 @@ func TestVendorBuild(t *testing.T) {
 		t.Errorf("cloud holds %v", counts)
 	}
 }
+
+// acmeClaimPolicy is the vendor's claim policy: its template only.
+const acmeClaimPolicy = `{"Version": "2012-10-17", "Statement": [
+  {"Effect": "Allow", "Action": "iot:Connect", "Resource": "*"},
+  {"Effect": "Allow", "Action": ["iot:Publish", "iot:Receive"], "Resource": [
+    "arn:aws:iot:us-east-1:123456789012:topic/$aws/certificates/create-from-csr/*",
+    "arn:aws:iot:us-east-1:123456789012:topic/$aws/provisioning-templates/AcmeFleetTemplate/provision/*"]},
+  {"Effect": "Allow", "Action": "iot:Subscribe", "Resource": [
+    "arn:aws:iot:us-east-1:123456789012:topicfilter/$aws/certificates/create-from-csr/*",
+    "arn:aws:iot:us-east-1:123456789012:topicfilter/$aws/provisioning-templates/AcmeFleetTemplate/provision/*"]}]}`
 
 func writeTestFile(t *testing.T, path, content string) {
 	t.Helper()

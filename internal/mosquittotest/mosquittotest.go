@@ -8,14 +8,13 @@
 package mosquittotest
 
 import (
-	"bytes"
 	"fmt"
+	"github.com/fleetprov/fleetprov/internal/syncbuf"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -38,7 +37,7 @@ type Broker struct {
 	addr string
 	tls  bool
 	cmd  *exec.Cmd
-	log  *syncBuffer
+	log  *syncbuf.Buffer
 	done chan struct{} // closed when the process exited
 }
 
@@ -140,7 +139,7 @@ func start(t testing.TB, bin, dir string, cfg Config, tlsSet bool) (*Broker, err
 		return nil, fmt.Errorf("write %s: %w", confPath, err)
 	}
 
-	b := &Broker{addr: addr, tls: tlsSet, log: &syncBuffer{}, done: make(chan struct{})}
+	b := &Broker{addr: addr, tls: tlsSet, log: &syncbuf.Buffer{}, done: make(chan struct{})}
 	b.cmd = exec.Command(bin, "-c", confPath)
 	b.cmd.Stdout = b.log
 	b.cmd.Stderr = b.log
@@ -209,22 +208,4 @@ func freePort() (string, error) {
 	}
 	defer l.Close()
 	return l.Addr().String(), nil
-}
-
-// syncBuffer collects the process output while tests read it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -1,17 +1,16 @@
 package host_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/fleetprov/fleetprov/internal/syncbuf"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -48,25 +47,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// syncBuffer collects the host's log; plugins write to it from go-plugin's
-// goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func spec(name, path string) config.Plugin {
 	return config.Plugin{Name: name, Path: path, StartTimeout: time.Minute, CallTimeout: time.Minute}
 }
@@ -74,9 +54,9 @@ func spec(name, path string) config.Plugin {
 // newHost returns a Host (closed at the end of the test) and its log. The
 // tests of this package do not run in parallel: plugin: key URIs resolve
 // against the one open Host.
-func newHost(t *testing.T, specs ...config.Plugin) (*host.Host, *syncBuffer) {
+func newHost(t *testing.T, specs ...config.Plugin) (*host.Host, *syncbuf.Buffer) {
 	t.Helper()
-	var log syncBuffer
+	var log syncbuf.Buffer
 	h := host.New(host.Options{Plugins: specs, Logger: slog.New(slog.NewTextHandler(&log, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	t.Cleanup(func() { h.Close() })
 	return h, &log

@@ -19,7 +19,6 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -27,6 +26,7 @@ import (
 	"github.com/fleetprov/fleetprov/cloudsim"
 	"github.com/fleetprov/fleetprov/config"
 	"github.com/fleetprov/fleetprov/engine"
+	"github.com/fleetprov/fleetprov/internal/cloudtest"
 	"github.com/fleetprov/fleetprov/internal/plugintest"
 	"github.com/fleetprov/fleetprov/internal/softhsmtest"
 	"github.com/fleetprov/fleetprov/plugins/keystore"
@@ -45,14 +45,6 @@ type cloud struct {
 
 func startCloud(t *testing.T, faults ...string) *cloud {
 	t.Helper()
-	dir := t.TempDir()
-	addr, err := cloudsim.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cloudsim.Init(cloudsim.InitOptions{Dir: dir, Listen: addr}); err != nil {
-		t.Fatal(err)
-	}
 	var fs []cloudsim.Fault
 	for _, f := range faults {
 		pf, err := cloudsim.ParseFault(f)
@@ -61,14 +53,7 @@ func startCloud(t *testing.T, faults ...string) *cloud {
 		}
 		fs = append(fs, pf)
 	}
-	srv, err := cloudsim.Open(cloudsim.Options{Dir: dir, Faults: fs})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
+	dir, srv := cloudtest.Start(t, cloudsim.Options{Faults: fs}, nil)
 	return &cloud{dir: dir, config: filepath.Join(dir, "config.yaml"), journal: filepath.Join(dir, "device", "journal"), srv: srv}
 }
 
@@ -239,12 +224,12 @@ func resumeKilledInCreateCertificate(t *testing.T, viaPlugin bool) {
 	}
 
 	first := cli(keyURI, "run", "--config", c.config)
-	var out1 lockedBuffer
+	var out1 cloudtest.Output
 	first.Stdout, first.Stderr = &out1, &out1
 	if err := first.Start(); err != nil {
 		t.Fatal(err)
 	}
-	waitForState(t, c.journal, engine.CreateCertificate, &out1)
+	cloudtest.WaitForState(t, c.journal, engine.CreateCertificate, &out1)
 	time.Sleep(300 * time.Millisecond) // let the request reach the cloud
 	if err := first.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -412,36 +397,4 @@ func checkNoDeviceKeyFile(t *testing.T, dir string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-}
-
-// waitForState polls the journal until its last record is state.
-func waitForState(t *testing.T, journal, state string, out *lockedBuffer) {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		recs, _, _ := engine.ReadJournal(journal)
-		if n := len(recs); n > 0 && recs[n-1].State == state {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("run never entered %s; output so far:\n%s", state, out.String())
-}
-
-// lockedBuffer collects a child's output while the test may read it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

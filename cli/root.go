@@ -104,6 +104,10 @@ func (b Build) Main(args []string, stdout, stderr io.Writer) int {
 		return ExitOK
 	}
 	fmt.Fprintf(stderr, "fleetprov: %s\n", oneLine(err))
+	var se *signalError
+	if errors.As(err, &se) {
+		return 128 + int(se.sig)
+	}
 	if failure.IsUsage(err) {
 		return ExitUsage
 	}

@@ -2,10 +2,12 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -33,15 +35,19 @@ func newRunCmd(app *App) *cobra.Command {
 register the thing, write the files and config, restart its services.
 A run killed at any point resumes on the next run. Exit codes: 0 provisioned
 (or already provisioned), 2 usage or config error (nothing changed), 1 any
-other failure.`,
+other failure, 130 or 143 interrupted by SIGINT or SIGTERM (nothing failed:
+run again to resume).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			ctx, caught, stop := signalContext(cmd.Context())
 			defer stop()
 			_, err := Provision(ctx, app, ProvisionOptions{
 				Load:  app.LoadOptions(cmd.Flags()),
 				Force: force,
 			})
+			if sig := caught(); sig != nil && errors.Is(err, engine.ErrInterrupted) {
+				return &signalError{sig: sig.(syscall.Signal), err: err}
+			}
 			return err
 		},
 	}
@@ -128,6 +134,41 @@ func newPluginHost(app *App, load config.LoadOptions) *host.Host {
 	}
 	return host.New(host.Options{Plugins: specs, Logger: app.Logger})
 }
+
+// signalContext is cancelled by SIGINT or SIGTERM, and tells which came.
+func signalContext(parent context.Context) (context.Context, func() os.Signal, func()) {
+	ctx, cancel := context.WithCancel(parent)
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	var mu sync.Mutex
+	var got os.Signal
+	go func() {
+		select {
+		case s := <-sigs:
+			mu.Lock()
+			got = s
+			mu.Unlock()
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	caught := func() os.Signal {
+		mu.Lock()
+		defer mu.Unlock()
+		return got
+	}
+	return ctx, caught, func() { signal.Stop(sigs); cancel() }
+}
+
+// signalError is a run a signal interrupted: the shell's convention of
+// 128 + the signal's number is its exit code.
+type signalError struct {
+	sig syscall.Signal
+	err error
+}
+
+func (e *signalError) Error() string { return e.err.Error() }
+func (e *signalError) Unwrap() error { return e.err }
 
 func parseHold(s string) (map[string]time.Duration, error) {
 	if s == "" {

@@ -39,6 +39,11 @@ type Run struct {
 	Fresh bool
 }
 
+// ErrInterrupted is returned (wrapped) when the run's context was
+// cancelled (SIGINT, SIGTERM) while a state ran: nothing failed and the
+// journal is as it was, so the next run resumes where this one stopped.
+var ErrInterrupted = errors.New("interrupted: run again to resume")
+
 // ErrTokenUnusable is returned (wrapped) by RegisterThing when the cloud
 // refuses the ownership token as expired or unknown: the engine then gets a
 // new certificate instead of failing.
@@ -292,6 +297,14 @@ func detourFor(step Step, err error, taken map[string]int) (Detour, bool) {
 // not (an Enter hook stopped it), this entry is not counted against
 // MaxAttempts.
 func (e *Engine) fail(ctx context.Context, j *Journal, state string, attempt int, ran bool, data *Data, dur time.Duration, cause error) error {
+	if ctx.Err() != nil {
+		// Interrupted (SIGINT, SIGTERM): not a failure. The journal
+		// stays as it was, in the state entered, so the next run resumes
+		// there exactly as after a power cut; hooks still hear of it.
+		e.emit(Event{Type: EventInterrupted, State: state, Duration: dur, Err: cause})
+		e.report(ctx, hook.Failed, state, attempt, data, cause)
+		return fmt.Errorf("%s: %w", state, ErrInterrupted)
+	}
 	e.emit(Event{Type: EventFailed, State: state, Duration: dur, Err: cause})
 	entries := attempt
 	if !ran {

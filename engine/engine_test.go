@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -331,5 +332,44 @@ func TestNewMachineRefusesBrokenSteps(t *testing.T) {
 	}
 	if _, err := New(Options{Steps: base}); err == nil || err.Error() != "engine: step LoadConfig has no work (State is nil)" {
 		t.Errorf("New without work: %v", err)
+	}
+}
+
+// An interrupted run (its context cancelled by SIGINT or SIGTERM) is not a
+// failed one: no Failed record, the journal stays in the state entered, and
+// the next run resumes there.
+func TestInterruptedRunJournalsNoFailure(t *testing.T) {
+	f := newFixture(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	f.states[Persist].fn = func(r *Run) error {
+		cancel()
+		return fmt.Errorf("writing files: %w", ctx.Err())
+	}
+	st := f.states
+	e, err := New(Options{
+		Steps: Steps(Builtins{LoadConfig: st[LoadConfig], DeriveParams: st[DeriveParams], PrepareKey: st[PrepareKey], CreateCertificate: st[CreateCertificate],
+			RegisterThing: st[RegisterThing], Persist: st[Persist], Restart: st[Restart]}),
+		Subscribers: []Subscriber{&Progress{W: &f.out}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.Provision(ctx)
+	if !errors.Is(err, ErrInterrupted) || err.Error() != "Persist: interrupted: run again to resume" {
+		t.Fatalf("err = %v", err)
+	}
+	recs, _, _ := ReadJournal(f.journal)
+	if last := recs[len(recs)-1]; last.State != Persist {
+		t.Errorf("last record %s, want Persist: an interruption journals nothing", last.State)
+	}
+	if out := f.out.String(); strings.Contains(out, "FAIL") || !strings.Contains(out, "stop  Persist") {
+		t.Errorf("progress:\n%s", out)
+	}
+	f.states[Persist].fn = nil
+	if _, err := f.run(t, false); err != nil {
+		t.Fatal(err)
+	}
+	if st[Persist].runs != 2 || st[RegisterThing].runs != 1 {
+		t.Errorf("after the interruption: Persist ran %d times, RegisterThing %d; want 2 and 1", st[Persist].runs, st[RegisterThing].runs)
 	}
 }

@@ -20,7 +20,10 @@ const (
 	EventLeft               EventType = "left"
 	EventRetrying           EventType = "retrying"
 	EventFailed             EventType = "failed"
-	EventDone               EventType = "done"
+	// EventInterrupted: the run was stopped by a signal inside a state;
+	// nothing was journaled for it.
+	EventInterrupted EventType = "interrupted"
+	EventDone        EventType = "done"
 )
 
 // Event is one thing the engine reports to subscribers.
@@ -68,6 +71,8 @@ func (l LogSubscriber) HandleEvent(e Event) {
 		lg.Info("state done", "state", e.State, "duration", e.Duration.Round(time.Millisecond))
 	case EventRetrying:
 		lg.Warn("retrying", "state", e.State, "attempt", e.Attempt, "wait", e.Wait.Round(time.Millisecond), "err", e.Err)
+	case EventInterrupted:
+		lg.Warn("interrupted; the journal keeps where it stopped", "state", e.State)
 	case EventFailed:
 		if failure.IsUsage(e.Err) {
 			// The CLI prints a usage error as its one line; logging it too
@@ -103,6 +108,8 @@ func (p *Progress) HandleEvent(e Event) {
 		fmt.Fprintf(p.W, "  ok    %-18s %s\n", e.State, fmtDuration(e.Duration))
 	case EventRetrying:
 		fmt.Fprintf(p.W, "  retry %-18s attempt %d in %s: %v\n", e.State, e.Attempt+1, fmtDuration(e.Wait), e.Err)
+	case EventInterrupted:
+		fmt.Fprintf(p.W, "  stop  %-18s interrupted: run again to resume\n", e.State)
 	case EventFailed:
 		if failure.IsUsage(e.Err) {
 			return

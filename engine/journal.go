@@ -11,7 +11,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
@@ -33,14 +35,54 @@ import (
 
 const recordMagic = "fp1"
 
+// RecordFormat is the format of the records this build writes: the fields
+// of Record and what they mean. It goes up when a change would make an
+// older fleetprov misread a record; an older build then refuses the record
+// with a message instead of acting on it.
+const RecordFormat = 1
+
+// Version is this fleetprov's version as the Go toolchain recorded it (a
+// module version, or "devel" with the VCS revision when built from a
+// checkout).
+func Version() string {
+	versionOnce.Do(func() {
+		version = "devel"
+		bi, ok := debug.ReadBuildInfo()
+		if !ok {
+			return
+		}
+		if v := bi.Main.Version; v != "" && v != "(devel)" {
+			version = v
+			return
+		}
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+				version = "devel-" + s.Value[:12]
+			}
+		}
+	})
+	return version
+}
+
+var (
+	versionOnce sync.Once
+	version     string
+)
+
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
 // Record is one journaled transition: the state entered, and the data that
 // state needs.
 type Record struct {
-	Seq   int       `json:"seq"`
-	State string    `json:"state"`
-	Time  time.Time `json:"time"`
+	// Format is the record format, RecordFormat when written; records
+	// from before formats were numbered read as format 1.
+	Format int `json:"format,omitempty"`
+	// Writer is the version of fleetprov that wrote the record, so a
+	// record this build cannot use can say which build can.
+	Writer string    `json:"writer,omitempty"`
+	Seq    int       `json:"seq"`
+	State  string    `json:"state"`
+	Time   time.Time `json:"time"`
 	// Attempt counts how often State has been entered, across runs, without
 	// progress to a later state.
 	Attempt int    `json:"attempt"`
@@ -218,6 +260,7 @@ func (j *Journal) Path() string { return j.path }
 
 // Append writes rec durably: it returns only after fsync.
 func (j *Journal) Append(rec Record) error {
+	rec.Format, rec.Writer = RecordFormat, Version()
 	rec.Seq = 1
 	if last := j.Last(); last != nil {
 		rec.Seq = last.Seq + 1

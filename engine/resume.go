@@ -57,6 +57,9 @@ func (m *Machine) Resume(in ResumeInput) (Plan, error) {
 		return Plan{Start: first, Attempt: 1, Reason: "no journal: provisioning afresh"}, nil
 	}
 
+	if last.Format > RecordFormat {
+		return Plan{}, fmt.Errorf("the last record (%d) was written by fleetprov %s in record format %d, and this fleetprov (%s) reads format %d at most: run that version or a newer one, or `fleetprov reset` to start over", last.Seq, writerOf(last), last.Format, Version(), RecordFormat)
+	}
 	state, why := last.State, ""
 	if state == Failed {
 		// A new run is the user's (or the boot's) retry: go back to the
@@ -82,7 +85,7 @@ func (m *Machine) Resume(in ResumeInput) (Plan, error) {
 		// It runs on every start; nothing after it was done yet.
 		plan.Start, plan.Reason = first, why+"nothing done yet"
 	case !known:
-		return Plan{}, fmt.Errorf("journal names unknown state %q: run `fleetprov reset` to start over", state)
+		return Plan{}, fmt.Errorf("journal names state %q, which this build of fleetprov (%s) does not have; it was written by fleetprov %s: run the build that wrote it, or `fleetprov reset` to start over", state, Version(), writerOf(last))
 	default:
 		rule := step.Resume
 		if rule == nil {
@@ -102,4 +105,12 @@ func (m *Machine) Resume(in ResumeInput) (Plan, error) {
 		return Plan{}, fmt.Errorf("state %s was entered %d times without progress; see `fleetprov status`, fix the cause, then run `fleetprov reset`", plan.Start, plan.Attempt-1)
 	}
 	return plan, nil
+}
+
+// writerOf names the fleetprov that wrote a record, for messages.
+func writerOf(r *Record) string {
+	if r.Writer == "" {
+		return "of an earlier version (before records named their writer)"
+	}
+	return r.Writer
 }

@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -79,10 +81,46 @@ func builtinMachine(t *testing.T) *Machine {
 }
 
 // A journal naming a state this machine does not have is refused with a
-// message, not cut off as torn: the record is whole.
+// message naming the state and the fleetprov that wrote it, not cut off as
+// torn: the record is whole.
 func TestResumeUnknownState(t *testing.T) {
-	_, err := builtinMachine(t).Resume(ResumeInput{Last: &Record{State: "RegisterWithVendor", Attempt: 1}, Now: time.Now()})
-	if err == nil || err.Error() != "journal names unknown state \"RegisterWithVendor\": run `fleetprov reset` to start over" {
-		t.Fatalf("err = %v", err)
+	last := &Record{Seq: 7, State: "RegisterWithVendor", Attempt: 1, Writer: "v9.9.9"}
+	_, err := builtinMachine(t).Resume(ResumeInput{Last: last, Now: time.Now()})
+	want := "journal names state \"RegisterWithVendor\", which this build of fleetprov (" + Version() + ") does not have; it was written by fleetprov v9.9.9: run the build that wrote it, or `fleetprov reset` to start over"
+	if err == nil || err.Error() != want {
+		t.Fatalf("err = %v\nwant  %s", err, want)
+	}
+}
+
+// A record in a format newer than this build reads is refused, naming the
+// version that wrote it.
+func TestResumeNewerRecordFormat(t *testing.T) {
+	last := &Record{Seq: 3, Format: RecordFormat + 1, Writer: "v9.9.9", State: PrepareKey, Attempt: 1}
+	_, err := builtinMachine(t).Resume(ResumeInput{Last: last, Now: time.Now()})
+	want := fmt.Sprintf("the last record (3) was written by fleetprov v9.9.9 in record format %d, and this fleetprov (%s) reads format %d at most: run that version or a newer one, or `fleetprov reset` to start over", RecordFormat+1, Version(), RecordFormat)
+	if err == nil || err.Error() != want {
+		t.Fatalf("err = %v\nwant  %s", err, want)
+	}
+}
+
+// Every record written carries the format and the writer; a record
+// without them (written before) reads as format 1.
+func TestRecordsCarryFormatAndWriter(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "journal")
+	j, err := OpenJournal(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := j.Append(Record{State: PrepareKey, Attempt: 1}); err != nil {
+		t.Fatal(err)
+	}
+	j.Close()
+	recs, _, err := ReadJournal(path)
+	if err != nil || len(recs) != 1 || recs[0].Format != RecordFormat || recs[0].Writer != Version() || Version() == "" {
+		t.Fatalf("records %+v, %v", recs, err)
+	}
+	p, err := builtinMachine(t).Resume(ResumeInput{Last: &Record{Seq: 1, State: CreateCertificate, Attempt: 1}, Now: time.Now()})
+	if err != nil || p.Start != CreateCertificate {
+		t.Errorf("a record without a format: plan %+v, %v", p, err)
 	}
 }

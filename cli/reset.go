@@ -35,6 +35,9 @@ func newResetCmd(app *App) *cobra.Command {
 			if bak != "" {
 				fmt.Fprintf(app.Stdout, "journal kept as %s\n", bak)
 			}
+			// With the journal moved aside no run holds it: what killed
+			// runs left half-written goes before anything is moved.
+			removeStaleTemps(app, cfg)
 			for _, p := range []string{cfg.CertPath, cfg.KeyPath, cfg.CSRPath, cfg.RootCAOutPath, states.DeviceConfigurationPath(cfg)} {
 				if p == "" {
 					continue // the device key is in a token

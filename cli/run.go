@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/fleetprov/fleetprov/atomicfile"
 	"github.com/fleetprov/fleetprov/config"
 	"github.com/fleetprov/fleetprov/engine"
 	"github.com/fleetprov/fleetprov/failure"
@@ -93,6 +94,7 @@ func Provision(ctx context.Context, app *App, o ProvisionOptions) (*engine.Resul
 	}
 	steps, scripts := withConfigHooks(steps, app.Logger)
 	eng, err := engine.New(engine.Options{
+		Locked:      func(cfg *config.Config) { removeStaleTemps(app, cfg) },
 		Steps:       steps,
 		Hooks:       runHooks(app.build.Hooks, plugins.Hooks(), scripts),
 		Logger:      app.Logger,
@@ -133,6 +135,24 @@ func newPluginHost(app *App, load config.LoadOptions) *host.Host {
 		specs = cfg.Plugins
 	}
 	return host.New(host.Options{Plugins: specs, Logger: app.Logger})
+}
+
+// removeStaleTemps removes the temporary files killed runs left next to
+// every file a run writes (one may hold a whole private key). It is called
+// only while the journal is locked, so no other run is writing them.
+func removeStaleTemps(app *App, cfg *config.Config) {
+	for _, p := range []string{cfg.KeyPath, cfg.CertPath, cfg.CSRPath, cfg.RootCAOutPath, states.DeviceConfigurationPath(cfg), cfg.File} {
+		if p == "" {
+			continue // the device key is in a token
+		}
+		removed, err := atomicfile.RemoveStale(p)
+		for _, r := range removed {
+			app.Logger.Info("removed a temporary file a killed run left", "file", r)
+		}
+		if err != nil {
+			app.Logger.Warn("could not remove temporary files a killed run left", "next to", p, "err", err)
+		}
+	}
 }
 
 // signalContext is cancelled by SIGINT or SIGTERM, and tells which came.

@@ -81,6 +81,10 @@ type Options struct {
 	// MaxAttempts caps how often a state is entered across runs without
 	// progress; 0 means 10.
 	MaxAttempts int
+	// Locked, if set, is called once the journal is locked and before any
+	// step runs: the one moment no other run can be writing this device's
+	// files. The CLI removes temporary files killed runs left there.
+	Locked func(cfg *config.Config)
 	// Hold pauses after a state's entry is journaled and before it runs.
 	// For tests only: it lets a test kill the process inside a given state.
 	Hold map[string]time.Duration
@@ -184,6 +188,9 @@ func (e *Engine) Provision(ctx context.Context) (*Result, error) {
 	defer j.Close()
 	if n := j.Skipped(); n > 0 {
 		e.opts.Logger.Warn("ignored torn or corrupt journal records", "journal", j.Path(), "count", n)
+	}
+	if e.opts.Locked != nil {
+		e.opts.Locked(cfg)
 	}
 
 	plan, err := m.Resume(ResumeInput{

@@ -12,6 +12,11 @@ import (
 // keys stay in the KeyStore and only their URI is recorded. It does hold the
 // ownership token, which is why the journal file is 0600.
 type Data struct {
+	// NewKey is set while a provisioning that began afresh (no journal,
+	// or --force) has not made its key yet: a key found at the key path
+	// then predates it and must be set aside, even when the run that
+	// began it was killed and this one resumes.
+	NewKey       bool   `json:"newKey,omitempty"`
 	KeyURI       string `json:"keyUri,omitempty"`
 	KeyAlgorithm string `json:"keyAlgorithm,omitempty"`
 	CSRPEM       string `json:"csrPem,omitempty"`

@@ -35,7 +35,8 @@ type Run struct {
 	// previous run stopped in it), so it may find its own work half done.
 	Resumed bool
 	// Fresh is true when the run provisions afresh (no journal, or
-	// --force): there is no earlier work of this identity to reuse.
+	// --force), or resumes one that has not made its key yet
+	// (Data.NewKey): there is no earlier work of this identity to reuse.
 	Fresh bool
 }
 
@@ -213,7 +214,12 @@ func (e *Engine) Provision(ctx context.Context) (*Result, error) {
 		e.emit(Event{Type: EventResumed, State: plan.Start, Reason: plan.Reason})
 	}
 	*data = plan.Data
-	r.Fresh = !plan.Resumed
+	if !plan.Resumed {
+		// Journaled with the first record, so a run killed before the
+		// new key exists still replaces the old one when resumed.
+		data.NewKey = true
+	}
+	r.Fresh = !plan.Resumed || data.NewKey
 
 	// Into the machine at the planned step, along one of its edges.
 	transition := first.transition()

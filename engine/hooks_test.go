@@ -156,7 +156,7 @@ func TestHookNeverSeesTheOwnershipToken(t *testing.T) {
 // field cannot reach hooks without someone deciding it may.
 func TestEveryDataFieldIsClassifiedForHooks(t *testing.T) {
 	public := []string{
-		"keyUri", "keyAlgorithm", "csrPem", "certificateId", "certificatePem", "tokenIssuedAt",
+		"newKey", "keyUri", "keyAlgorithm", "csrPem", "certificateId", "certificatePem", "tokenIssuedAt",
 		"templateName", "thingName", "deviceConfiguration", "files",
 		// Sent to the cloud as they are, and shown by status.
 		"templateParams", "paramSources",

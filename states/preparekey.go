@@ -47,7 +47,9 @@ func (*PrepareKey) Run(ctx context.Context, r *engine.Run) error {
 		}
 		exists = true // an unreadable leftover file: set it aside below
 	}
-	if exists && !r.Fresh {
+	// A key in a token cannot be set aside: found on resume, it is the
+	// one the run that stopped here made.
+	if exists && (!r.Fresh || (r.Resumed && cfg.KeyPath == "")) {
 		// Resumed: the key was made by the run that stopped here. Reuse it,
 		// so a certificate already issued for it stays valid.
 		r.Log.Info("reusing existing device key", "key", uri)
@@ -90,6 +92,7 @@ func (*PrepareKey) Run(ctx context.Context, r *engine.Run) error {
 	r.Data.KeyURI = uri
 	r.Data.KeyAlgorithm = cfg.KeyAlgorithm
 	r.Data.CSRPEM = string(csr)
+	r.Data.NewKey = false // made: a resumed run reuses it from now on
 	return nil
 }
 
@@ -108,5 +111,6 @@ func prepareForCloudKey(r *engine.Run, uri string) error {
 		r.Log.Info("kept old device key as backup", "backup", bak)
 	}
 	r.Data.KeyURI, r.Data.KeyAlgorithm, r.Data.CSRPEM = uri, "", ""
+	r.Data.NewKey = false
 	return nil
 }

@@ -58,7 +58,10 @@ type LoadOptions struct {
 
 // Limits AWS IoT and X.509 put on values.
 const (
-	maxTemplateName = 128
+	// AWS IoT's limit for a provisioning template's name (1-36 of
+	// 0-9A-Za-z_-); Greengrass lite allows 128, but a longer name can
+	// name no template, and a run would retry against it in vain.
+	maxTemplateName = 36
 	maxEndpoint     = 128
 	maxCommonName   = 64
 	maxClientID     = 128

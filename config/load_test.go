@@ -146,7 +146,7 @@ func TestLoadErrors(t *testing.T) {
 		{name: "templateParams trailing text", set: map[string]string{"templateParams": `'{"a": "b"} x'`}, want: fpk + `templateParams has text after the JSON object: write it as a YAML map or a JSON object such as {"SerialNumber": "X"}`},
 		{name: "templateParams nested", set: map[string]string{"templateParams": "{Serial: {a: b}}"}, want: fpk + `templateParams.Serial: no source: add source: NAME (known: command, dmi, env, file, mac, machine-id, plugin:NAME), or write a plain value`},
 		{name: "csrCommonName too long", set: map[string]string{"csrCommonName": long(65)}, want: fpk + "csrCommonName is 65 characters long; a certificate's common name may have at most 64: shorten it"},
-		{name: "templateName too long", set: map[string]string{"templateName": long(129)}, want: fpk + "templateName is 129 characters long; a template name may have at most 128: shorten it"},
+		{name: "templateName too long", set: map[string]string{"templateName": long(37)}, want: fpk + "templateName is 37 characters long; a template name may have at most 36: shorten it"},
 		{name: "templateName bad characters", set: map[string]string{"templateName": `"my template"`}, want: fpk + `templateName "my template" is not a valid template name: use only letters, digits, '_' and '-'`},
 		{name: "endpoint too long", set: map[string]string{"iotDataEndpoint": long(129)}, want: fpk + "iotDataEndpoint is 129 characters long; an endpoint may have at most 128: check the value"},
 		{name: "endpoint with scheme", set: map[string]string{"iotDataEndpoint": "mqtts://x.example"}, want: fpk + `iotDataEndpoint "mqtts://x.example" is not a host name: write only the host (or host:port), e.g. xxxx-ats.iot.us-east-1.amazonaws.com`},

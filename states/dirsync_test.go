@@ -3,7 +3,9 @@ package states
 import (
 	"context"
 	"os"
+	"os/user"
 	"path/filepath"
+	"regexp"
 	"testing"
 
 	"github.com/fleetprov/fleetprov/atomicfile/atomicfiletest"
@@ -45,6 +47,7 @@ func TestPersistSyncsNewOutputDirectories(t *testing.T) {
 	d.cfg.CertPath = filepath.Join(out, "certificate.pem")
 	d.cfg.RootCAOutPath = filepath.Join(out, "AmazonRootCA.pem")
 	d.cfg.KeyPath = ""
+	d.cfg.PosixUser = "" // no chown, so only the writes are counted
 	r := d.run(true)
 	r.Data.CertificatePEM, r.Data.ThingName = "-----BEGIN CERTIFICATE-----\n", "thing"
 	syncs := atomicfiletest.Record(t)
@@ -59,5 +62,32 @@ func TestPersistSyncsNewOutputDirectories(t *testing.T) {
 	// certificate.pem, AmazonRootCA.pem, deviceConfiguration.json
 	if n := syncs.Count(out); n != 3 {
 		t.Errorf("%s fsynced %d times, want 3 (one per file written in it)", out, n)
+	}
+}
+
+// Run as root, Persist gives an existing credentials directory to
+// posixUser; that change is fsynced too, or after a power cut Greengrass
+// could find a config naming credentials in a directory it cannot enter.
+func TestPersistSyncsOwnerOfExistingDirectory(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("only root gives directories to posixUser")
+	}
+	if _, err := user.LookupGroup("nogroup"); err != nil {
+		t.Skipf("no group nogroup here: %v", err)
+	}
+	d := newDevice(t, func(s string) string {
+		return regexp.MustCompile(`posixUser: ".*"`).ReplaceAllString(s, `posixUser: "nobody:nogroup"`)
+	})
+	if err := os.MkdirAll(d.cfg.OutputDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	syncs := atomicfiletest.Record(t)
+	if err := (&Persist{}).Run(context.Background(), registeredRun(t, d)); err != nil {
+		t.Fatalf("Persist: %v", err)
+	}
+	// certificate.pem, AmazonRootCA.pem, deviceConfiguration.json, then
+	// the directory's new owner.
+	if n := syncs.Count(d.cfg.OutputDir); n != 4 {
+		t.Errorf("%s fsynced %d times, want 4 (three files, then its owner)", d.cfg.OutputDir, n)
 	}
 }

@@ -4,9 +4,14 @@
 package atomicfile
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
+
+	"github.com/fleetprov/fleetprov/atomicfile/internal/seam"
 )
 
 // Owner names the numeric owner a file is given after it is written.
@@ -19,7 +24,8 @@ type Owner struct {
 // leaves ownership alone.
 type Options struct {
 	Owner *Owner
-	// MkdirMode, when non-zero, creates missing parent directories with it.
+	// MkdirMode, when non-zero, creates missing parent directories with it,
+	// through MkdirAll (so they get Owner too, and are made durable).
 	MkdirMode os.FileMode
 }
 
@@ -35,8 +41,8 @@ func WriteFile(path string, data []byte, perm os.FileMode, opts ...Options) erro
 	}
 	dir := filepath.Dir(path)
 	if o.MkdirMode != 0 {
-		if err := os.MkdirAll(dir, o.MkdirMode); err != nil {
-			return fmt.Errorf("create directory %s: %w", dir, err)
+		if err := MkdirAll(dir, o.MkdirMode, o.Owner); err != nil {
+			return err
 		}
 	}
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
@@ -77,6 +83,95 @@ func WriteFile(path string, data []byte, perm os.FileMode, opts ...Options) erro
 	return SyncDir(dir)
 }
 
+// MkdirAll creates dir and whatever parents it lacks, as os.MkdirAll does,
+// and makes each creation durable: after making a directory it fsyncs the
+// parent that holds the new entry, so a power cut cannot take away a
+// directory that files were then written into. Each directory it creates gets
+// exactly perm, whatever the umask (a strict umask must not lock Greengrass
+// out of its credentials), and owner when that is not nil. Directories that
+// exist already keep their mode and owner.
+func MkdirAll(dir string, perm os.FileMode, owner *Owner) error {
+	dir = filepath.Clean(dir)
+	// Walk up to the deepest directory that exists; create below it,
+	// top down.
+	var missing []string
+	for d := dir; ; {
+		fi, err := os.Stat(d)
+		if err == nil {
+			if !fi.IsDir() {
+				return fmt.Errorf("create directory %s: %w", dir, &fs.PathError{Op: "mkdir", Path: d, Err: syscall.ENOTDIR})
+			}
+			break
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("create directory %s: %w", dir, err)
+		}
+		missing = append(missing, d)
+		parent := filepath.Dir(d)
+		if parent == d {
+			break
+		}
+		d = parent
+	}
+	for i := len(missing) - 1; i >= 0; i-- {
+		d := missing[i]
+		if err := os.Mkdir(d, perm); err != nil {
+			// Another process may have made it meanwhile: then it is
+			// theirs, as it is, but its entry is synced below all the same.
+			if fi, serr := os.Stat(d); !errors.Is(err, fs.ErrExist) || serr != nil || !fi.IsDir() {
+				return fmt.Errorf("create directory %s: %w", dir, err)
+			}
+		} else {
+			if err := os.Chmod(d, perm); err != nil {
+				return fmt.Errorf("create directory %s: %w", dir, err)
+			}
+			if owner != nil {
+				if err := os.Chown(d, owner.UID, owner.GID); err != nil {
+					return fmt.Errorf("set owner of %s: %w", d, err)
+				}
+			}
+		}
+		if err := SyncDir(filepath.Dir(d)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Dirs gathers the directories in which entries were renamed, removed or
+// created outside WriteFile, so that each is fsynced once when they are all
+// done. The zero value is ready to use.
+type Dirs struct {
+	list []string
+	seen map[string]bool
+}
+
+// Add records the directory holding path.
+func (ds *Dirs) Add(path string) {
+	d := filepath.Dir(filepath.Clean(path))
+	if ds.seen[d] {
+		return
+	}
+	if ds.seen == nil {
+		ds.seen = map[string]bool{}
+	}
+	ds.seen[d] = true
+	ds.list = append(ds.list, d)
+}
+
+// Sync fsyncs each recorded directory once, in the order first added, and
+// forgets them. It stops at the first failure.
+func (ds *Dirs) Sync() error {
+	list := ds.list
+	ds.list, ds.seen = nil, nil
+	for _, d := range list {
+		if err := SyncDir(d); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // SyncDir fsyncs a directory so that entries created, renamed or removed in
 // it are durable.
 func SyncDir(dir string) error {
@@ -88,5 +183,6 @@ func SyncDir(dir string) error {
 	if err := d.Sync(); err != nil {
 		return fmt.Errorf("sync directory %s: %w", dir, err)
 	}
+	seam.DirSynced(dir)
 	return nil
 }

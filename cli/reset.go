@@ -38,6 +38,9 @@ func newResetCmd(app *App) *cobra.Command {
 			// With the journal moved aside no run holds it: what killed
 			// runs left half-written goes before anything is moved.
 			removeStaleTemps(app, cfg)
+			// Each directory a file was moved in is fsynced once, after
+			// the moves, so they survive a power cut.
+			var moved atomicfile.Dirs
 			for _, p := range []string{cfg.CertPath, cfg.KeyPath, cfg.CSRPath, cfg.RootCAOutPath, states.DeviceConfigurationPath(cfg)} {
 				if p == "" {
 					continue // the device key is in a token
@@ -48,9 +51,14 @@ func newResetCmd(app *App) *cobra.Command {
 					continue
 				}
 				if err != nil {
+					_ = moved.Sync() // what was moved stays moved; the rename's error is the one to report
 					return fmt.Errorf("keep %s as backup: %w", p, err)
 				}
+				moved.Add(p)
 				fmt.Fprintf(app.Stdout, "%s kept as %s\n", p, dst)
+			}
+			if err := moved.Sync(); err != nil {
+				return err
 			}
 			if cfg.KeyPath == "" {
 				// A key in a token cannot be set aside like a file, and a

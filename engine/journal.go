@@ -108,20 +108,19 @@ var ErrJournalLocked = errors.New("journal is in use by another fleetprov proces
 // takes an exclusive lock on it, reads its whole records, and cuts off a torn
 // tail.
 func OpenJournal(path string) (*Journal, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	if err := atomicfile.MkdirAll(filepath.Dir(path), 0o700, nil); err != nil {
 		return nil, fmt.Errorf("journal %s: %w", path, err)
 	}
-	_, statErr := os.Stat(path)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open journal %s: %w", path, err)
 	}
-	if errors.Is(statErr, fs.ErrNotExist) {
-		// Make the new directory entry durable before relying on the file.
-		if err := atomicfile.SyncDir(filepath.Dir(path)); err != nil {
-			f.Close()
-			return nil, err
-		}
+	// Make the file's directory entry durable before relying on it: every
+	// time, as a run killed between creating the file and this fsync leaves
+	// a journal whose entry may still be only in memory.
+	if err := atomicfile.SyncDir(filepath.Dir(path)); err != nil {
+		f.Close()
+		return nil, err
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		f.Close()

@@ -58,6 +58,10 @@ func (*Persist) Run(_ context.Context, r *engine.Run) error {
 			if err := os.Chown(dir, owner.UID, owner.GID); err != nil {
 				return fmt.Errorf("set owner of %s: %w", dir, err)
 			}
+			// Durable before config.yaml says provisioned.
+			if err := atomicfile.SyncDir(dir); err != nil {
+				return err
+			}
 		}
 	}
 	err = config.WriteBack(cfg.File, config.Provisioned{

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"github.com/fleetprov/fleetprov/atomicfile"
 	"github.com/fleetprov/fleetprov/config"
@@ -107,6 +108,12 @@ func prepareForCloudKey(r *engine.Run, uri string) error {
 		bak := engine.BackupName(path, r.Now())
 		if err := os.Rename(path, bak); err != nil {
 			return fmt.Errorf("keep old key %s as backup: %w", path, err)
+		}
+		// Nothing else is written in this directory before the journal
+		// moves on, and a rename lost to a power cut would let
+		// CreateCertificate write the new key over the old one.
+		if err := atomicfile.SyncDir(filepath.Dir(path)); err != nil {
+			return err
 		}
 		r.Log.Info("kept old device key as backup", "backup", bak)
 	}

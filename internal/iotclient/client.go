@@ -619,8 +619,9 @@ func (c *Client) CreateKeysAndCertificate(ctx context.Context) (*KeysResult, err
 	return res, nil
 }
 
-// checkCertificateAnswer rejects an accepted answer with a missing field
-// or a certificate that is not PEM; privateKey is checked when non-nil.
+// checkCertificateAnswer rejects an accepted answer with a missing field;
+// privateKey is checked to be PEM when non-nil. validateCertificate checks
+// the rest.
 func checkCertificateAnswer(op, topic string, r *CertificateResult, privateKey *string) error {
 	var missing []string
 	if r.CertificateID == "" {
@@ -637,9 +638,6 @@ func checkCertificateAnswer(op, topic string, r *CertificateResult, privateKey *
 	}
 	if len(missing) > 0 {
 		return fmt.Errorf("iotclient: %s: malformed answer on %s: empty or missing %v", op, topic, missing)
-	}
-	if blk, _ := pem.Decode([]byte(r.CertificatePEM)); blk == nil || blk.Type != "CERTIFICATE" {
-		return fmt.Errorf("iotclient: %s: malformed answer on %s: certificatePem is not a PEM certificate", op, topic)
 	}
 	if privateKey != nil {
 		if blk, _ := pem.Decode([]byte(*privateKey)); blk == nil || !strings.HasSuffix(blk.Type, "PRIVATE KEY") {

@@ -305,7 +305,7 @@ func TestMalformedAnswersAreFatal(t *testing.T) {
 			"iotclient: CreateCertificateFromCsr: malformed answer on $aws/certificates/create-from-csr/json/accepted: empty or missing [certificateOwnershipToken]"},
 		{"csr accepted with garbage pem", opCreateCertificateFromCsr, "accepted",
 			`{"certificateId":"x","certificatePem":"not pem","certificateOwnershipToken":"t"}`,
-			"iotclient: CreateCertificateFromCsr: malformed answer on $aws/certificates/create-from-csr/json/accepted: certificatePem is not a PEM certificate"},
+			"iotclient: CreateCertificateFromCsr: refused answer on $aws/certificates/create-from-csr/json/accepted: certificatePem is not a PEM certificate"},
 		{"csr accepted not json", opCreateCertificateFromCsr, "accepted", `nope`,
 			"iotclient: CreateCertificateFromCsr: malformed answer on $aws/certificates/create-from-csr/json/accepted: invalid character 'o' in literal null (expecting 'u')"},
 		{"register accepted without thingName", opRegisterThing, "accepted", `{"deviceConfiguration":{}}`,

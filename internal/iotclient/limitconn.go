@@ -100,10 +100,15 @@ func (c *limitConn) scan(b []byte) *PacketTooLargeError {
 	return nil
 }
 
-// dialLimited opens the TLS connection as autopaho would and puts the
-// packet size check under paho.
+// dialLimited opens the TLS connection as autopaho would (without its
+// all_proxy support: fleetprov has no proxy setting)
+// and puts the packet size check under paho.
 func dialLimited(max uint64, onLarge func(*PacketTooLargeError)) func(context.Context, autopaho.ClientConfig, *url.URL) (net.Conn, error) {
 	return func(ctx context.Context, cfg autopaho.ClientConfig, u *url.URL) (net.Conn, error) {
+		// autopaho hands a custom dialer its whole-run context, not the
+		// attempt's: bound the attempt here.
+		ctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
+		defer cancel()
 		d := tls.Dialer{Config: cfg.TlsCfg}
 		conn, err := d.DialContext(ctx, "tcp", u.Host)
 		if err != nil {

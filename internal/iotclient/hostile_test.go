@@ -274,6 +274,32 @@ func TestOversizedPacketFromAServerIsRefused(t *testing.T) {
 	}
 }
 
+// A payload over AWS's 128 KB cap in a packet just under the announced
+// size is dropped by the client: the request sees no answer.
+func TestPayloadOverTheCapIsDropped(t *testing.T) {
+	p := newPKI(t)
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", p.serverTLS(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	go hostileServer(ln, MaxPayload+1)
+
+	logger, logs := debugLogger()
+	cl, err := Dial(context.Background(), p.options(ln.Addr().String(), logger))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cl.Close() })
+	res, err := cl.CreateCertificateFromCsr(reqCtx(t, 2*time.Second), testCSR)
+	if res != nil || err == nil || !failure.IsTransient(err) || !strings.Contains(err.Error(), "no answer on "+csrAccepted) {
+		t.Fatalf("res = %v, err = %v, want a transient no-answer error", res, err)
+	}
+	if !strings.Contains(logs.String(), `msg="dropping a message over the payload limit"`) || strings.Contains(logs.String(), "answer received") {
+		t.Errorf("the over-cap payload was not dropped:\n%s", logs.String())
+	}
+}
+
 // hostileServer speaks just enough MQTT 5 for one request, then answers it
 // with a PUBLISH whose payload is size bytes, streamed.
 func hostileServer(ln net.Listener, size int) {
@@ -316,7 +342,7 @@ func hostileServer(ln net.Listener, size int) {
 			}
 			chunk := make([]byte, 64<<10)
 			for sent := 0; sent < size; sent += len(chunk) {
-				if _, err := conn.Write(chunk); err != nil {
+				if _, err := conn.Write(chunk[:min(len(chunk), size-sent)]); err != nil {
 					return
 				}
 			}

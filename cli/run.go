@@ -119,7 +119,7 @@ func Provision(ctx context.Context, app *App, o ProvisionOptions) (*engine.Resul
 			key = c.KeyURI // in a token
 		}
 		fmt.Fprintf(app.Stdout, "thing:       %s\ncertificate: %s\nprivate key: %s\nroot CA:     %s\nconfig:      %s\n",
-			res.Data.ThingName, c.CertPath, key, c.RootCAOutPath, c.File)
+			shown(res.Data.ThingName), c.CertPath, key, c.RootCAOutPath, c.File)
 	}
 	return res, nil
 }

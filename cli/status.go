@@ -6,7 +6,11 @@ import (
 	"io"
 	"maps"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
@@ -95,24 +99,24 @@ func printStatus(app *App, rep statusReport) {
 	fmt.Fprintf(w, "config:      %s\njournal:     %s\n", rep.Config, rep.Journal)
 	state := rep.State
 	if rep.FailedState != "" {
-		state = fmt.Sprintf("%s (in %s: %s)", rep.State, rep.FailedState, rep.Error)
+		state = fmt.Sprintf("%s (in %s: %s)", shown(rep.State), shown(rep.FailedState), shown(rep.Error))
 	}
 	fmt.Fprintf(w, "state:       %s\n", state)
 	if rep.ThingName != "" {
-		fmt.Fprintf(w, "thing:       %s\n", rep.ThingName)
+		fmt.Fprintf(w, "thing:       %s\n", shown(rep.ThingName))
 	}
 	if rep.CertificateID != "" {
-		fmt.Fprintf(w, "certificate: %s\n", rep.CertificateID)
+		fmt.Fprintf(w, "certificate: %s\n", shown(rep.CertificateID))
 	}
 	if rep.KeyURI != "" {
-		fmt.Fprintf(w, "key:         %s\n", rep.KeyURI)
+		fmt.Fprintf(w, "key:         %s\n", shown(rep.KeyURI))
 	}
 	if rep.TokenAge != "" {
 		fmt.Fprintf(w, "token age:   %s\n", rep.TokenAge)
 	}
 	printParams(w, "parameter:   ", rep.TemplateParams, rep.ParamSources)
-	for k, v := range rep.DeviceConfig {
-		fmt.Fprintf(w, "device configuration: %s=%s\n", k, v)
+	for _, k := range slices.Sorted(maps.Keys(rep.DeviceConfig)) {
+		fmt.Fprintf(w, "device configuration: %s=%s\n", shown(k), shown(rep.DeviceConfig[k]))
 	}
 	if rep.Skipped > 0 {
 		fmt.Fprintf(w, "ignored %d torn or corrupt journal record(s)\n", rep.Skipped)
@@ -127,9 +131,9 @@ func printStatus(app *App, rep statusReport) {
 	}
 	fmt.Fprintln(w, "transitions:")
 	for _, t := range rep.Transitions {
-		fmt.Fprintf(w, "  %3d  %s  %-18s entry %d", t.Seq, t.Time.Local().Format(time.RFC3339), t.State, t.Attempt)
+		fmt.Fprintf(w, "  %3d  %s  %-18s entry %d", t.Seq, t.Time.Local().Format(time.RFC3339), shown(t.State), t.Attempt)
 		if t.Error != "" {
-			fmt.Fprintf(w, "  error: %s", t.Error)
+			fmt.Fprintf(w, "  error: %s", shown(t.Error))
 		}
 		fmt.Fprintln(w)
 	}
@@ -139,10 +143,30 @@ func printStatus(app *App, rep statusReport) {
 // source of each derived one.
 func printParams(w io.Writer, prefix string, params, sources map[string]string) {
 	for _, k := range slices.Sorted(maps.Keys(params)) {
-		fmt.Fprintf(w, "%s%s=%s", prefix, k, params[k])
+		fmt.Fprintf(w, "%s%s=%s", prefix, shown(k), shown(params[k]))
 		if src, ok := sources[k]; ok {
-			fmt.Fprintf(w, " (%s)", src)
+			fmt.Fprintf(w, " (%s)", shown(src))
 		}
 		fmt.Fprintln(w)
 	}
+}
+
+// maxShown bounds a value printed from the journal: what the cloud or a
+// plugin put there must not flood the terminal.
+const maxShown = 1024
+
+// shown makes a value from the journal safe to print on one line: plain
+// text (letters, digits, punctuation, spaces) as it is, anything holding a
+// control character, an escape code or invalid UTF-8 quoted Go-style, so
+// that it cannot forge lines or drive the terminal; long values are cut.
+func shown(s string) string {
+	cut := ""
+	if len(s) > maxShown {
+		cut = fmt.Sprintf("... (%d bytes)", len(s))
+		s = s[:maxShown]
+	}
+	if !utf8.ValidString(s) || strings.ContainsFunc(s, func(r rune) bool { return !unicode.IsPrint(r) && r != ' ' }) {
+		return strconv.Quote(s) + cut
+	}
+	return s + cut
 }

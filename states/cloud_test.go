@@ -156,7 +156,7 @@ func TestCreateCertificateServiceUnavailable(t *testing.T) {
 	if !failure.IsTransient(err) {
 		t.Fatalf("err = %v, want a transient error", err)
 	}
-	for _, part := range []string{"statusCode=503", "errorCode=ServiceUnavailable", "errorMessage="} {
+	for _, part := range []string{"statusCode=503", `errorCode="ServiceUnavailable"`, "errorMessage="} {
 		if !strings.Contains(err.Error(), part) {
 			t.Errorf("err = %q lacks %q", err, part)
 		}
@@ -189,7 +189,7 @@ func TestRegisterThingTokenRefused(t *testing.T) {
 	if failure.IsTransient(err) {
 		t.Error("a refused token is retried as it is")
 	}
-	if !strings.Contains(err.Error(), "errorCode=InvalidCertificateOwnershipToken") {
+	if !strings.Contains(err.Error(), `errorCode="InvalidCertificateOwnershipToken"`) {
 		t.Errorf("err = %q does not say why", err)
 	}
 	if r.Data.ThingName != "" {
@@ -268,7 +268,7 @@ func TestRegisterThingUnknownTemplate(t *testing.T) {
 	if failure.IsTransient(err) || errors.Is(err, engine.ErrTokenUnusable) {
 		t.Errorf("err = %v: want fatal, neither retried nor a new certificate", err)
 	}
-	want := `RegisterThing rejected: statusCode=404 errorCode=ResourceNotFound errorMessage="Template NoSuchTemplate not found."`
+	want := `RegisterThing rejected: statusCode=404 errorCode="ResourceNotFound" errorMessage="Template NoSuchTemplate not found."`
 	if err.Error() != want {
 		t.Errorf("err = %s\nwant %s", err, want)
 	}

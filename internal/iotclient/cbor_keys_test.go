@@ -23,7 +23,7 @@ func newWorldWith(t *testing.T, mutate func(*Options)) *world {
 	t.Helper()
 	p := newPKI(t)
 	w := &world{pki: p, aws: startBroker(t, p.serverTLS(t))}
-	w.issued, _ = p.claimCA.issue(t, "device", false)
+	w.issued = []byte(testDevice.certPEM)
 	w.aws.setReply(w.happyPath)
 	logger, logs := debugLogger()
 	w.logs = logs
@@ -104,7 +104,7 @@ func TestCreateKeysAndCertificate(t *testing.T) {
 	for _, format := range []string{"json", "cbor"} {
 		t.Run(format, func(t *testing.T) {
 			w := newWorldWith(t, func(o *Options) { o.Format = format })
-			key := testKeyPEM(t)
+			key := testDevice.keyPEM
 			var mu sync.Mutex
 			var got []byte
 			w.aws.setReply(func(req request) (string, []byte, bool) {

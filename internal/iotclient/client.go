@@ -61,6 +61,9 @@ type Options struct {
 	// port 443 (AWS IoT needs it there) and nothing elsewhere; "none"
 	// offers nothing.
 	ALPN string
+	// Now is the clock an issued certificate's validity is checked
+	// against; nil means time.Now.
+	Now func() time.Time
 }
 
 // KeysResult is an accepted CreateKeysAndCertificate answer: the cloud
@@ -90,6 +93,7 @@ type Client struct {
 	endpoint string // host:port, for messages
 	log      *slog.Logger
 	codec    codec
+	now      func() time.Time
 	cm       *autopaho.ConnectionManager
 	stop     context.CancelFunc // ends the connection manager
 
@@ -105,6 +109,7 @@ type Client struct {
 	down       chan struct{}       // closed when the current connection drops
 	lastErr    error               // last failed connection attempt
 	abortDial  context.CancelFunc  // set while Dial waits; called on a fatal connect error
+	tooLarge   error               // set when the server sent a packet over MaxPacketSize
 	closed     chan struct{}
 	closeOnce  sync.Once
 	closeError error
@@ -152,10 +157,15 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 	endpoint := net.JoinHostPort(host, strconv.Itoa(port))
 	logger = logger.With(slog.String("endpoint", endpoint))
 
+	now := o.Now
+	if now == nil {
+		now = time.Now
+	}
 	c := &Client{
 		endpoint: endpoint,
 		log:      logger,
 		codec:    cdc,
+		now:      now,
 		subs:     map[string]struct{}{},
 		waiters:  map[string]*waiter{},
 		down:     make(chan struct{}),
@@ -179,10 +189,15 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 		OnConnectionUp:   c.onConnectionUp,
 		OnConnectionDown: c.onConnectionDown,
 		OnConnectError:   c.onConnectError,
-		Debug:            slogAdapter{l: logger, level: slog.LevelDebug, component: "autopaho"},
-		Errors:           slogAdapter{l: logger, level: slog.LevelWarn, component: "autopaho"},
-		PahoDebug:        slogAdapter{l: logger, level: slog.LevelDebug, component: "paho"},
-		PahoErrors:       slogAdapter{l: logger, level: slog.LevelError, component: "paho"},
+		// Announce the largest packet we take (MQTT 5 CONNECT Maximum
+		// Packet Size): a conforming broker drops a larger one instead of
+		// sending it, and the connection refuses it from one that does not.
+		ConnectPacketBuilder: announceMaxPacketSize,
+		AttemptConnection:    dialLimited(MaxPacketSize, c.onPacketTooLarge),
+		Debug:                slogAdapter{l: logger, level: slog.LevelDebug, component: "autopaho"},
+		Errors:               slogAdapter{l: logger, level: slog.LevelWarn, component: "autopaho"},
+		PahoDebug:            slogAdapter{l: logger, level: slog.LevelDebug, component: "paho"},
+		PahoErrors:           slogAdapter{l: logger, level: slog.LevelError, component: "paho"},
 		ClientConfig: paho.ClientConfig{
 			ClientID:          clientID,
 			OnPublishReceived: []func(paho.PublishReceived) (bool, error){c.onPublishReceived},
@@ -337,6 +352,22 @@ func certForSigner(certPath string, key crypto.Signer) (tls.Certificate, error) 
 	return cert, nil
 }
 
+func announceMaxPacketSize(cp *paho.Connect, _ *url.URL) (*paho.Connect, error) {
+	if cp.Properties == nil {
+		cp.Properties = &paho.ConnectProperties{}
+	}
+	size := uint32(MaxPacketSize)
+	cp.Properties.MaximumPacketSize = &size
+	return cp, nil
+}
+
+func (c *Client) onPacketTooLarge(err *PacketTooLargeError) {
+	c.log.Warn("refused a packet over the maximum packet size", slog.Uint64("bytes", err.Size), slog.Uint64("max", err.Max))
+	c.mu.Lock()
+	c.tooLarge = err
+	c.mu.Unlock()
+}
+
 func (c *Client) onConnectError(err error) {
 	c.log.Debug("connection attempt failed", slog.Any("error", err))
 	c.mu.Lock()
@@ -389,6 +420,12 @@ func (c *Client) onPublishReceived(pr paho.PublishReceived) (bool, error) {
 	c.mu.Lock()
 	w := c.waiters[p.Topic]
 	c.mu.Unlock()
+	if len(p.Payload) > MaxPayload {
+		// Only a broker that ignores our Maximum Packet Size gets here
+		// (the connection refuses packets far over it).
+		c.log.Warn("dropping a message over the payload limit", slog.String("topic", p.Topic), slog.Int("bytes", len(p.Payload)), slog.Int("max", MaxPayload))
+		return true, nil
+	}
 	if w == nil {
 		// A late answer to a request that timed out, or someone else's.
 		c.log.Debug("ignoring message nobody waits for", slog.String("topic", p.Topic), slog.Int("bytes", len(p.Payload)))
@@ -463,6 +500,12 @@ func (c *Client) request(ctx context.Context, op, topic string, body []byte) (an
 		c.log.Debug("answer received", slog.String("operation", op), slog.String("topic", a.topic), slog.Int("bytes", len(a.payload)))
 		return a, nil
 	case <-down:
+		c.mu.Lock()
+		tooLarge := c.tooLarge
+		c.mu.Unlock()
+		if tooLarge != nil {
+			return answer{}, fmt.Errorf("iotclient: %s: answer refused: %w", op, tooLarge)
+		}
 		// AWS answers only the connection that asked: after a reconnect
 		// the answer will never come.
 		return answer{}, failure.Transient(fmt.Errorf("iotclient: %s: connection to %s lost while waiting for an answer on %s", op, c.endpoint, accepted))
@@ -482,7 +525,8 @@ func (c *Client) decodeRejection(op string, a answer) error {
 	if p.StatusCode == nil {
 		return fmt.Errorf("iotclient: %s: malformed answer on %s: no statusCode", op, a.topic)
 	}
-	r := &Rejection{Operation: op, StatusCode: *p.StatusCode, ErrorCode: p.ErrorCode, ErrorMessage: p.ErrorMessage}
+	// Bounded here so that no caller can print a flood from the cloud.
+	r := &Rejection{Operation: op, StatusCode: *p.StatusCode, ErrorCode: truncate(p.ErrorCode, maxErrorCode), ErrorMessage: truncate(p.ErrorMessage, maxErrorMessage)}
 	c.log.Warn("request rejected", slog.String("operation", op), slog.Int("statusCode", r.StatusCode),
 		slog.String("errorCode", r.ErrorCode), slog.String("errorMessage", r.ErrorMessage))
 	return classifyRejection(r)
@@ -495,6 +539,10 @@ func (c *Client) CreateCertificateFromCsr(ctx context.Context, csrPEM string) (*
 	const op = opCreateCertificateFromCsr
 	if csrPEM == "" {
 		return nil, fmt.Errorf("iotclient: %s: empty CSR", op)
+	}
+	csrKey, err := csrPublicKey(csrPEM)
+	if err != nil {
+		return nil, fmt.Errorf("iotclient: %s: %w", op, err)
 	}
 	body, err := c.codec.marshal(createCertificateFromCsrRequest{CertificateSigningRequest: csrPEM})
 	if err != nil {
@@ -516,6 +564,9 @@ func (c *Client) CreateCertificateFromCsr(ctx context.Context, csrPEM string) (*
 	res := &CertificateResult{CertificateID: p.CertificateID, CertificatePEM: p.CertificatePEM, OwnershipToken: p.CertificateOwnershipToken}
 	if err := checkCertificateAnswer(op, a.topic, res, nil); err != nil {
 		return nil, err
+	}
+	if why := validateCertificate(res, certCheck{now: c.now, key: csrKey, keyName: "the device key in the CSR"}); why != "" {
+		return nil, fmt.Errorf("iotclient: %s: refused answer on %s: %s", op, a.topic, why)
 	}
 	c.log.Info("certificate created", slog.String("certificateId", p.CertificateID),
 		slog.Int("certificatePemBytes", len(p.CertificatePEM)), slog.Int("ownershipTokenBytes", len(p.CertificateOwnershipToken)))
@@ -553,13 +604,24 @@ func (c *Client) CreateKeysAndCertificate(ctx context.Context) (*KeysResult, err
 	if err := checkCertificateAnswer(op, a.topic, &res.CertificateResult, &p.PrivateKey); err != nil {
 		return nil, err
 	}
+	if len(p.PrivateKey) > maxPrivateKeyPEM {
+		return nil, fmt.Errorf("iotclient: %s: refused answer on %s: privateKey is %d bytes, over the %d-byte limit", op, a.topic, len(p.PrivateKey), maxPrivateKeyPEM)
+	}
+	pub, err := privateKeyPublic(p.PrivateKey)
+	if err != nil {
+		return nil, fmt.Errorf("iotclient: %s: refused answer on %s: %w", op, a.topic, err)
+	}
+	if why := validateCertificate(&res.CertificateResult, certCheck{now: c.now, key: pub, keyName: "the privateKey sent with it"}); why != "" {
+		return nil, fmt.Errorf("iotclient: %s: refused answer on %s: %s", op, a.topic, why)
+	}
 	c.log.Info("keys and certificate created", slog.String("certificateId", p.CertificateID),
 		slog.Int("certificatePemBytes", len(p.CertificatePEM)), slog.Int("ownershipTokenBytes", len(p.CertificateOwnershipToken)))
 	return res, nil
 }
 
-// checkCertificateAnswer rejects an accepted answer with a missing field
-// or a certificate that is not PEM; privateKey is checked when non-nil.
+// checkCertificateAnswer rejects an accepted answer with a missing field;
+// privateKey is checked to be PEM when non-nil. validateCertificate checks
+// the rest.
 func checkCertificateAnswer(op, topic string, r *CertificateResult, privateKey *string) error {
 	var missing []string
 	if r.CertificateID == "" {
@@ -576,9 +638,6 @@ func checkCertificateAnswer(op, topic string, r *CertificateResult, privateKey *
 	}
 	if len(missing) > 0 {
 		return fmt.Errorf("iotclient: %s: malformed answer on %s: empty or missing %v", op, topic, missing)
-	}
-	if blk, _ := pem.Decode([]byte(r.CertificatePEM)); blk == nil || blk.Type != "CERTIFICATE" {
-		return fmt.Errorf("iotclient: %s: malformed answer on %s: certificatePem is not a PEM certificate", op, topic)
 	}
 	if privateKey != nil {
 		if blk, _ := pem.Decode([]byte(*privateKey)); blk == nil || !strings.HasSuffix(blk.Type, "PRIVATE KEY") {
@@ -621,6 +680,9 @@ func (c *Client) RegisterThing(ctx context.Context, templateName string, token s
 	}
 	if p.ThingName == "" {
 		return nil, fmt.Errorf("iotclient: %s: malformed answer on %s: empty or missing thingName", op, a.topic)
+	}
+	if why := validateRegistration(&p); why != "" {
+		return nil, fmt.Errorf("iotclient: %s: refused answer on %s: %s", op, a.topic, why)
 	}
 	if p.DeviceConfiguration == nil {
 		p.DeviceConfiguration = map[string]string{}

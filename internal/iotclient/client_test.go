@@ -24,10 +24,17 @@ import (
 )
 
 const (
-	testCSR      = "-----BEGIN CERTIFICATE REQUEST-----\nMIIBFDCBuwIBADAmMSQwIgYDVQQDDBthd3MtZ3JlZW5ncmFzcy1udWNsZXVzLWxp\ndGUwWTATBgcqhkjOPQIBBggqhkjOPQMBBwNCAAQ=\n-----END CERTIFICATE REQUEST-----\n"
 	testToken    = "eyJ2ZXJzaW9uIjoiMjAxOS0xMC0xMCIsIm93bmVyc2hpcFRva2VuIjoiU0VDUkVUVE9LRU4ifQ"
-	testCertID   = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 	testTemplate = "GreengrassFleetProvisioningTemplate"
+)
+
+// The device's key, its CSR, the certificate the fake AWS side issues for
+// it and that certificate's id: the client checks each answer against them.
+var testDevice = newDeviceFixture()
+
+var (
+	testCSR    = testDevice.csrPEM
+	testCertID = testDevice.certID
 )
 
 // world is a broker with a fake AWS side and a connected device client.
@@ -224,21 +231,21 @@ func TestRejections(t *testing.T) {
 			op:      opRegisterThing,
 			payload: `{"statusCode":400,"errorCode":"InvalidCertificateOwnershipToken","errorMessage":"Certificate ownership token cannot be empty."}`,
 			want:    Rejection{Operation: opRegisterThing, StatusCode: 400, ErrorCode: "InvalidCertificateOwnershipToken", ErrorMessage: "Certificate ownership token cannot be empty."},
-			wantMsg: `RegisterThing rejected: statusCode=400 errorCode=InvalidCertificateOwnershipToken errorMessage="Certificate ownership token cannot be empty."`,
+			wantMsg: `RegisterThing rejected: statusCode=400 errorCode="InvalidCertificateOwnershipToken" errorMessage="Certificate ownership token cannot be empty."`,
 		},
 		{
 			name:    "403 is fatal",
 			op:      opRegisterThing,
 			payload: `{"statusCode":403,"errorCode":"AccessDenied","errorMessage":"Pre-provisioning hook denied."}`,
 			want:    Rejection{Operation: opRegisterThing, StatusCode: 403, ErrorCode: "AccessDenied", ErrorMessage: "Pre-provisioning hook denied."},
-			wantMsg: `RegisterThing rejected: statusCode=403 errorCode=AccessDenied errorMessage="Pre-provisioning hook denied."`,
+			wantMsg: `RegisterThing rejected: statusCode=403 errorCode="AccessDenied" errorMessage="Pre-provisioning hook denied."`,
 		},
 		{
 			name:      "503 is transient",
 			op:        opCreateCertificateFromCsr,
 			payload:   `{"statusCode":503,"errorCode":"ServiceUnavailable","errorMessage":"Service unavailable."}`,
 			want:      Rejection{Operation: opCreateCertificateFromCsr, StatusCode: 503, ErrorCode: "ServiceUnavailable", ErrorMessage: "Service unavailable."},
-			wantMsg:   `CreateCertificateFromCsr rejected: statusCode=503 errorCode=ServiceUnavailable errorMessage="Service unavailable."`,
+			wantMsg:   `CreateCertificateFromCsr rejected: statusCode=503 errorCode="ServiceUnavailable" errorMessage="Service unavailable."`,
 			transient: true,
 		},
 		{
@@ -246,7 +253,7 @@ func TestRejections(t *testing.T) {
 			op:        opCreateCertificateFromCsr,
 			payload:   `{"statusCode":429,"errorCode":"TooManyRequests","errorMessage":"Rate exceeded."}`,
 			want:      Rejection{Operation: opCreateCertificateFromCsr, StatusCode: 429, ErrorCode: "TooManyRequests", ErrorMessage: "Rate exceeded."},
-			wantMsg:   `CreateCertificateFromCsr rejected: statusCode=429 errorCode=TooManyRequests errorMessage="Rate exceeded."`,
+			wantMsg:   `CreateCertificateFromCsr rejected: statusCode=429 errorCode="TooManyRequests" errorMessage="Rate exceeded."`,
 			transient: true,
 		},
 		{
@@ -254,7 +261,7 @@ func TestRejections(t *testing.T) {
 			op:        opRegisterThing,
 			payload:   `{"statusCode":400,"errorCode":"Throttling","errorMessage":"Rate exceeded."}`,
 			want:      Rejection{Operation: opRegisterThing, StatusCode: 400, ErrorCode: "Throttling", ErrorMessage: "Rate exceeded."},
-			wantMsg:   `RegisterThing rejected: statusCode=400 errorCode=Throttling errorMessage="Rate exceeded."`,
+			wantMsg:   `RegisterThing rejected: statusCode=400 errorCode="Throttling" errorMessage="Rate exceeded."`,
 			transient: true,
 		},
 	}
@@ -298,7 +305,7 @@ func TestMalformedAnswersAreFatal(t *testing.T) {
 			"iotclient: CreateCertificateFromCsr: malformed answer on $aws/certificates/create-from-csr/json/accepted: empty or missing [certificateOwnershipToken]"},
 		{"csr accepted with garbage pem", opCreateCertificateFromCsr, "accepted",
 			`{"certificateId":"x","certificatePem":"not pem","certificateOwnershipToken":"t"}`,
-			"iotclient: CreateCertificateFromCsr: malformed answer on $aws/certificates/create-from-csr/json/accepted: certificatePem is not a PEM certificate"},
+			"iotclient: CreateCertificateFromCsr: refused answer on $aws/certificates/create-from-csr/json/accepted: certificatePem is not a PEM certificate"},
 		{"csr accepted not json", opCreateCertificateFromCsr, "accepted", `nope`,
 			"iotclient: CreateCertificateFromCsr: malformed answer on $aws/certificates/create-from-csr/json/accepted: invalid character 'o' in literal null (expecting 'u')"},
 		{"register accepted without thingName", opRegisterThing, "accepted", `{"deviceConfiguration":{}}`,
@@ -372,9 +379,10 @@ func TestConcurrentRequestsOfOneKindAreSerialised(t *testing.T) {
 	w.aws.setReply(func(req request) (string, []byte, bool) {
 		mu.Lock()
 		n++
-		id := fmt.Sprintf("%064d", n)
 		mu.Unlock()
-		return "accepted", mustJSON(map[string]string{"certificateId": id, "certificatePem": string(w.issued), "certificateOwnershipToken": "tok" + id}), true
+		// A certificate of its own for each answer, so that a mix-up shows.
+		certPEM, id := testDevice.issue(&testDevice.key.PublicKey, time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
+		return "accepted", mustJSON(map[string]string{"certificateId": id, "certificatePem": certPEM, "certificateOwnershipToken": "tok" + id}), true
 	})
 	const parallel = 4
 	ids := make(chan string, parallel)

@@ -23,7 +23,7 @@ type Rejection struct {
 }
 
 func (r *Rejection) Error() string {
-	return fmt.Sprintf("%s rejected: statusCode=%d errorCode=%s errorMessage=%q",
+	return fmt.Sprintf("%s rejected: statusCode=%d errorCode=%q errorMessage=%q",
 		r.Operation, r.StatusCode, r.ErrorCode, r.ErrorMessage)
 }
 

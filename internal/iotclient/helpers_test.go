@@ -4,9 +4,11 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/hex"
 	"encoding/pem"
 	"fmt"
 	"github.com/fleetprov/fleetprov/internal/syncbuf"
@@ -328,4 +330,57 @@ func jsonishKeys(t *testing.T, name string) []string {
 		keys = append(keys, k)
 	}
 	return keys
+}
+
+// deviceFixture is a device key with its CSR and a certificate for it.
+type deviceFixture struct {
+	key     *ecdsa.PrivateKey
+	keyPEM  string
+	csrPEM  string
+	ca      *x509.Certificate
+	caKey   *ecdsa.PrivateKey
+	certPEM string
+	certID  string
+}
+
+func newDeviceFixture() *deviceFixture {
+	must := func(err error) {
+		if err != nil {
+			panic(err)
+		}
+	}
+	f := &deviceFixture{}
+	var err error
+	f.key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	must(err)
+	kd, err := x509.MarshalPKCS8PrivateKey(f.key)
+	must(err)
+	f.keyPEM = string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kd}))
+	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "aws-greengrass-nucleus-lite"}}, f.key)
+	must(err)
+	f.csrPEM = string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr}))
+	f.caKey, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	must(err)
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "issuing CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &f.caKey.PublicKey, f.caKey)
+	must(err)
+	f.ca, err = x509.ParseCertificate(caDER)
+	must(err)
+	f.certPEM, f.certID = f.issue(&f.key.PublicKey, time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour))
+	return f
+}
+
+// issue makes a certificate for pub valid from nb to na, and its id.
+func (f *deviceFixture) issue(pub any, nb, na time.Time) (certPEM, id string) {
+	tmpl := &x509.Certificate{SerialNumber: nextSerial(), Subject: pkix.Name{CommonName: "device"},
+		NotBefore: nb, NotAfter: na, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, f.ca, pub, f.caKey)
+	if err != nil {
+		panic(err)
+	}
+	sum := sha256.Sum256(der)
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})), hex.EncodeToString(sum[:])
 }

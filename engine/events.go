@@ -70,7 +70,7 @@ func (l LogSubscriber) HandleEvent(e Event) {
 	case EventLeft:
 		lg.Info("state done", "state", e.State, "duration", e.Duration.Round(time.Millisecond))
 	case EventRetrying:
-		lg.Warn("retrying", "state", e.State, "attempt", e.Attempt, "wait", e.Wait.Round(time.Millisecond), "err", e.Err)
+		lg.Warn("attempt failed, retrying", "state", e.State, "attempt", e.Attempt, "retryIn", e.Wait.Round(time.Millisecond), "err", e.Err)
 	case EventInterrupted:
 		lg.Warn("interrupted; the journal keeps where it stopped", "state", e.State)
 	case EventFailed:
@@ -107,7 +107,8 @@ func (p *Progress) HandleEvent(e Event) {
 	case EventLeft:
 		fmt.Fprintf(p.W, "  ok    %-18s %s\n", e.State, fmtDuration(e.Duration))
 	case EventRetrying:
-		fmt.Fprintf(p.W, "  retry %-18s attempt %d in %s: %v\n", e.State, e.Attempt+1, fmtDuration(e.Wait), e.Err)
+		// The attempt that failed, numbered as the log numbers it.
+		fmt.Fprintf(p.W, "  retry %-18s attempt %d failed, next in %s: %v\n", e.State, e.Attempt, fmtDuration(e.Wait), e.Err)
 	case EventInterrupted:
 		fmt.Fprintf(p.W, "  stop  %-18s interrupted: run again to resume\n", e.State)
 	case EventFailed:

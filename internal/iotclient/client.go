@@ -208,7 +208,7 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 	// Close ends it.
 	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	c.stop = stop
-	logger.Debug("connecting", slog.String("clientId", clientID), slog.Duration("timeout", timeout))
+	logger.Info("connecting to AWS IoT", slog.String("clientId", clientID), slog.Duration("timeout", timeout))
 	cm, err := autopaho.NewConnection(runCtx, cfg)
 	if err != nil {
 		stop()
@@ -233,6 +233,9 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 	}
 	if isFatalConnectError(lastErr) {
 		return nil, fmt.Errorf("iotclient: connect to %s: %s: %w", endpoint, fatalConnectHint(lastErr, o), lastErr)
+	}
+	if isDialError(lastErr) && ctx.Err() == nil {
+		return nil, failure.Transient(fmt.Errorf("iotclient: connect to %s: %w", endpoint, lastErr))
 	}
 	if lastErr == nil {
 		lastErr = awaitErr
@@ -374,9 +377,11 @@ func (c *Client) onConnectError(err error) {
 	c.lastErr = err
 	abort := c.abortDial
 	c.mu.Unlock()
-	// Retrying with the same certificates cannot succeed: stop Dial now
-	// instead of at its deadline.
-	if abort != nil && isFatalConnectError(err) {
+	// Retrying with the same certificates cannot succeed, and a refused or
+	// unroutable dial is known at once: stop Dial now instead of at its
+	// deadline. The engine retries a dial failure with its own backoff,
+	// each try visible in the progress.
+	if abort != nil && (isFatalConnectError(err) || isDialError(err)) {
 		abort()
 	}
 }

@@ -5,7 +5,9 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
+	"syscall"
 
 	"github.com/eclipse/paho.golang/autopaho"
 
@@ -124,4 +126,22 @@ func fatalConnectHint(err error, o Options) string {
 		}
 		return fmt.Sprintf("the server certificate does not verify against the root CA %s; check the root CA and the endpoint host name", o.RootCAPath)
 	}
+}
+
+// isDialError reports a connection attempt that never reached the server:
+// refused, unreachable, or a name that does not resolve. Each is known at
+// once; waiting out the connect timeout would only hide it.
+func isDialError(err error) bool {
+	if err == nil {
+		return false
+	}
+	var dnsErr *net.DNSError
+	if errors.As(err, &dnsErr) {
+		return true
+	}
+	var opErr *net.OpError
+	if errors.As(err, &opErr) && opErr.Op == "dial" {
+		return true
+	}
+	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EHOSTUNREACH) || errors.Is(err, syscall.ENETUNREACH)
 }

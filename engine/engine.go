@@ -320,7 +320,10 @@ func (e *Engine) fail(ctx context.Context, j *Journal, state string, attempt int
 	}
 	e.emit(Event{Type: EventFailed, State: state, Duration: dur, Err: cause})
 	entries := attempt
-	if !ran {
+	if !ran || errors.Is(cause, failure.ErrUnreached) {
+		// Not an entry that counts toward MaxAttempts: a vetoed Enter
+		// did nothing, and a try that never reached the cloud changed
+		// nothing there (an offline device must not lock itself out).
 		entries--
 	}
 	rec := Record{State: Failed, Time: e.opts.Now(), Attempt: entries, Event: TransitionFail, FailedState: state, Error: cause.Error(), Data: *data}

@@ -373,3 +373,52 @@ func TestInterruptedRunJournalsNoFailure(t *testing.T) {
 		t.Errorf("after the interruption: Persist ran %d times, RegisterThing %d; want 2 and 1", st[Persist].runs, st[RegisterThing].runs)
 	}
 }
+
+// Runs that never reached the cloud do not count toward the cap on
+// entering a state without progress: a device offline for more boots
+// than the cap still provisions when the network returns.
+func TestUnreachedCloudDoesNotCountTowardTheCap(t *testing.T) {
+	f := newFixture(t)
+	offline := true
+	f.states[CreateCertificate].fn = func(r *Run) error {
+		if offline {
+			return failure.Unreached(failure.Transient(errors.New("dial tcp: connection refused")))
+		}
+		return nil
+	}
+	st := f.states
+	run := func() error {
+		e, err := New(Options{
+			Steps: Steps(Builtins{LoadConfig: st[LoadConfig], DeriveParams: st[DeriveParams], PrepareKey: st[PrepareKey], CreateCertificate: st[CreateCertificate],
+				RegisterThing: st[RegisterThing], Persist: st[Persist], Restart: st[Restart]}),
+			Backoff: Backoff{Initial: time.Millisecond, Max: time.Millisecond}, MaxAttempts: 3,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = e.Provision(context.Background())
+		return err
+	}
+	for boot := 1; boot <= 6; boot++ {
+		if err := run(); err == nil || !strings.Contains(err.Error(), "connection refused") {
+			t.Fatalf("boot %d offline: %v", boot, err)
+		}
+	}
+	offline = false
+	if err := run(); err != nil {
+		t.Fatalf("back online after 6 offline boots with a cap of 3: %v", err)
+	}
+
+	// A try that did reach the cloud still counts.
+	g := newFixture(t)
+	g.states[CreateCertificate].fn = func(r *Run) error { return errors.New("403 AccessDenied") }
+	f = g
+	st = g.states
+	var last error
+	for boot := 1; boot <= 4; boot++ {
+		last = run()
+	}
+	if last == nil || !strings.Contains(last.Error(), "entered 3 times without progress") {
+		t.Errorf("fourth boot after three refusals: %v, want the cap", last)
+	}
+}

@@ -52,3 +52,26 @@ func IsUsage(err error) bool {
 	var u *UsageError
 	return errors.As(err, &u)
 }
+
+// ErrUnreached marks a failure that never reached the other side: a
+// refused, unroutable or timed-out connection. Such a try changed nothing
+// anywhere, so it does not count toward the cap on entering a state
+// without progress: a device that was offline for ten boots still
+// provisions when the network comes back.
+var ErrUnreached = errors.New("the cloud was not reached")
+
+type unreachedError struct{ err error }
+
+func (e *unreachedError) Error() string { return e.err.Error() }
+func (e *unreachedError) Unwrap() []error {
+	return []error{e.err, ErrUnreached}
+}
+
+// Unreached marks err as a try that never reached the cloud (and keeps
+// its other marks, transient included). A nil err stays nil.
+func Unreached(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &unreachedError{err: err}
+}

@@ -102,3 +102,15 @@ func TestUsageErrorMessage(t *testing.T) {
 		t.Error("UsageError does not unwrap to its cause")
 	}
 }
+
+func TestUnreached(t *testing.T) {
+	base := errors.New("dial tcp: connection refused")
+	err := Unreached(Transient(base))
+	if !errors.Is(err, ErrUnreached) || !IsTransient(err) || !errors.Is(err, base) || err.Error() != base.Error() {
+		t.Errorf("Unreached(Transient(e)): is unreached %v, transient %v, wraps e %v, message %q",
+			errors.Is(err, ErrUnreached), IsTransient(err), errors.Is(err, base), err.Error())
+	}
+	if errors.Is(Transient(base), ErrUnreached) || Unreached(nil) != nil {
+		t.Error("only marked errors are unreached")
+	}
+}

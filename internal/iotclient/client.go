@@ -235,7 +235,7 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 		return nil, fmt.Errorf("iotclient: connect to %s: %s: %w", endpoint, fatalConnectHint(lastErr, o), lastErr)
 	}
 	if isDialError(lastErr) && ctx.Err() == nil {
-		return nil, failure.Transient(fmt.Errorf("iotclient: connect to %s: %w", endpoint, lastErr))
+		return nil, failure.Unreached(failure.Transient(fmt.Errorf("iotclient: connect to %s: %w", endpoint, lastErr)))
 	}
 	if lastErr == nil {
 		lastErr = awaitErr
@@ -243,7 +243,8 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 	if ctx.Err() != nil {
 		return nil, failure.Transient(fmt.Errorf("iotclient: connect to %s: %w (last attempt: %w)", endpoint, ctx.Err(), lastErr))
 	}
-	return nil, failure.Transient(fmt.Errorf("iotclient: no MQTT connection to %s within %s: %w", endpoint, timeout, lastErr))
+	// Nothing was asked of the cloud over a connection that never came up.
+	return nil, failure.Unreached(failure.Transient(fmt.Errorf("iotclient: no MQTT connection to %s within %s: %w", endpoint, timeout, lastErr)))
 }
 
 // splitEndpoint accepts "host", "host:port" and "[v6]:port".

@@ -18,18 +18,34 @@ var ErrSymlink = errors.New("is a symbolic link")
 // link there is refused with ErrSymlink. Links among dir's parents are
 // followed, as for every other path the configuration names.
 func ChownDir(dir string, o Owner) error {
+	if err := setDir(dir, 0, &o); err != nil {
+		return fmt.Errorf("set owner of %s: %w", dir, err)
+	}
+	return nil
+}
+
+// setDir gives the directory dir the mode perm (unless 0) and owner
+// (unless nil) through a descriptor of the directory itself.
+func setDir(dir string, perm os.FileMode, owner *Owner) error {
 	d, err := os.OpenFile(dir, os.O_RDONLY|syscall.O_DIRECTORY|syscall.O_NOFOLLOW, 0)
 	if err != nil {
 		// Linux says ENOTDIR for a link under O_DIRECTORY|O_NOFOLLOW,
 		// other systems ELOOP: ask the path itself.
 		if fi, lerr := os.Lstat(dir); lerr == nil && fi.Mode()&os.ModeSymlink != 0 {
-			return fmt.Errorf("set owner of %s: %w", dir, ErrSymlink)
+			return ErrSymlink
 		}
-		return fmt.Errorf("set owner of %s: %w", dir, err)
+		return err
 	}
 	defer d.Close()
-	if err := d.Chown(o.UID, o.GID); err != nil {
-		return fmt.Errorf("set owner of %s: %w", dir, err)
+	if perm != 0 {
+		if err := d.Chmod(perm); err != nil {
+			return err
+		}
+	}
+	if owner != nil {
+		if err := d.Chown(owner.UID, owner.GID); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -122,13 +122,10 @@ func MkdirAll(dir string, perm os.FileMode, owner *Owner) error {
 				return fmt.Errorf("create directory %s: %w", dir, err)
 			}
 		} else {
-			if err := os.Chmod(d, perm); err != nil {
+			// Through the new directory itself, not its name: a link put
+			// in its place meanwhile must not pass the mode or owner on.
+			if err := setDir(d, perm, owner); err != nil {
 				return fmt.Errorf("create directory %s: %w", dir, err)
-			}
-			if owner != nil {
-				if err := os.Chown(d, owner.UID, owner.GID); err != nil {
-					return fmt.Errorf("set owner of %s: %w", d, err)
-				}
 			}
 		}
 		if err := SyncDir(filepath.Dir(d)); err != nil {

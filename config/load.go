@@ -187,6 +187,9 @@ func Load(opts LoadOptions) (*Config, error) {
 	if l.err != nil {
 		return nil, l.err
 	}
+	if err := cfg.CheckPaths(); err != nil {
+		return nil, err
+	}
 	if !opts.SkipFileChecks {
 		if err := cfg.Check(); err != nil {
 			return nil, err

@@ -111,9 +111,9 @@ func OpenJournal(path string) (*Journal, error) {
 	if err := atomicfile.MkdirAll(filepath.Dir(path), 0o700, nil); err != nil {
 		return nil, fmt.Errorf("journal %s: %w", path, err)
 	}
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := openJournalFile(path, os.O_RDWR|os.O_CREATE)
 	if err != nil {
-		return nil, fmt.Errorf("open journal %s: %w", path, err)
+		return nil, err
 	}
 	// Make the file's directory entry durable before relying on it: every
 	// time, as a run killed between creating the file and this fsync leaves
@@ -147,6 +147,38 @@ func OpenJournal(path string) (*Journal, error) {
 	return &Journal{path: path, f: f, records: recs, skipped: skipped}, nil
 }
 
+// ErrJournalNotRegular means the journal path names something other than
+// a regular file: a symbolic link, a device, a directory.
+var ErrJournalNotRegular = errors.New("is not a regular file")
+
+// openJournalFile opens the journal without following a symbolic link at
+// its path and refuses anything but a regular file: the journal is
+// truncated, chmod'ed and appended to in place, which through a link would
+// change a file that is not ours, and reading a device such as /dev/zero
+// never ends. Config refuses such a path first; this holds even when the
+// path changes after that check.
+func openJournalFile(path string, flag int) (*os.File, error) {
+	// O_NONBLOCK: opening a FIFO must not wait for a writer; it is
+	// refused below. It changes nothing for a regular file.
+	f, err := os.OpenFile(path, flag|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0o600)
+	if errors.Is(err, syscall.ELOOP) {
+		return nil, fmt.Errorf("journal %s is a symbolic link: %w", path, ErrJournalNotRegular)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open journal %s: %w", path, err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("journal %s: %w", path, err)
+	}
+	if !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("journal %s (%s): %w", path, fi.Mode().Type(), ErrJournalNotRegular)
+	}
+	return f, nil
+}
+
 func truncateTo(f *os.File, size int64) error {
 	fi, err := f.Stat()
 	if err != nil {
@@ -168,12 +200,12 @@ func truncateTo(f *os.File, size int64) error {
 // locking it, for status while a run may be appending. A missing journal
 // gives no records and no error.
 func ReadJournal(path string) (records []Record, skipped int, err error) {
-	f, err := os.Open(path)
+	f, err := openJournalFile(path, os.O_RDONLY)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, 0, nil
 	}
 	if err != nil {
-		return nil, 0, fmt.Errorf("open journal %s: %w", path, err)
+		return nil, 0, err
 	}
 	defer f.Close()
 	recs, _, skipped, err := readRecords(f)
@@ -285,12 +317,12 @@ func (j *Journal) Close() error { return j.f.Close() }
 // next run starts afresh while the history is kept. It fails if a run holds
 // the journal. A missing journal is not an error; it returns "" then.
 func Archive(path string, now time.Time) (string, error) {
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	f, err := openJournalFile(path, os.O_RDWR)
 	if errors.Is(err, fs.ErrNotExist) {
 		return "", nil
 	}
 	if err != nil {
-		return "", fmt.Errorf("open journal %s: %w", path, err)
+		return "", err
 	}
 	defer f.Close()
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {

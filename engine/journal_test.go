@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -152,5 +153,78 @@ func TestBackupNameNeverReusesAName(t *testing.T) {
 	}
 	if !seen[path+".bak-20260102T030405Z"] || !seen[path+".bak-20260102T030405Z.3"] {
 		t.Errorf("names %v", seen)
+	}
+}
+
+// A symbolic link at the journal path is refused, and the file it points
+// to keeps its content and mode: the journal is truncated and chmod'ed in
+// place, which through a link would change a file that is not ours.
+func TestJournalSymlinkTargetUntouched(t *testing.T) {
+	dir := t.TempDir()
+	target := filepath.Join(dir, "precious.conf")
+	const content = "not a journal\nsecond line\n"
+	if err := os.WriteFile(target, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "journal")
+	if err := os.Symlink(target, path); err != nil {
+		t.Fatal(err)
+	}
+	for name, open := range map[string]func() error{
+		"OpenJournal": func() error {
+			j, err := OpenJournal(path)
+			if err == nil {
+				j.Close()
+			}
+			return err
+		},
+		"ReadJournal": func() error { _, _, err := ReadJournal(path); return err },
+		"Archive":     func() error { _, err := Archive(path, time.Now()); return err },
+	} {
+		err := open()
+		if !errors.Is(err, ErrJournalNotRegular) {
+			t.Errorf("%s on a symlink: %v, want ErrJournalNotRegular", name, err)
+		} else if want := "journal " + path + " is a symbolic link: is not a regular file"; err.Error() != want {
+			t.Errorf("%s: %q, want %q", name, err, want)
+		}
+	}
+	b, err := os.ReadFile(target)
+	if err != nil || string(b) != content {
+		t.Errorf("target now holds %q (%v), want it untouched", b, err)
+	}
+	fi, err := os.Stat(target)
+	if err != nil || fi.Mode().Perm() != 0o644 {
+		t.Errorf("target mode %v (%v), want 0644 untouched", fi.Mode().Perm(), err)
+	}
+	if fi, err := os.Lstat(path); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+		t.Errorf("the link itself was replaced or moved: %v", err)
+	}
+}
+
+// A device or a FIFO at the journal path is refused at once: reading
+// /dev/zero as a journal never ends, and opening a FIFO must not wait for
+// a writer.
+func TestJournalNotRegularRefused(t *testing.T) {
+	fifo := filepath.Join(t.TempDir(), "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{"/dev/zero", "/dev/null", fifo, t.TempDir()} {
+		j, err := OpenJournal(path)
+		if err == nil {
+			j.Close()
+		}
+		if !errors.Is(err, ErrJournalNotRegular) && !errors.Is(err, syscall.EISDIR) {
+			t.Errorf("OpenJournal(%s) = %v, want it refused as not a regular file", path, err)
+		}
+		if _, _, err := ReadJournal(path); !errors.Is(err, ErrJournalNotRegular) {
+			t.Errorf("ReadJournal(%s) = %v, want ErrJournalNotRegular", path, err)
+		}
+	}
+	if _, err := Archive("/dev/null", time.Now()); !errors.Is(err, ErrJournalNotRegular) {
+		t.Errorf("Archive(/dev/null) = %v, want it refused, not the device renamed", err)
+	}
+	if _, err := os.Stat("/dev/null"); err != nil {
+		t.Fatalf("/dev/null: %v", err)
 	}
 }

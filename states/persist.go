@@ -55,8 +55,10 @@ func (*Persist) Run(_ context.Context, r *engine.Run) error {
 		// Greengrass runs as posixUser and must be able to enter the
 		// directory holding its credentials.
 		for _, dir := range uniqueDirs(cfg.CertPath, cfg.KeyPath, cfg.RootCAOutPath) { // a token key has no path: skipped
-			if err := os.Chown(dir, owner.UID, owner.GID); err != nil {
-				return fmt.Errorf("set owner of %s: %w", dir, err)
+			// Never through a link: config refuses one here, and one put
+			// in its place since must not give its target away.
+			if err := atomicfile.ChownDir(dir, atomicfile.Owner{UID: owner.UID, GID: owner.GID}); err != nil {
+				return err
 			}
 			// Durable before config.yaml says provisioned.
 			if err := atomicfile.SyncDir(dir); err != nil {

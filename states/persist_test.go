@@ -10,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"math/big"
 	"os"
 	"os/user"
@@ -22,6 +23,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/fleetprov/fleetprov/atomicfile"
 	"github.com/fleetprov/fleetprov/config"
 	"github.com/fleetprov/fleetprov/engine"
 )
@@ -293,5 +295,41 @@ func TestPersistUnknownPosixUser(t *testing.T) {
 	wantAbsent(t, d.cfg.CertPath)
 	if !bytes.Equal(readFile(t, d.configPath), before) {
 		t.Error("config.yaml was changed")
+	}
+}
+
+// An outputDir that became a symbolic link after the config was checked
+// fails the run and its target keeps its owner: the directory is given to
+// posixUser through a descriptor that does not follow a link.
+func TestPersistNeverGivesAwayALinkTarget(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("only root gives directories to posixUser")
+	}
+	if _, err := user.LookupGroup("nogroup"); err != nil {
+		t.Skipf("no group nogroup here: %v", err)
+	}
+	d := newDevice(t, func(s string) string {
+		return regexp.MustCompile(`posixUser: ".*"`).ReplaceAllString(s, `posixUser: "nobody:nogroup"`)
+	})
+	target := filepath.Join(t.TempDir(), "etc")
+	if err := os.Mkdir(target, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Dir(d.cfg.OutputDir), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(target, d.cfg.OutputDir); err != nil {
+		t.Fatal(err)
+	}
+	err := (&Persist{}).Run(context.Background(), registeredRun(t, d))
+	if !errors.Is(err, atomicfile.ErrSymlink) {
+		t.Fatalf("Persist = %v, want it refused as a symbolic link", err)
+	}
+	fi, err := os.Stat(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := fi.Sys().(*syscall.Stat_t); st.Uid != 0 || st.Gid != 0 {
+		t.Errorf("the link's target was given to %d:%d", st.Uid, st.Gid)
 	}
 }

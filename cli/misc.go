@@ -78,6 +78,11 @@ value here (a command source runs), but the cloud is not contacted.`,
 			fmt.Fprintf(app.Stdout, "config %s: ok\n  endpoint %s:%d, template %s, key %s at %s, journal %s, restart %s\n",
 				cfg.File, cfg.IoTDataEndpoint, cfg.MQTTPort, cfg.TemplateName, cfg.KeyAlgorithm, key, cfg.JournalPath, cfg.RestartStrategy)
 			printParams(app.Stdout, "  parameter ", d.Params, d.From)
+			// What run would warn about (an unknown key, a claim
+			// certificate about to expire), said here too.
+			for _, w := range cfg.Warnings {
+				fmt.Fprintf(app.Stdout, "  warning: %s\n", w)
+			}
 			if scripts != nil {
 				fmt.Fprintf(app.Stdout, "  state scripts in %s (timeout %s):\n", cfg.StateScriptsDir, cfg.StateScriptTimeout)
 				for _, s := range scripts.Scripts() {

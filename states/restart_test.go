@@ -6,8 +6,11 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/fleetprov/fleetprov/failure"
 )
@@ -170,5 +173,58 @@ func TestRestartHonoursCancel(t *testing.T) {
 	cancel()
 	if err := (&Restart{}).Run(ctx, d.run(true)); err == nil {
 		t.Fatal("Restart ran a command under a cancelled context")
+	}
+}
+
+// A restart command that hangs, with a child of its own, is killed with
+// the child at the timeout; the run does not wait on the child's hold of
+// the output.
+func TestRestartTimeoutKillsTheGroup(t *testing.T) {
+	pidFile := filepath.Join(t.TempDir(), "child.pid")
+	cmd := "sleep 600 & echo $! > " + pidFile + "; sleep 600"
+	d := newDevice(t, replaceLine(t, noRestart, "restartStrategy: command\n      restartCommand: '"+cmd+"'"))
+	start := time.Now()
+	err := (&Restart{Timeout: time.Second}).Run(context.Background(), d.run(true))
+	if err == nil || !strings.Contains(err.Error(), "after 1s (killed with its children)") || !failure.IsTransient(err) {
+		t.Fatalf("err = %v, want a transient error saying it was killed after 1s", err)
+	}
+	// Loose: the kill is at 1 s; only waiting for the children takes minutes.
+	if d := time.Since(start); d > time.Minute {
+		t.Errorf("Restart returned after %s", d)
+	}
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	deadline := time.Now().Add(30 * time.Second)
+	for syscall.Kill(pid, 0) == nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("the command's child %d outlived the timeout", pid)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A command that exits 0 after starting a daemon that keeps its output
+// open has restarted the services: Restart succeeds without waiting for
+// the daemon.
+func TestRestartCommandLeavingADaemon(t *testing.T) {
+	pidFile := filepath.Join(t.TempDir(), "daemon.pid")
+	cmd := "sleep 600 & echo $! > " + pidFile + "; exit 0"
+	d := newDevice(t, replaceLine(t, noRestart, "restartStrategy: command\n      restartCommand: '"+cmd+"'"))
+	t.Cleanup(func() {
+		if b, err := os.ReadFile(pidFile); err == nil {
+			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	})
+	start := time.Now()
+	if err := (&Restart{Timeout: 2 * time.Minute}).Run(context.Background(), d.run(true)); err != nil {
+		t.Fatalf("Restart: %v", err)
+	}
+	if d := time.Since(start); d > time.Minute {
+		t.Errorf("Restart waited %s for the daemon's output", d)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/url"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -83,5 +84,26 @@ func TestRegisteredKeySchemeInKeyPath(t *testing.T) {
 	}
 	if IsKeyURI("unregistered:slot=3") || IsKeyURI("file:/k") {
 		t.Error("an unregistered scheme or file: taken for a key store's URI")
+	}
+}
+
+// A second YAML document is refused, not ignored and then dropped by the
+// write-back.
+func TestSecondYAMLDocumentRefused(t *testing.T) {
+	dir := t.TempDir()
+	p := newPKI(t, dir)
+	first := fp(dir, goodKeys(p))
+	file := writeFile(t, filepath.Join(dir, "config.yaml"), first+"---\nsystem:\n  thingName: other\n")
+	_, err := Load(LoadOptions{Path: file})
+	// The second document starts at its "---", the line after the first.
+	line := strings.Count(first, "\n") + 1
+	want := "config " + file + " holds more than one YAML document (a second starts at line " + strconv.Itoa(line) + "): Greengrass reads only the first, and writing the provisioned values back would drop the rest; keep the configuration in one document"
+	if err == nil || err.Error() != want {
+		t.Fatalf("err = %v\nwant  %s", err, want)
+	}
+	// A single document that starts with "---" is fine.
+	writeFile(t, file, "---\n"+fp(dir, goodKeys(p)))
+	if _, err := Load(LoadOptions{Path: file}); err != nil {
+		t.Errorf("one document after ---: %v", err)
 	}
 }

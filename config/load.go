@@ -122,6 +122,10 @@ func Load(opts LoadOptions) (*Config, error) {
 	}
 	tree, err := parseYAML(b)
 	if err != nil {
+		var md *multiDocError
+		if errors.As(err, &md) {
+			return nil, failure.Usage(fmt.Sprintf("config %s %s", abs, md))
+		}
 		return nil, failure.Usage(fmt.Sprintf("config %s is not valid YAML: %s: fix the file", abs, err))
 	}
 

@@ -1,7 +1,9 @@
 package config
 
 import (
+	"bytes"
 	"errors"
+	"fmt"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -23,6 +25,16 @@ func parseYAML(b []byte) (map[string]any, error) {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(b, &doc); err != nil {
 		return nil, yamlError(err)
+	}
+	// yaml.Unmarshal reads the first document only: a second would be
+	// ignored here, then lost when the provisioned values are written
+	// back. Greengrass reads one document.
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	var first, second yaml.Node
+	if err := dec.Decode(&first); err == nil {
+		if err := dec.Decode(&second); err == nil {
+			return nil, &multiDocError{line: second.Line}
+		}
 	}
 	if doc.Kind == 0 || len(doc.Content) == 0 {
 		return map[string]any{}, nil
@@ -103,4 +115,11 @@ func yamlError(err error) error {
 	}
 	msg := strings.TrimPrefix(err.Error(), "yaml: ")
 	return errors.New(strings.Join(strings.Fields(msg), " "))
+}
+
+// multiDocError is a config file holding a second YAML document.
+type multiDocError struct{ line int }
+
+func (e *multiDocError) Error() string {
+	return fmt.Sprintf("holds more than one YAML document (a second starts at line %d): Greengrass reads only the first, and writing the provisioned values back would drop the rest; keep the configuration in one document", e.line)
 }

@@ -213,3 +213,10 @@ func (f *framer) feed(b []byte) int {
 	}
 	return -1
 }
+
+// waiting counts the connections that have not sent an accepted CONNECT.
+func (l *guardedListener) waiting() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.pending)
+}

@@ -21,8 +21,9 @@ const (
 	MaxPayloadSize = 128 * 1024
 
 	// MaxPacketSize is the largest MQTT packet the embedded broker reads,
-	// counted as MQTT 5 counts it (the whole packet, fixed header
-	// included). It admits a payload of MaxPayloadSize with room to spare
+	// counted as mochi counts it: the type byte and the body, not the one
+	// to four bytes of the length, so a client that keeps to the size
+	// announced in CONNACK (which counts them) always fits. It admits a payload of MaxPayloadSize with room to spare
 	// for everything else a PUBLISH carries: the fixed header (at most 5
 	// bytes), the topic (AWS allows 256 bytes, 258 with its length), the
 	// packet id and MQTT 5 properties (AWS caps user properties at 8 KB).

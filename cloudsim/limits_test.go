@@ -109,7 +109,8 @@ func TestRequestPayloadLimit(t *testing.T) {
 // once the deadline passes; a client that connected in time is not.
 func TestConnectDeadline(t *testing.T) {
 	const timeout = 2 * time.Second
-	e := startEnv(t, Options{ConnectTimeout: timeout})
+	var logs syncbuf.Buffer
+	e := startEnv(t, Options{ConnectTimeout: timeout, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	connected := claimConnect(t, e, 5)
 
 	start := time.Now()
@@ -133,6 +134,11 @@ func TestConnectDeadline(t *testing.T) {
 		t.Errorf("closed after %v, before the %v deadline", elapsed, timeout)
 	}
 	connected.alive()
+	_ = e.srv.Close() // every connection's goroutine done: its record written
+	const want = `level=INFO msg="connection closed: no TLS handshake and CONNECT within the deadline"`
+	if n := strings.Count(logs.String(), want); n != 2 {
+		t.Errorf("the log has %d lines %s, want 2:\n%s", n, want, logs.String())
+	}
 }
 
 // Close ends connections still waiting for their CONNECT at once, however

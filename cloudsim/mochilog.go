@@ -37,8 +37,16 @@ func (h brokerLogHandler) Handle(ctx context.Context, r slog.Record) error {
 	if msg == "" {
 		msg = "connection ended"
 		r.Attrs(func(a slog.Attr) bool {
-			if a.Key == "error" && strings.Contains(a.Value.String(), "use of closed network connection") {
+			if a.Key != "error" {
+				return true
+			}
+			switch e := a.Value.String(); {
+			case strings.Contains(e, "use of closed network connection"):
 				level = slog.LevelDebug
+			case strings.HasPrefix(e, "read connection: ") && strings.HasSuffix(e, "i/o timeout"):
+				// Options.ConnectTimeout at work: a port scan or a
+				// stalled device, not a fault of the emulator.
+				level, msg = slog.LevelInfo, "connection closed: no TLS handshake and CONNECT within the deadline"
 			}
 			return true
 		})

@@ -138,6 +138,13 @@ func (s *Server) handle(r responder, p Principal, req request, payload []byte) {
 		s.answer(r, req, c, nil, reject(429, CodeThrottling, "Rate exceeded."))
 		return
 	}
+	if len(payload) > MaxPayloadSize {
+		// AWS IoT refuses a message over its payload quota before any
+		// service sees it; the embedded broker's packet limit leaves a
+		// margin for topic and properties, so it is checked here too.
+		s.answer(r, req, c, nil, reject(400, CodeInvalidPayload, "Payload of %d bytes is over the %d-byte limit.", len(payload), MaxPayloadSize))
+		return
+	}
 	f, faulty := s.faults.next(req.Op)
 	if faulty {
 		log.Info("injecting fault", "fault", f.String())

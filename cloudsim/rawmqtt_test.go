@@ -590,3 +590,15 @@ func propUser(k, v string) []byte {
 }
 
 func concat(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
+
+// sendRaw writes bytes as they are, for packets no encoder here would
+// build (a fixed header announcing more than is sent).
+func (c *rawConn) sendRaw(b []byte) {
+	c.t.Helper()
+	if err := c.conn.SetWriteDeadline(time.Now().Add(waitLimit)); err != nil {
+		c.t.Fatal(err)
+	}
+	if _, err := c.conn.Write(b); err != nil {
+		c.t.Fatalf("send: %v", err)
+	}
+}

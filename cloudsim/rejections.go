@@ -25,7 +25,7 @@ type rejectionCode struct {
 // rejects, and docs/cloud-emulator.md, to it. Injected faults answer with
 // whatever status and code they name and are not listed.
 var rejectionTable = []rejectionCode{
-	{400, CodeInvalidPayload, "payload not JSON/CBOR, not an object, wrong types; CSR missing, not PEM, bad signature, weak or unsupported key"},
+	{400, CodeInvalidPayload, "payload over 128 KB (131072 bytes); payload not JSON/CBOR, not an object, wrong types; CSR missing, not PEM, bad signature, weak or unsupported key"},
 	{400, CodeInvalidCertificateOwnershipToken, "token empty or missing, unknown, expired, or already used with --single-use-tokens"},
 	{400, CodeInvalidParameters, "missing template parameter, invalid thing name, mapping key not found, other evaluation failures"},
 	{403, CodeAccessDenied, "a pre-provisioning hook refused, failed or timed out; a policy denied"},

@@ -70,6 +70,11 @@ func shapeReply(cl *mqtt.Client, pk packets.Packet) (packets.Packet, bool) {
 	v5 := cl.Properties.ProtocolVersion == 5
 	switch pk.FixedHeader.Type {
 	case packets.Connack:
+		if v5 && pk.ReasonCode == packets.CodeSuccess.Code {
+			// MQTT 5 has the server announce its limit, so that a
+			// client refuses an oversized packet itself.
+			pk.Properties.MaximumPacketSize = MaxPacketSize
+		}
 		if !v5 {
 			persistentWithoutID := !cl.Properties.Clean && cl.Properties.Props.AssignedClientID != ""
 			code, send := v311ConnackCode(pk.ReasonCode, cl.Properties.ProtocolVersion, persistentWithoutID)

@@ -67,6 +67,10 @@ type Options struct {
 	// TLS) or mqtt://HOST:PORT. One device at a time: see
 	// docs/cloud-emulator.md.
 	Broker string
+	// ConnectTimeout bounds how long a new connection may take to finish
+	// the TLS handshake and send CONNECT before it is closed; 0 uses
+	// DefaultConnectTimeout.
+	ConnectTimeout time.Duration
 	// BrokerTLS overrides the TLS settings for an mqtts:// Broker; nil
 	// trusts the emulator CA and presents a service certificate the
 	// emulator CA issues at start.
@@ -86,6 +90,8 @@ type Server struct {
 	faults   *faultSet
 	limiter  *limiter
 
+	connectTimeout time.Duration
+
 	strictDelivery  bool
 	singleUseTokens bool
 
@@ -102,7 +108,7 @@ type Server struct {
 	reg *Registry
 
 	broker   *mqtt.Server
-	listener *listeners.TCP
+	listener *guardedListener
 
 	principals sync.Map // *mqtt.Client -> Principal
 
@@ -138,7 +144,10 @@ func Open(opts Options) (*Server, error) {
 	}
 	s := &Server{dir: dir, log: opts.Logger, now: opts.Now, closing: make(chan struct{}), auth: opts.Authorizer,
 		strictDelivery: opts.StrictDelivery, singleUseTokens: opts.SingleUseTokens, limiter: newLimiter(opts.RateLimit),
-		brokerURL: opts.Broker, brokerTLS: opts.BrokerTLS}
+		brokerURL: opts.Broker, brokerTLS: opts.BrokerTLS, connectTimeout: opts.ConnectTimeout}
+	if s.connectTimeout <= 0 {
+		s.connectTimeout = DefaultConnectTimeout
+	}
 	if opts.Broker != "" {
 		if err := checkBrokerOptions(opts); err != nil {
 			return nil, err
@@ -235,6 +244,10 @@ func (s *Server) Start() error {
 	// properties is where strict clients met mochi's 0x01 success code
 	// (see replycodes.go).
 	caps.Compatibilities.NoInheritedPropertiesOnAck = true
+	// The listener refuses a larger packet first, with the DISCONNECT
+	// MQTT 5 asks for; mochi's own check, made before it allocates the
+	// packet, is the backstop.
+	caps.MaximumPacketSize = MaxPacketSize
 	broker := mqtt.New(&mqtt.Options{
 		Capabilities: caps,
 		Logger:       slog.New(brokerLogHandler{next: s.log.Handler()}).With("component", "mqtt"),
@@ -246,7 +259,7 @@ func (s *Server) Start() error {
 	if err := broker.AddHook(&hook{s: s}, nil); err != nil {
 		return fmt.Errorf("add broker hook: %w", err)
 	}
-	l := listeners.NewTCP(listeners.Config{ID: "aws-iot", Address: s.listen, TLSConfig: tlsConf})
+	l := newGuardedListener(s, listeners.NewTCP(listeners.Config{ID: "aws-iot", Address: s.listen, TLSConfig: tlsConf}), s.connectTimeout)
 	// AddListener binds the socket, so once it returns connections queue
 	// and Serve only starts accepting them.
 	if err := broker.AddListener(l); err != nil {
@@ -408,7 +421,11 @@ func (s *Server) authorizeCert(certID, clientID string, action Action, resource 
 
 // certificateOf returns the client certificate of a TLS connection.
 func certificateOf(cl *mqtt.Client) (*x509.Certificate, error) {
-	conn, ok := cl.Net.Conn.(*tls.Conn)
+	c := cl.Net.Conn
+	if gc, ok := c.(*guardedConn); ok {
+		c = gc.Conn
+	}
+	conn, ok := c.(*tls.Conn)
 	if !ok {
 		return nil, errors.New("connection is not TLS")
 	}
@@ -471,6 +488,7 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	// Only what identifies the connection is kept; the rest is read from
 	// the registry at every check.
 	s.principals.Store(cl, Principal{CertificateID: id, Claim: p.Claim, ThingName: p.ThingName, ClientID: cl.ID})
+	admitted(cl)
 	s.log.Debug("client connected", "client", cl.ID, "remote", cl.Net.Remote, "certificateId", id, "claim", p.Claim)
 	return nil
 }

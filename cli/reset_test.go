@@ -60,10 +60,15 @@ services:
 			t.Errorf("%s still there after reset (%v); stdout:\n%s", f, err, stdout.String())
 		}
 	}
-	for _, d := range []string{out, csrDir, journalDir} {
+	for _, d := range []string{out, csrDir} {
 		if n := syncs.Count(d); n != 1 {
 			t.Errorf("%s fsynced %d times, want once after the files in it were moved aside", d, n)
 		}
+	}
+	// The journal's directory also holds reset's plan: synced when the
+	// plan is written, when the journal is moved, and when the plan goes.
+	if n := syncs.Count(journalDir); n != 3 {
+		t.Errorf("%s fsynced %d times, want 3 (plan written, journal moved, plan removed)", journalDir, n)
 	}
 	if !strings.Contains(stdout.String(), "provisioned values cleared") {
 		t.Errorf("stdout = %q, want the config cleared", stdout.String())

@@ -75,6 +75,12 @@ func Provision(ctx context.Context, app *App, o ProvisionOptions) (*engine.Resul
 	if err != nil {
 		return nil, err
 	}
+	// A reset killed half way is finished before the journal and the
+	// config are read, or this run would take a half-reset device for a
+	// provisioned one.
+	if err := finishInterruptedReset(app, o.Load); err != nil {
+		return nil, err
+	}
 	// Plugins start when first needed and stop here on every way out:
 	// success, failure, a signal (it cancels ctx, the run returns) and a
 	// panic unwinding this goroutine.

@@ -115,6 +115,13 @@ func Provision(ctx context.Context, app *App, o ProvisionOptions) (*engine.Resul
 	if err != nil {
 		return nil, err
 	}
+	if res.AlreadyProvisioned {
+		// Only a device that can connect is provisioned: its config's
+		// certificate and key must be there and belong together.
+		if err := states.CheckProvisioned(ctx, res.Config); err != nil {
+			return nil, fmt.Errorf("the device looks provisioned (%s), but %w: run `fleetprov reset`, then `fleetprov run` to provision afresh", res.Reason, err)
+		}
+	}
 	if !res.AlreadyProvisioned {
 		// Greengrass nucleus lite prints this line and its users' scripts
 		// look for it.

@@ -16,6 +16,7 @@ import (
 
 	"github.com/fleetprov/fleetprov/config"
 	"github.com/fleetprov/fleetprov/engine"
+	"github.com/fleetprov/fleetprov/states"
 )
 
 // statusReport is the --json form of status. Its field names are an
@@ -38,7 +39,10 @@ type statusReport struct {
 	TemplateParams map[string]string `json:"templateParams,omitempty"`
 	ParamSources   map[string]string `json:"paramSources,omitempty"`
 	Provisioned    bool              `json:"provisioned"`
-	Files          []string          `json:"files,omitempty"`
+	// Warning says why a device that looks provisioned cannot connect:
+	// its certificate or key is missing, or they do not belong together.
+	Warning string   `json:"warning,omitempty"`
+	Files   []string `json:"files,omitempty"`
 }
 
 type statusTransition struct {
@@ -80,6 +84,11 @@ func newStatusCmd(app *App) *cobra.Command {
 				}
 			}
 			rep.Provisioned = rep.State == engine.Done || (len(recs) == 0 && config.IsProvisioned(cfg))
+			if rep.Provisioned {
+				if err := states.CheckProvisioned(cmd.Context(), cfg); err != nil {
+					rep.Warning = err.Error() + ": run `fleetprov reset`, then `fleetprov run`"
+				}
+			}
 			if asJSON {
 				enc := json.NewEncoder(app.Stdout)
 				enc.SetIndent("", "  ")
@@ -120,6 +129,9 @@ func printStatus(app *App, rep statusReport) {
 	}
 	if rep.Skipped > 0 {
 		fmt.Fprintf(w, "ignored %d torn or corrupt journal record(s)\n", rep.Skipped)
+	}
+	if rep.Warning != "" {
+		fmt.Fprintf(w, "warning: looks provisioned, but %s\n", shown(rep.Warning))
 	}
 	if len(rep.Transitions) == 0 {
 		if rep.Provisioned {

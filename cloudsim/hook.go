@@ -13,6 +13,8 @@ import (
 	"os/exec"
 	"strings"
 	"time"
+
+	"github.com/fleetprov/fleetprov/internal/procgroup"
 )
 
 // hookInput is the Lambda event AWS sends a pre-provisioning hook
@@ -98,7 +100,7 @@ func (h *HookSettings) exec(ctx context.Context, input []byte) ([]byte, error) {
 	// A hook that forks (a shell script running sleep) must not keep the
 	// request waiting on its children: the whole process group is killed
 	// at the deadline, and pipes are closed shortly after regardless.
-	killGroupOnCancel(cmd)
+	procgroup.KillOnCancel(cmd)
 	cmd.WaitDelay = hookKillGrace
 	err := cmd.Run()
 	if stdout.over {

@@ -11,6 +11,7 @@ import (
 	"github.com/fleetprov/fleetprov/config"
 	"github.com/fleetprov/fleetprov/engine"
 	"github.com/fleetprov/fleetprov/failure"
+	"github.com/fleetprov/fleetprov/internal/procgroup"
 	"github.com/fleetprov/fleetprov/internal/syncbuf"
 )
 
@@ -56,7 +57,7 @@ func (s *Restart) Run(ctx context.Context, r *engine.Run) error {
 	// At the timeout (or a SIGTERM to run) the command's whole process
 	// group goes, children included, and Wait stops waiting for output a
 	// leftover child still holds.
-	killGroupOnCancel(cmd)
+	procgroup.KillOnCancel(cmd)
 	cmd.WaitDelay = restartOutputWait
 	var out syncbuf.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out

@@ -9,6 +9,8 @@ import (
 	"os/exec"
 	"strings"
 	"time"
+
+	"github.com/fleetprov/fleetprov/internal/procgroup"
 )
 
 // DefaultCommandTimeout bounds a command source that sets no timeout.
@@ -55,7 +57,7 @@ func (c *commandSource) run(ctx context.Context) (string, error) {
 	tctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	cmd := exec.CommandContext(tctx, c.argv[0], c.argv[1:]...)
-	killGroupOnCancel(cmd)
+	procgroup.KillOnCancel(cmd)
 	cmd.WaitDelay = commandKillGrace
 	var stdout capped
 	var stderr tail

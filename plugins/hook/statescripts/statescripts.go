@@ -33,10 +33,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 	"unicode"
 
+	"github.com/fleetprov/fleetprov/internal/procgroup"
 	"github.com/fleetprov/fleetprov/plugins/hook"
 )
 
@@ -292,8 +292,7 @@ func (h *Hook) run(ctx context.Context, s Script, ev hook.Event, input []byte) (
 	)
 	// Its own process group, so that at the timeout everything it started
 	// is killed with it, not only the script.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	procgroup.KillOnCancel(cmd)
 	cmd.WaitDelay = killGrace
 	log := h.opts.Logger.With("script", s.Name)
 	stdout := &lineLog{log: log, stream: "stdout"}

@@ -7,8 +7,6 @@ import (
 	"strings"
 	"testing"
 
-	"go.yaml.in/yaml/v3"
-
 	"github.com/fleetprov/fleetprov/cloudsim"
 	"github.com/fleetprov/fleetprov/internal/cloudtest"
 	"github.com/fleetprov/fleetprov/internal/plugintest"
@@ -29,22 +27,7 @@ func TestHookPluginIsAskedDuringRun(t *testing.T) {
 	dir, _ := cloudtest.Start(t, cloudsim.Options{}, nil)
 
 	cfg := filepath.Join(dir, "config.yaml")
-	b, err := os.ReadFile(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var doc map[string]any
-	if err := yaml.Unmarshal(b, &doc); err != nil {
-		t.Fatal(err)
-	}
-	fp := doc["services"].(map[string]any)["aws.greengrass.fleet_provisioning"].(map[string]any)["configuration"].(map[string]any)
-	fp["plugins"] = []any{map[string]any{"name": "audit", "path": bin, "hook": true}}
-	if b, err = yaml.Marshal(doc); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(cfg, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	addPlugin(t, cfg, map[string]any{"name": "audit", "path": bin, "hook": true})
 
 	cmd := exec.Command(self, "run", "--config", cfg)
 	cmd.Env = append(os.Environ(), envBeCLI+"=1")

@@ -90,7 +90,7 @@ func TestPluginStoppedWhenRunEnds(t *testing.T) {
 				t.Fatal(err)
 			}
 			cfg := filepath.Join(dir, "config.yaml")
-			addPlugin(t, cfg, bin)
+			addPlugin(t, cfg, map[string]any{"name": "good", "path": bin})
 
 			cmd := exec.Command(self, "run", "--config", cfg)
 			cmd.Env = append(os.Environ(), envBeCLI+"=1", envPluginStep+"="+tc.mode)
@@ -156,8 +156,8 @@ func waitFor(t *testing.T, out *cloudtest.Output, s string) {
 	}
 }
 
-// addPlugin lists the plugin "good" at bin in the config's plugins section.
-func addPlugin(t *testing.T, cfg, bin string) {
+// addPlugin lists one plugin in the config's plugins section.
+func addPlugin(t *testing.T, cfg string, entry map[string]any) {
 	t.Helper()
 	b, err := os.ReadFile(cfg)
 	if err != nil {
@@ -168,7 +168,7 @@ func addPlugin(t *testing.T, cfg, bin string) {
 		t.Fatal(err)
 	}
 	fp := doc["services"].(map[string]any)["aws.greengrass.fleet_provisioning"].(map[string]any)["configuration"].(map[string]any)
-	fp["plugins"] = []any{map[string]any{"name": "good", "path": bin}}
+	fp["plugins"] = []any{entry}
 	if b, err = yaml.Marshal(doc); err != nil {
 		t.Fatal(err)
 	}

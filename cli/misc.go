@@ -54,7 +54,7 @@ value here (a command source runs), but the cloud is not contacted.`,
 			}
 			// plugin:NAME sources are asked too: their plugins start
 			// here and stop when the check ends.
-			host := newPluginHost(app, app.LoadOptions(cmd.Flags()))
+			host := newPluginHost(app, cfg)
 			defer host.Close()
 			plugins := paramsource.PluginLookup(host.ParamSource)
 			if err := cfg.CheckParamPlugins(plugins); err != nil {

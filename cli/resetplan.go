@@ -141,11 +141,9 @@ func (p resetPlan) apply(app *App, cfg *config.Config, planPath string) error {
 
 // finishInterruptedReset completes a reset that was killed half way, if
 // there is one, before a run looks at the journal and the config.
-func finishInterruptedReset(app *App, load config.LoadOptions) error {
-	load.SkipFileChecks = true
-	cfg, err := config.Load(load)
-	if err != nil {
-		return nil // LoadConfig reports it, with the run's own checks
+func finishInterruptedReset(app *App, cfg *config.Config) error {
+	if cfg == nil {
+		return nil
 	}
 	path := resetPlanPath(cfg)
 	p, err := loadResetPlan(path)

@@ -78,13 +78,14 @@ func Provision(ctx context.Context, app *App, o ProvisionOptions) (*engine.Resul
 	// A reset killed half way is finished before the journal and the
 	// config are read, or this run would take a half-reset device for a
 	// provisioned one.
-	if err := finishInterruptedReset(app, o.Load); err != nil {
+	early := peekConfig(o.Load)
+	if err := finishInterruptedReset(app, early); err != nil {
 		return nil, err
 	}
 	// Plugins start when first needed and stop here on every way out:
 	// success, failure, a signal (it cancels ctx, the run returns) and a
 	// panic unwinding this goroutine.
-	plugins := newPluginHost(app, o.Load)
+	plugins := newPluginHost(app, early)
 	defer plugins.Close()
 	lookup := o.Plugins
 	if lookup == nil {
@@ -141,13 +142,25 @@ func Provision(ctx context.Context, app *App, o ProvisionOptions) (*engine.Resul
 // plugin:NAME/... resolve through it. The config is read here only for that
 // section; a config that does not load gets a host without plugins, and the
 // run's own LoadConfig step reports what is wrong with it.
-func newPluginHost(app *App, load config.LoadOptions) *host.Host {
-	load.SkipFileChecks = true
+func newPluginHost(app *App, cfg *config.Config) *host.Host {
 	var specs []config.Plugin
-	if cfg, err := config.Load(load); err == nil {
+	if cfg != nil {
 		specs = cfg.Plugins
 	}
 	return host.New(host.Options{Plugins: specs, Logger: app.Logger})
+}
+
+// peekConfig reads the config without a run's file checks, for what must
+// be known before the engine loads it (an unfinished reset, the plugins);
+// nil when it does not load: LoadConfig then reports why, with the run's
+// own checks.
+func peekConfig(load config.LoadOptions) *config.Config {
+	load.SkipFileChecks = true
+	cfg, err := config.Load(load)
+	if err != nil {
+		return nil
+	}
+	return cfg
 }
 
 // removeStaleTemps removes the temporary files killed runs left next to

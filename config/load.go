@@ -75,6 +75,7 @@ type origin struct {
 	file    string
 	sources map[string]string // koanf path -> "flag --x" / "environment variable X"
 	present map[string]bool   // koanf path -> the key is in the merged config
+	nulls   map[string]int    // koanf path of a section written as null -> its line
 }
 
 func (o *origin) subject(key string) string {
@@ -126,10 +127,18 @@ func Load(opts LoadOptions) (*Config, error) {
 		if errors.As(err, &md) {
 			return nil, failure.Usage(fmt.Sprintf("config %s %s", abs, md))
 		}
+		var se *sectionError
+		if errors.As(err, &se) {
+			return nil, failure.Usage(fmt.Sprintf("config %s: %s", abs, se))
+		}
 		return nil, failure.Usage(fmt.Sprintf("config %s is not valid YAML: %s: fix the file", abs, err))
 	}
+	nulls, err := checkSections(b)
+	if err != nil {
+		return nil, failure.Usage(fmt.Sprintf("config %s: %s", abs, err))
+	}
 
-	o := &origin{file: abs, sources: map[string]string{}, present: map[string]bool{}}
+	o := &origin{file: abs, sources: map[string]string{}, present: map[string]bool{}, nulls: nulls}
 	k := koanf.New("/")
 	if err := k.Load(mapProvider(tree), nil); err != nil {
 		return nil, failure.Usage(fmt.Sprintf("config %s: %v", abs, err))
@@ -745,6 +754,9 @@ func (c *Config) Check() error {
 			continue
 		}
 		key := ProvisionPrefix + r.key
+		if err := o.nullSection(key); err != nil {
+			return err
+		}
 		state := "is missing"
 		if o != nil && o.present[key] {
 			state = "is empty"
@@ -758,6 +770,29 @@ func (c *Config) Check() error {
 		return failure.Usage(fmt.Sprintf("%s %s: set it to %s%s", o.subject(key), state, r.what, hint))
 	}
 	return c.checkFiles()
+}
+
+// nullSection reports the outermost section above key that the file
+// writes as null: the key is missing because the section is empty, and
+// the section is what to fix.
+func (o *origin) nullSection(key string) error {
+	if o == nil || !o.fromFile(key) {
+		return nil
+	}
+	for i := strings.Index(key, "/"); i > 0; i = nextSlash(key, i) {
+		if line, ok := o.nulls[key[:i]]; ok {
+			_, name := filepath.Split(key)
+			return failure.Usage(fmt.Sprintf("config %s: %s (line %d) is empty (null), not a mapping, so %s is missing: write the section's keys indented under it", o.file, dotted(key[:i]), line, name))
+		}
+	}
+	return nil
+}
+
+func nextSlash(s string, i int) int {
+	if j := strings.Index(s[i+1:], "/"); j >= 0 {
+		return i + 1 + j
+	}
+	return -1
 }
 
 func (c *Config) checkFiles() error {

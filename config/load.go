@@ -65,9 +65,23 @@ const (
 	maxEndpoint     = 128
 	maxCommonName   = 64
 	maxClientID     = 128
+	// AWS IoT's limits for a template parameter's name and value.
+	maxParamName  = 2048
+	maxParamValue = 4096
+	// How long AWS IoT honours a certificate ownership token (messages
+	// say "1h"): a device that believes longer would resume with a token
+	// the cloud refuses.
+	maxTokenLifetime = time.Hour
 )
 
-var templateNameRE = regexp.MustCompile(`^[0-9A-Za-z_-]+$`)
+var (
+	templateNameRE = regexp.MustCompile(`^[0-9A-Za-z_-]+$`)
+	// AWS IoT's rule for thing names.
+	thingNameRE = regexp.MustCompile(`^[a-zA-Z0-9:_-]{1,128}$`)
+	// A DNS label as resolvers accept it ('_' included); an endpoint's
+	// host is labels joined by dots, or an IP address.
+	hostLabelRE = regexp.MustCompile(`^[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$`)
+)
 
 // origin remembers where values came from, so that messages can name the
 // flag or environment variable the user set rather than the file's key.
@@ -367,8 +381,8 @@ func (l *loader) build() *Config {
 		c.IoTDataHost, port = l.endpoint(fp+"iotDataEndpoint", c.IoTDataEndpoint)
 	}
 	c.IoTCredEndpoint = strings.TrimSpace(l.str(fp + "iotCredEndpoint"))
-	if n := utf8.RuneCountInString(c.IoTCredEndpoint); n > maxEndpoint {
-		l.fail(fp+"iotCredEndpoint", "is %d characters long; an endpoint may have at most %d: check the value", n, maxEndpoint)
+	if c.IoTCredEndpoint != "" {
+		l.endpoint(fp+"iotCredEndpoint", c.IoTCredEndpoint)
 	}
 
 	c.CSRCommonName = l.strOr(fp+"csrCommonName", DefaultCSRCommonName)
@@ -429,6 +443,9 @@ func (l *loader) build() *Config {
 	c.ConnectTimeout = l.duration(fp+"connectTimeout", DefaultConnectTimeout, false)
 	c.RetryDeadline = l.duration(fp+"retryDeadline", DefaultRetryDeadline, false)
 	c.TokenLifetime = l.duration(fp+"tokenLifetime", DefaultTokenLifetime, false)
+	if c.TokenLifetime > maxTokenLifetime {
+		l.fail(fp+"tokenLifetime", "(%s) is longer than the 1h AWS IoT honours a certificate ownership token: set it to 1h or less", c.TokenLifetime)
+	}
 	c.TokenMargin = l.duration(fp+"tokenMargin", DefaultTokenMargin, true)
 	if l.err == nil && c.TokenMargin >= c.TokenLifetime {
 		l.fail(fp+"tokenMargin", "(%s) is not shorter than tokenLifetime (%s): make it shorter, or no token could ever be reused", c.TokenMargin, c.TokenLifetime)
@@ -542,11 +559,17 @@ func (l *loader) endpoint(key, v string) (string, int) {
 		l.fail(key, "is %d characters long; an endpoint may have at most %d: check the value", n, maxEndpoint)
 		return v, 0
 	}
-	if strings.Contains(v, "://") || strings.ContainsAny(v, "/ \t") {
+	notHost := func() (string, int) {
 		l.fail(key, "%q is not a host name: write only the host (or host:port), e.g. xxxx-ats.iot.us-east-1.amazonaws.com", v)
 		return v, 0
 	}
+	if strings.Contains(v, "://") || strings.ContainsAny(v, "/ \t") {
+		return notHost()
+	}
 	if !strings.Contains(v, ":") {
+		if !isHost(v) {
+			return notHost()
+		}
 		return v, 0
 	}
 	host, ps, err := net.SplitHostPort(v)
@@ -555,7 +578,25 @@ func (l *loader) endpoint(key, v string) (string, int) {
 		l.fail(key, "%q is not host or host:port: write e.g. xxxx-ats.iot.us-east-1.amazonaws.com or [::1]:8883", v)
 		return v, 0
 	}
+	if !isHost(host) {
+		return notHost()
+	}
 	return host, p
+}
+
+// isHost says whether s can name a host to connect to: an IP address or
+// a DNS name. Anything else would only fail later, at each connection
+// attempt, as a lookup error the retries cannot fix.
+func isHost(s string) bool {
+	if net.ParseIP(s) != nil {
+		return true
+	}
+	for _, label := range strings.Split(strings.TrimSuffix(s, "."), ".") {
+		if !hostLabelRE.MatchString(label) {
+			return false
+		}
+	}
+	return true
 }
 
 // templateParams accepts a YAML map (Greengrass lite today) or a string
@@ -605,6 +646,18 @@ func (l *loader) templateParams(key string) (map[string]string, []paramsource.Sp
 	}
 	sort.Strings(names)
 	for _, n := range names {
+		if c := utf8.RuneCountInString(n); c > maxParamName {
+			l.fail(key, "has a parameter name %d characters long (starting %q); AWS IoT accepts names of at most %d: shorten it", c, truncate(n, 16), maxParamName)
+			return out, nil
+		}
+		if pv, ok := m[n].(string); ok {
+			if c := utf8.RuneCountInString(pv); c > maxParamValue {
+				if l.err == nil {
+					l.err = failure.Usage(fmt.Sprintf("%s is %d characters long; AWS IoT accepts parameter values of at most %d: shorten it", l.o.paramSubject(key, n), c, maxParamValue))
+				}
+				return out, nil
+			}
+		}
 		switch pv := m[n].(type) {
 		case nil:
 			out[n] = ""
@@ -657,6 +710,18 @@ func (c *Config) CheckParamPlugins(plugins paramsource.PluginLookup) error {
 		}
 	}
 	return nil
+}
+
+// shownValue quotes a value for a one-line message: control characters
+// escaped, a long value cut.
+func shownValue(s string) string { return strconv.Quote(truncate(s, 64)) }
+
+// truncate returns s's first n characters, for a message.
+func truncate(s string, n int) string {
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	return string([]rune(s)[:n]) + "..."
 }
 
 func jsonKind(v any) string {
@@ -769,6 +834,12 @@ func (c *Config) Check() error {
 		}
 		return failure.Usage(fmt.Sprintf("%s %s: set it to %s%s", o.subject(key), state, r.what, hint))
 	}
+	if c.ThingName != "" && !thingNameRE.MatchString(c.ThingName) {
+		// Provisioning writes it; one that AWS IoT cannot have was written
+		// by hand or by an older fleetprov, and Greengrass would build its
+		// MQTT topics from it.
+		return o.fail(SystemPrefix+"thingName", "%s is not a thing name AWS IoT accepts (1 to 128 of a-z, A-Z, 0-9, ':', '_' and '-'): leave it empty, provisioning sets it", shownValue(c.ThingName))
+	}
 	return c.checkFiles()
 }
 
@@ -833,15 +904,23 @@ func (c *Config) checkFiles() error {
 	}
 	now := time.Now()
 	if na := certs[0].NotAfter; now.After(na) {
-		c.Warnings = append(c.Warnings, fmt.Sprintf("%s: claim certificate %s expired on %s (or the clock is wrong): AWS IoT will refuse it", o.subject(certKey), c.ClaimCertPath, na.UTC().Format(time.RFC3339)))
+		// AWS IoT refuses it at every connection; a run would only write
+		// a key and a journal, then fail.
+		return o.fail(certKey, "%s expired on %s (this device's clock says %s): put a claim certificate that is still valid there, or set the clock if it is wrong", c.ClaimCertPath, na.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
 	}
 
 	b, err = os.ReadFile(c.RootCAPath)
 	if err != nil {
 		return o.fail(caKey, "%s %s: %s", c.RootCAPath, readProblem(err), readFix(err, "the root CA certificate's PEM file (AmazonRootCA1.pem)"))
 	}
-	if len(parseCertsPEM(b)) == 0 {
+	cas := parseCertsPEM(b)
+	if len(cas) == 0 {
 		return o.fail(caKey, "%s is not a PEM certificate: set it to the root CA certificate's PEM file (AmazonRootCA1.pem)", c.RootCAPath)
+	}
+	if !slices.ContainsFunc(cas, isCA) {
+		// Most likely the claim or a device certificate in the wrong key:
+		// no server certificate would verify against it.
+		return o.fail(caKey, "%s holds no CA certificate (its first is issued to %q by %q): set it to the root CA certificate's PEM file (AmazonRootCA1.pem)", c.RootCAPath, cas[0].Subject.String(), cas[0].Issuer.String())
 	}
 	return c.CheckStateScriptsDir()
 }

@@ -65,9 +65,8 @@ const (
 	maxEndpoint     = 128
 	maxCommonName   = 64
 	maxClientID     = 128
-	// AWS IoT's limits for a template parameter's name and value.
-	maxParamName  = 2048
-	maxParamValue = 4096
+	maxParamName    = paramsource.MaxNameLength
+	maxParamValue   = paramsource.MaxValueLength
 	// How long AWS IoT honours a certificate ownership token (messages
 	// say "1h"): a device that believes longer would resume with a token
 	// the cloud refuses.

@@ -124,9 +124,11 @@ func Load(opts LoadOptions) (*Config, error) {
 	if err != nil {
 		return nil, failure.Usage(fmt.Sprintf("config file %s: %v", path, err))
 	}
-	b, err := os.ReadFile(abs)
+	b, err := readInput(abs, maxConfigFile)
 	if err != nil {
 		switch {
+		case inputProblem(err) != "":
+			return nil, failure.Usage(fmt.Sprintf("config file %s %s: pass --config FILE naming Greengrass's config.yaml", abs, inputProblem(err)))
 		case errors.Is(err, fs.ErrNotExist):
 			return nil, failure.Usage(fmt.Sprintf("config file %s not found: pass --config FILE or create it", abs))
 		case errors.Is(err, fs.ErrPermission):
@@ -878,7 +880,7 @@ func (c *Config) checkFiles() error {
 	// claim connection is made: reading it needs its key store.
 	var keyPub crypto.PublicKey
 	if !IsKeyURI(c.ClaimKeyPath) {
-		b, err := os.ReadFile(c.ClaimKeyPath)
+		b, err := readInput(c.ClaimKeyPath, maxPEMFile)
 		if err != nil {
 			return o.fail(keyKey, "%s %s: %s", c.ClaimKeyPath, readProblem(err), readFix(err, "the claim private key's PEM file"))
 		}
@@ -890,7 +892,7 @@ func (c *Config) checkFiles() error {
 		}
 	}
 
-	b, err := os.ReadFile(c.ClaimCertPath)
+	b, err := readInput(c.ClaimCertPath, maxPEMFile)
 	if err != nil {
 		return o.fail(certKey, "%s %s: %s", c.ClaimCertPath, readProblem(err), readFix(err, "the claim certificate's PEM file"))
 	}
@@ -908,7 +910,7 @@ func (c *Config) checkFiles() error {
 		return o.fail(certKey, "%s expired on %s (this device's clock says %s): put a claim certificate that is still valid there, or set the clock if it is wrong", c.ClaimCertPath, na.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
 	}
 
-	b, err = os.ReadFile(c.RootCAPath)
+	b, err = readInput(c.RootCAPath, maxPEMFile)
 	if err != nil {
 		return o.fail(caKey, "%s %s: %s", c.RootCAPath, readProblem(err), readFix(err, "the root CA certificate's PEM file (AmazonRootCA1.pem)"))
 	}
@@ -950,6 +952,9 @@ func (c *Config) CheckStateScriptsDir() error {
 }
 
 func readProblem(err error) string {
+	if p := inputProblem(err); p != "" {
+		return p
+	}
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		return "does not exist"

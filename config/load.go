@@ -128,6 +128,9 @@ func Load(opts LoadOptions) (*Config, error) {
 		}
 		return nil, failure.Usage(fmt.Sprintf("config %s is not valid YAML: %s: fix the file", abs, err))
 	}
+	if err := checkWritable(b); err != nil {
+		return nil, failure.Usage(fmt.Sprintf("config %s: %v", abs, err))
+	}
 
 	o := &origin{file: abs, sources: map[string]string{}, present: map[string]bool{}}
 	k := koanf.New("/")

@@ -185,3 +185,16 @@ func detectIndent(root *yaml.Node) int {
 	}
 	return 2
 }
+
+// checkWritable refuses a config the provisioned values could not be
+// written into (system, say, a scalar where they go in a mapping): a run
+// would otherwise make a certificate and a thing in the cloud and only
+// then fail to record them.
+func checkWritable(data []byte) error {
+	const x = "x"
+	_, err := updateYAML(data, Provisioned{ThingName: x, CertificateFilePath: x, PrivateKeyPath: x, RootCAPath: x, IoTDataEndpoint: x, IoTCredEndpoint: x})
+	if err != nil {
+		return fmt.Errorf("%w: make it a mapping (or remove it) so that the provisioned values can be recorded there", err)
+	}
+	return nil
+}

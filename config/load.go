@@ -776,7 +776,7 @@ func (c *Config) checkFiles() error {
 	// claim connection is made: reading it needs its key store.
 	var keyPub crypto.PublicKey
 	if !IsKeyURI(c.ClaimKeyPath) {
-		b, err := os.ReadFile(c.ClaimKeyPath)
+		b, err := readInputPEM(c.ClaimKeyPath)
 		if err != nil {
 			return o.fail(keyKey, "%s %s: %s", c.ClaimKeyPath, readProblem(err), readFix(err, "the claim private key's PEM file"))
 		}
@@ -788,7 +788,7 @@ func (c *Config) checkFiles() error {
 		}
 	}
 
-	b, err := os.ReadFile(c.ClaimCertPath)
+	b, err := readInputPEM(c.ClaimCertPath)
 	if err != nil {
 		return o.fail(certKey, "%s %s: %s", c.ClaimCertPath, readProblem(err), readFix(err, "the claim certificate's PEM file"))
 	}
@@ -804,7 +804,7 @@ func (c *Config) checkFiles() error {
 		c.Warnings = append(c.Warnings, fmt.Sprintf("%s: claim certificate %s expired on %s (or the clock is wrong): AWS IoT will refuse it", o.subject(certKey), c.ClaimCertPath, na.UTC().Format(time.RFC3339)))
 	}
 
-	b, err = os.ReadFile(c.RootCAPath)
+	b, err = readInputPEM(c.RootCAPath)
 	if err != nil {
 		return o.fail(caKey, "%s %s: %s", c.RootCAPath, readProblem(err), readFix(err, "the root CA certificate's PEM file (AmazonRootCA1.pem)"))
 	}
@@ -840,7 +840,10 @@ func (c *Config) CheckStateScriptsDir() error {
 }
 
 func readProblem(err error) string {
+	var p inputProblem
 	switch {
+	case errors.As(err, &p):
+		return p.Error()
 	case errors.Is(err, fs.ErrNotExist):
 		return "does not exist"
 	case errors.Is(err, fs.ErrPermission):

@@ -4,7 +4,12 @@ import (
 	"crypto"
 	"crypto/x509"
 	"encoding/pem"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
 	"strings"
+	"syscall"
 )
 
 // parsePrivateKeyPEM finds the private key in PEM data and returns its
@@ -63,4 +68,45 @@ func parseCertsPEM(data []byte) []*x509.Certificate {
 			out = append(out, c)
 		}
 	}
+}
+
+// maxInputPEM bounds the claim key, claim certificate and root CA files:
+// a CA bundle is a few hundred KB; anything larger is not what the key
+// names, and a device such as /dev/zero would never end.
+const maxInputPEM = 1 << 20
+
+// inputProblem is why an input file cannot be used, as a message says it.
+type inputProblem string
+
+func (p inputProblem) Error() string { return string(p) }
+
+// readInputPEM reads one of the PEM files a run needs. It refuses what
+// is not a regular file (a FIFO would block the read for ever, a device
+// would be read without end) and a file over maxInputPEM.
+func readInputPEM(path string) ([]byte, error) {
+	// O_NONBLOCK: opening a FIFO must not wait for a writer.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if fi.IsDir() {
+		return nil, &fs.PathError{Op: "read", Path: path, Err: syscall.EISDIR}
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, inputProblem("is " + kindOf(fi) + ", not a regular file")
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxInputPEM+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxInputPEM {
+		clear(b)
+		return nil, inputProblem(fmt.Sprintf("is larger than %d KiB, too large for a PEM file", maxInputPEM>>10))
+	}
+	return b, nil
 }

@@ -79,6 +79,8 @@ func FuzzLoad(f *testing.F) {
 			return
 		}
 
+		checkAccepted(t, cfg)
+
 		prov := Provisioned{
 			ThingName:           "FuzzThing_1",
 			CertificateFilePath: filepath.Join(dir, "out", "certificate.pem"),
@@ -170,4 +172,46 @@ func dirState(t *testing.T, dir string) string {
 		t.Fatal(err)
 	}
 	return b.String()
+}
+
+// checkAccepted holds a config Load accepted to what a run relies on
+// without checking again: values AWS and the system can take.
+func checkAccepted(t *testing.T, c *Config) {
+	t.Helper()
+	paths := map[string]string{"rootPath": c.RootPath, "outputDir": c.OutputDir, "csrPath": c.CSRPath, "certPath": c.CertPath,
+		"journalPath": c.JournalPath, "root CA copy": c.RootCAOutPath, "pluginDir": c.PluginDir}
+	for k, v := range map[string]string{"keyPath": c.KeyPath, "claimCertPath": c.ClaimCertPath, "rootCaPath": c.RootCAPath, "stateScriptsDir": c.StateScriptsDir} {
+		if v != "" {
+			paths[k] = v
+		}
+	}
+	if !IsKeyURI(c.ClaimKeyPath) && !strings.HasPrefix(c.ClaimKeyPath, "handle:") && c.ClaimKeyPath != "" {
+		paths["claimKeyPath"] = c.ClaimKeyPath
+	}
+	for k, v := range paths {
+		if !filepath.IsAbs(v) || strings.ContainsRune(v, 0) {
+			t.Fatalf("%s %q accepted: not an absolute path the system can open", k, v)
+		}
+	}
+	if c.TemplateName != "" && !templateNameRE.MatchString(c.TemplateName) || len(c.TemplateName) > maxTemplateName {
+		t.Fatalf("templateName %q accepted", c.TemplateName)
+	}
+	if c.IoTDataEndpoint != "" && c.IoTDataHost == "" {
+		t.Fatalf("iotDataEndpoint %q accepted without a host", c.IoTDataEndpoint)
+	}
+	if c.MQTTPort < 1 || c.MQTTPort > 65535 {
+		t.Fatalf("port %d accepted", c.MQTTPort)
+	}
+	for k, d := range map[string]time.Duration{"requestTimeout": c.RequestTimeout, "connectTimeout": c.ConnectTimeout, "retryDeadline": c.RetryDeadline,
+		"tokenLifetime": c.TokenLifetime, "stateScriptTimeout": c.StateScriptTimeout} {
+		if d <= 0 {
+			t.Fatalf("%s %v accepted", k, d)
+		}
+	}
+	if c.TokenMargin < 0 || c.TokenMargin >= c.TokenLifetime {
+		t.Fatalf("tokenMargin %v with tokenLifetime %v accepted", c.TokenMargin, c.TokenLifetime)
+	}
+	if len(c.ClientID) > maxClientID {
+		t.Fatalf("%d-byte clientId accepted", len(c.ClientID))
+	}
 }

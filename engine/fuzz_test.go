@@ -3,6 +3,7 @@ package engine
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"hash/crc32"
 	"os"
 	"path/filepath"
@@ -12,8 +13,10 @@ import (
 )
 
 // FuzzJournal feeds whole journal files to the reader: go test -fuzz
-// FuzzJournal ./engine. The seeds in testdata/fuzz/FuzzJournal (journals
-// of real runs, torn, corrupt and foreign ones) run as a normal test.
+// FuzzJournal ./engine. With seal set, every line that looks like a
+// record is given its checksum first, so that the records' content is
+// fuzzed too. The seeds in testdata/fuzz/FuzzJournal (journals of real
+// runs, torn, corrupt and foreign ones) run as a normal test.
 //
 // What must hold for any file:
 //   - every record read comes from a whole line whose checksum verifies
@@ -24,15 +27,19 @@ import (
 //   - once the file is opened for a run (its torn or corrupt tail cut
 //     off), the next append reads back as the last record and nothing
 //     read before is lost;
-//   - resuming from the last record either gives a plan that starts at a
-//     step of the machine or refuses with a message, never panics.
+//   - resuming from the last record either refuses with a message or
+//     gives a plan that starts at a step of the machine within the cap
+//     on attempts, and never panics.
 func FuzzJournal(f *testing.F) {
 	m, err := NewMachine(Steps(Builtins{}))
 	if err != nil {
 		f.Fatal(err)
 	}
 	dir := f.TempDir()
-	f.Fuzz(func(t *testing.T, file []byte) {
+	f.Fuzz(func(t *testing.T, file []byte, seal bool) {
+		if seal {
+			file = sealLines(file)
+		}
 		recs, good, skipped, err := readRecords(bytes.NewReader(file))
 		if err != nil {
 			t.Fatalf("readRecords from memory: %v", err)
@@ -111,7 +118,32 @@ func FuzzJournal(f *testing.F) {
 		if s, ok := m.step(plan.Start); !ok || s.EveryRun {
 			t.Fatalf("resume from %s plans to start at %q, not a journaled step", recJSON(last), plan.Start)
 		}
+		if plan.Attempt < 1 || plan.Attempt > in.MaxAttempts {
+			t.Fatalf("resume from %s plans attempt %d of at most %d", recJSON(last), plan.Attempt, in.MaxAttempts)
+		}
 	})
+}
+
+// sealLines gives every line of the form "fp1 <anything> <JSON>" the
+// checksum of its JSON, so that the fuzzer reaches the decoding of whole
+// records (as another build, or a hand, may have written them) and not
+// only the framing.
+func sealLines(file []byte) []byte {
+	var out []byte
+	for len(file) > 0 {
+		line := file
+		if nl := bytes.IndexByte(file, '\n'); nl >= 0 {
+			line = file[:nl+1]
+		}
+		file = file[len(line):]
+		body := bytes.TrimSuffix(line, []byte("\n"))
+		fields := bytes.SplitN(body, []byte(" "), 3)
+		if len(fields) == 3 && string(fields[0]) == recordMagic && len(line) > len(body) {
+			line = fmt.Appendf(nil, "%s %08x %s\n", recordMagic, crc32.Checksum(fields[2], crc32.MakeTable(crc32.Castagnoli)), fields[2])
+		}
+		out = append(out, line...)
+	}
+	return out
 }
 
 // verifiedBodies is an independent reading of the journal format: the

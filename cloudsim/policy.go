@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -84,7 +85,7 @@ func ParsePolicy(name string, doc []byte) (*Policy, error) {
 	if raw, ok := top["Version"]; ok {
 		var v string
 		if err := json.Unmarshal(raw, &v); err != nil || (v != policyVersion2012 && v != policyVersion2008) {
-			return nil, fmt.Errorf("Version %s is not %q or %q", raw, policyVersion2012, policyVersion2008)
+			return nil, fmt.Errorf("Version %s is not %q or %q", compactJSON(raw), policyVersion2012, policyVersion2008)
 		}
 		p.variables = v == policyVersion2012
 	}
@@ -109,6 +110,16 @@ func ParsePolicy(name string, doc []byte) (*Policy, error) {
 		p.statements = append(p.statements, st)
 	}
 	return p, nil
+}
+
+// compactJSON is a value as the document wrote it, on one line: an error
+// quoting it is one line too.
+func compactJSON(raw json.RawMessage) string {
+	var b bytes.Buffer
+	if err := json.Compact(&b, raw); err != nil {
+		return strconv.Quote(string(raw))
+	}
+	return b.String()
 }
 
 func parseStatement(raw json.RawMessage, index int, variables bool) (statement, error) {
@@ -140,7 +151,7 @@ func parseStatement(raw json.RawMessage, index int, variables bool) (statement, 
 		if _, ok := m["Effect"]; !ok {
 			return st, fmt.Errorf("%s: no Effect", where)
 		}
-		return st, fmt.Errorf("%s: Effect %s is not \"Allow\" or \"Deny\"", where, m["Effect"])
+		return st, fmt.Errorf("%s: Effect %s is not \"Allow\" or \"Deny\"", where, compactJSON(m["Effect"]))
 	}
 	st.allow = effect == "Allow"
 	_, st.conditional = m["Condition"]

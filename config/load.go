@@ -283,6 +283,13 @@ func (l *loader) str(key string) string {
 	case nil:
 		return ""
 	case string:
+		if strings.ContainsRune(v, 0) {
+			// YAML's "\0" can write one; no path, name, host or command
+			// can hold one, and the system call would only refuse it
+			// once the run has begun.
+			l.fail(key, "%q holds a NUL byte: remove it", v)
+			return ""
+		}
 		return v
 	case []any:
 		l.fail(key, "is a list: write a single value")

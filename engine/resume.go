@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"math"
 	"time"
 )
 
@@ -99,7 +100,10 @@ func (m *Machine) Resume(in ResumeInput) (Plan, error) {
 	}
 	plan.Attempt = 1
 	if plan.Start == state {
-		plan.Attempt = last.Attempt + 1
+		// Clamped: a whole record may still hold any number (written by
+		// hand or by another build), and a count that wrapped round
+		// would slip past the cap below.
+		plan.Attempt = min(max(last.Attempt, 0), math.MaxInt32) + 1
 	}
 	if in.MaxAttempts > 0 && plan.Attempt > in.MaxAttempts {
 		return Plan{}, fmt.Errorf("state %s was entered %d times without progress; see `fleetprov status`, fix the cause, then run `fleetprov reset`", plan.Start, plan.Attempt-1)

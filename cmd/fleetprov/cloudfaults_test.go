@@ -210,20 +210,33 @@ func TestCloudFaults(t *testing.T) {
 
 // A dropped answer never hangs a run: each attempt ends at
 // requestTimeout, and a fault that never clears ends the run at the
-// retry deadline, exit 1, naming the deadline. Every attempt whose answer
-// was lost after the cloud acted leaves a pending certificate behind.
+// retry deadline, exit 1, naming the deadline and the last cause (with
+// the cloud's statusCode and errorCode when it answered). Every attempt
+// whose answer was lost after the cloud acted leaves a pending certificate
+// behind.
 func TestCloudFaultsNeverClearing(t *testing.T) {
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
+	noAnswer := func(op faultOp) string {
+		return fmt.Sprintf(`iotclient: %s: no answer on %s/accepted or %s/rejected from 127\.0\.0\.1:[0-9]+: context deadline exceeded`, op.name, op.topic, op.topic)
+	}
+	rejected := func(op faultOp, status int, code string) string {
+		return fmt.Sprintf(`%s rejected: statusCode=%d errorCode="%s" errorMessage="Injected fault: .+"`, op.name, status, code)
+	}
 	for _, tc := range []struct {
 		fault string
 		op    faultOp
+		cause string // regexp: the last attempt's error
+		// performed: each attempt made a certificate the device never got.
+		performed bool
 	}{
-		{"drop", opRegister},
-		{"drop=answer", opCSR},
-		{"delay=30s", opKeys},
+		{"drop", opRegister, noAnswer(opRegister), false},
+		{"drop=answer", opCSR, noAnswer(opCSR), true},
+		{"delay=30s", opKeys, noAnswer(opKeys), true},
+		{"reject=503/ServiceUnavailable", opRegister, rejected(opRegister, 503, "ServiceUnavailable"), false},
+		{"reject=429/ThrottlingException", opCSR, rejected(opCSR, 429, "ThrottlingException"), false},
 	} {
 		t.Run(tc.op.name+"/"+tc.fault, func(t *testing.T) {
 			t.Parallel()
@@ -236,8 +249,7 @@ func TestCloudFaultsNeverClearing(t *testing.T) {
 			if res.code != 1 {
 				t.Fatalf("exit %d, want 1\n%s", res.code, res)
 			}
-			final := fmt.Sprintf(`^fleetprov: %s: gave up after ([0-9]+) attempts over 6s \(retryDeadline\): iotclient: %s: no answer on %s/accepted or %s/rejected from 127\.0\.0\.1:[0-9]+: context deadline exceeded$`,
-				tc.op.state, tc.op.name, tc.op.topic, tc.op.topic)
+			final := fmt.Sprintf(`^fleetprov: %s: gave up after ([0-9]+) attempts over 6s \(retryDeadline\): %s$`, tc.op.state, tc.cause)
 			m := regexp.MustCompile(final).FindStringSubmatch(res.lastErrLine())
 			if m == nil {
 				t.Fatalf("last line of stderr\n  %s\ndoes not match\n  %s", res.lastErrLine(), final)
@@ -248,6 +260,10 @@ func TestCloudFaultsNeverClearing(t *testing.T) {
 			if res.elapsed > 40*time.Second {
 				t.Errorf("run took %s; the retry deadline is 6s", res.elapsed)
 			}
+			// Nor does it give up before: the fault might have cleared.
+			if res.elapsed < 6*time.Second {
+				t.Errorf("gave up after %s, before the 6s retry deadline\n%s", res.elapsed, res)
+			}
 			attempts := len(regexp.MustCompile(`(?m)^  retry `+tc.op.state+` `).FindAllString(res.stdout, -1)) + 1
 			if m[1] != fmt.Sprint(attempts) {
 				t.Errorf("final message says %s attempts, progress shows %d\n%s", m[1], attempts, res)
@@ -256,9 +272,12 @@ func TestCloudFaultsNeverClearing(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := 1 // RegisterThing's certificate, never activated
-			if tc.op.leavesPending {
-				want = attempts // one per attempt the cloud performed
+			want := 0
+			switch {
+			case tc.performed:
+				want = attempts
+			case tc.op == opRegister:
+				want = 1 // the certificate RegisterThing never activated
 			}
 			if counts["things"] != 0 || counts["active"] != 0 || counts["certs"] != want {
 				t.Errorf("cloud holds %v after %d attempts; want no thing, no ACTIVE certificate, %d pending", counts, attempts, want)

@@ -287,25 +287,69 @@ func TestCloudFaultsNeverClearing(t *testing.T) {
 	}
 }
 
-// `cloud serve` killed (SIGKILL) while the device waits for an answer the
-// cloud has already acted on, then started again on the same directory
-// and port: the device's connection drops, it retries through "connection
-// refused" until the cloud is back, and ends provisioned with one ACTIVE
-// certificate. A RegisterThing repeated with the same token registers
-// nothing twice; a certificate request repeated leaves one pending.
+// With single-use tokens (what AWS does with a second RegisterThing is not
+// documented), a RegisterThing whose answer is lost after the cloud
+// registered the thing is refused on retry as "already used"; the device
+// must not then take a second certificate and register it too.
+func TestCloudFaultsSingleUseTokenAnswerLost(t *testing.T) {
+	t.Skip("known defect, issue 8 item 2: the retry is refused 400 InvalidCertificateOwnershipToken, the run asks for a new certificate and registers it, and the thing ends with two ACTIVE certificates; remove this skip with the fix")
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Parallel()
+	for _, fault := range []string{"drop=answer", "disconnect=answer", "delay=6s"} {
+		t.Run(fault, func(t *testing.T) {
+			f, err := cloudsim.ParseFault(opRegister.name + ":" + fault + ":times=1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			dir, _ := cloudtest.Start(t, cloudsim.Options{Faults: []cloudsim.Fault{f}, SingleUseTokens: true}, nil)
+			res := runDevice(t, self, dir, opRegister.mode)
+			counts, err := cloudCounts(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if counts["active"] > 1 {
+				t.Fatalf("cloud holds %d ACTIVE certificates for one device\n%s", counts["active"], res)
+			}
+			if res.code == 0 {
+				checkProvisioned(t, dir, counts["certs"]-counts["active"])
+			}
+		})
+	}
+}
+
+// `cloud serve` killed (SIGKILL, or stopped with SIGTERM) while the device
+// waits for an answer the cloud has already acted on, then started again
+// on the same directory and port: the device's connection drops, it
+// retries through "connection refused" until the cloud is back, and ends
+// provisioned with one ACTIVE certificate. A RegisterThing repeated with
+// the same token registers nothing twice; a certificate request repeated
+// leaves one pending.
 func TestCloudServeRestartedMidFlow(t *testing.T) {
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
+	type restartCase struct {
+		op  faultOp
+		sig syscall.Signal
+	}
+	var cases []restartCase
 	for _, op := range faultOps {
-		t.Run(op.name, func(t *testing.T) {
+		cases = append(cases, restartCase{op, syscall.SIGKILL})
+	}
+	cases = append(cases, restartCase{opRegister, syscall.SIGTERM})
+	for _, tc := range cases {
+		op := tc.op
+		t.Run(op.name+"/"+tc.sig.String(), func(t *testing.T) {
 			t.Parallel()
 			dir, addr := initCloud(t, op)
 			serve := startServe(t, self, dir, addr, "--fault", op.name+":delay=2m:times=1")
 			run := startDevice(t, self, dir, op.mode)
 			waitCloudActed(t, dir, op, run)
-			serve.kill(t, syscall.SIGKILL)
+			serve.kill(t, tc.sig)
 			// Down long enough for the device to find it gone.
 			waitOutput(t, run, `connect: connection refused`)
 			startServe(t, self, dir, addr)
@@ -591,15 +635,19 @@ func startServe(t *testing.T, self, dir, addr string, args ...string) *serveProc
 	return nil
 }
 
-// kill sends sig; after SIGKILL it also waits for the process to be gone,
-// so its port is free for the next serve.
+// kill sends sig; after SIGKILL or SIGTERM it also waits for the process
+// to be gone, so its port is free for the next serve.
 func (s *serveProc) kill(t *testing.T, sig syscall.Signal) {
 	t.Helper()
 	if err := s.cmd.Process.Signal(sig); err != nil {
 		t.Fatal(err)
 	}
-	if sig == syscall.SIGKILL {
-		<-s.done
+	if sig == syscall.SIGKILL || sig == syscall.SIGTERM {
+		select {
+		case <-s.done:
+		case <-time.After(cloudtest.WaitLimit):
+			t.Fatalf("cloud serve still running %s after %s:\n%s", cloudtest.WaitLimit, sig, s.output.String())
+		}
 	}
 }
 

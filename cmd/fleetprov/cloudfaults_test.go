@@ -115,6 +115,12 @@ func transientFaultCases() []faultCase {
 				retries: []string{rejected(1, 503, "ServiceUnavailable"), rejected(2, 503, "ServiceUnavailable")}})
 		}
 	}
+	cases = append(cases, faultCase{name: "throttled twice, CBOR", op: opCSR, env: []string{"FLEETPROV_PAYLOAD_FORMAT=cbor"},
+		faults: []string{opCSR.name + ":reject=429/ThrottlingException:times=2"},
+		retries: []string{
+			`retry CreateCertificate +attempt 1 failed, next in [^:]+: CreateCertificateFromCsr rejected: statusCode=429 errorCode="ThrottlingException" errorMessage=".+"$`,
+			`retry CreateCertificate +attempt 2 failed, next in [^:]+: CreateCertificateFromCsr rejected: statusCode=429 errorCode="ThrottlingException" errorMessage=".+"$`,
+		}})
 	// The cloud's own throttling: a second request on one connection
 	// within a minute is 429, as AWS answers a client over its rate; the retry
 	// starts over on a new connection.
@@ -132,6 +138,7 @@ func fatalFaultCases() []faultCase {
 		{name: "template not found", op: opRegister, fatal: "404/ResourceNotFound", pending: 1},
 		{name: "invalid parameters", op: opRegister, fatal: "400/InvalidParameters", pending: 1},
 		{name: "resource conflict", op: opRegister, fatal: "409/ResourceConflict", pending: 1},
+		{name: "access denied, CBOR", op: opRegister, fatal: "403/AccessDeniedException", pending: 1, env: []string{"FLEETPROV_PAYLOAD_FORMAT=cbor"}},
 	}
 }
 

@@ -72,6 +72,9 @@ type faultCase struct {
 	// pending is how many PENDING_ACTIVATION certificates the cloud holds
 	// afterwards: those the device asked for and never heard of.
 	pending int
+	// lostCert is how many certificate answers the fault keeps from the
+	// device (see checkProvisioned).
+	lostCert int
 }
 
 // transientFaultCases: each must end provisioned within the retry
@@ -89,25 +92,25 @@ func transientFaultCases() []faultCase {
 			return fmt.Sprintf(`retry %s +attempt %d failed, next in [^:]+: %s rejected: statusCode=%d errorCode="%s" errorMessage=".+"$`,
 				op.state, attempt, op.name, status, code)
 		}
-		performed := 0
+		performed, lostCert := 0, 0
 		if op.leavesPending {
-			performed = 1
+			performed, lostCert = 1, 1
 		}
 		cases = append(cases,
 			faultCase{name: "request dropped", op: op, faults: []string{op.name + ":drop:times=1"},
-				retries: []string{noAnswer}},
+				retries: []string{noAnswer}, lostCert: lostCert},
 			faultCase{name: "answer dropped", op: op, faults: []string{op.name + ":drop=answer:times=1"},
-				retries: []string{noAnswer}, pending: performed},
+				retries: []string{noAnswer}, pending: performed, lostCert: lostCert},
 			// The answer comes 6 s later, on a connection the device has
 			// already given up.
 			faultCase{name: "answer delayed past requestTimeout", op: op, faults: []string{op.name + ":delay=6s:times=1"},
-				retries: []string{noAnswer}, pending: performed},
+				retries: []string{noAnswer}, pending: performed, lostCert: lostCert},
 			faultCase{name: "throttled twice", op: op, faults: []string{op.name + ":reject=429/ThrottlingException:times=2"},
 				retries: []string{rejected(1, 429, "ThrottlingException"), rejected(2, 429, "ThrottlingException")}},
 			faultCase{name: "disconnected at the publish", op: op, faults: []string{op.name + ":disconnect:times=1"},
-				retries: []string{lost(1)}},
+				retries: []string{lost(1)}, lostCert: lostCert},
 			faultCase{name: "disconnected after the cloud acted, twice", op: op, faults: []string{op.name + ":disconnect=answer:times=2"},
-				retries: []string{lost(1), lost(2)}, pending: 2 * performed},
+				retries: []string{lost(1), lost(2)}, pending: 2 * performed, lostCert: 2 * lostCert},
 		)
 		// retries.txtar has CreateCertificateFromCsr answered 503 twice.
 		if op != opCSR {
@@ -182,7 +185,7 @@ func TestCloudFaults(t *testing.T) {
 				if !strings.Contains(res.stdout, "provisioned in") {
 					t.Errorf("no 'provisioned in' line\n%s", res)
 				}
-				checkProvisioned(t, dir, tc.pending)
+				checkProvisioned(t, dir, res, tc.pending, tc.lostCert)
 				t.Logf("provisioned in %s", res.elapsed.Round(time.Millisecond))
 				return
 			}
@@ -208,8 +211,8 @@ func TestCloudFaults(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if counts["things"] != 0 || counts["active"] != 0 || counts["certs"] != tc.pending {
-				t.Errorf("cloud holds %v; want no thing, no ACTIVE certificate, %d pending", counts, tc.pending)
+			if extra := extraLost(res, 0); counts["things"] != 0 || counts["active"] != 0 || counts["certs"] < tc.pending || counts["certs"] > tc.pending+extra {
+				t.Errorf("cloud holds %v; want no thing, no ACTIVE certificate, %d pending (%d certificate answers lost)", counts, tc.pending, extra)
 			}
 		})
 	}
@@ -286,8 +289,12 @@ func TestCloudFaultsNeverClearing(t *testing.T) {
 			case tc.op == opRegister:
 				want = 1 // the certificate RegisterThing never activated
 			}
-			if counts["things"] != 0 || counts["active"] != 0 || counts["certs"] != want {
-				t.Errorf("cloud holds %v after %d attempts; want no thing, no ACTIVE certificate, %d pending", counts, attempts, want)
+			expected := 0
+			if tc.performed {
+				expected = attempts - 1 // the last one is not a retry line
+			}
+			if extra := extraLost(res, expected); counts["things"] != 0 || counts["active"] != 0 || counts["certs"] < want || counts["certs"] > want+extra {
+				t.Errorf("cloud holds %v after %d attempts; want no thing, no ACTIVE certificate, %d pending (%d more certificate answers lost)", counts, attempts, want, extra)
 			}
 			t.Logf("gave up after %d attempts in %s", attempts, res.elapsed.Round(time.Millisecond))
 		})
@@ -321,7 +328,7 @@ func TestCloudFaultsSingleUseTokenAnswerLost(t *testing.T) {
 				t.Fatalf("cloud holds %d ACTIVE certificates for one device\n%s", counts["active"], res)
 			}
 			if res.code == 0 {
-				checkProvisioned(t, dir, counts["certs"]-counts["active"])
+				checkProvisioned(t, dir, res, counts["certs"]-counts["active"], -1)
 			}
 		})
 	}
@@ -378,7 +385,7 @@ func TestCloudServeRestartedMidFlow(t *testing.T) {
 			if op.leavesPending {
 				pending = 1
 			}
-			checkProvisioned(t, dir, pending)
+			checkProvisioned(t, dir, res, pending, pending)
 			t.Logf("provisioned in %s", res.elapsed.Round(time.Millisecond))
 		})
 	}
@@ -414,11 +421,12 @@ func TestCloudFrozenMidFlow(t *testing.T) {
 	}
 
 	serve.kill(t, syscall.SIGCONT)
+	first := res
 	res = runDevice(t, self, dir, op.mode)
 	if res.code != 0 || !strings.Contains(res.stdout, "resuming at RegisterThing") {
 		t.Fatalf("exit %d, want 0 resuming at RegisterThing\n%s", res.code, res)
 	}
-	checkProvisioned(t, dir, 0)
+	checkProvisioned(t, dir, runResult{stdout: first.stdout + res.stdout}, 0, 0)
 }
 
 // An endpoint that accepts TCP and never speaks (a broken middlebox, a
@@ -678,11 +686,25 @@ func waitCloudActed(t *testing.T, dir string, op faultOp, r *startedRun) {
 	t.Fatalf("the cloud never performed %s\n%s", op.name, r.result())
 }
 
+// certAnswersLost matches a progress line of a certificate request whose
+// answer the device never heard, although the cloud may have acted.
+var certAnswersLost = regexp.MustCompile(`(?m)^  retry CreateCertificate +attempt [0-9]+ failed, .*(no answer on|lost while waiting for an answer)`)
+
+// extraLost is how many more certificate answers the run lost than the
+// fault took: each may have left a pending certificate.
+func extraLost(res runResult, lostCert int) int {
+	return max(0, len(certAnswersLost.FindAllString(res.stdout, -1))-lostCert)
+}
+
 // checkProvisioned checks what a provisioned device and its cloud must
 // hold: credentials that chain and match, a journal at Done, and in the
 // cloud one thing with exactly one ACTIVE certificate, the device's,
-// besides pending certificates nobody can use.
-func checkProvisioned(t *testing.T, dir string, pending int) {
+// besides pending certificates nobody can use: pending of them, when the
+// run's progress shows the lostCert certificate answers the fault took.
+// A busy machine may make a request outlast requestTimeout (the cloud's
+// RSA key generation under -race): each such extra lost answer, shown in
+// the progress, may leave one more. lostCert -1 skips the count.
+func checkProvisioned(t *testing.T, dir string, res runResult, pending, lostCert int) {
 	t.Helper()
 	creds := filepath.Join(dir, "device", "credentials")
 	certPath := filepath.Join(creds, "certificate.pem")
@@ -728,7 +750,11 @@ func checkProvisioned(t *testing.T, dir string, pending int) {
 		t.Errorf("the ACTIVE certificate %s (thing %q) is not the device's %s, the only one attached to %s (attached: %v)",
 			a.ID, a.ThingName, deviceCertID, things[0].Name, things[0].Principals)
 	}
-	if gotPending != pending {
-		t.Errorf("cloud holds %d pending certificates, want %d", gotPending, pending)
+	if lostCert < 0 {
+		return
+	}
+	extra := extraLost(res, lostCert)
+	if gotPending < pending || gotPending > pending+extra {
+		t.Errorf("cloud holds %d pending certificates, want %d (%d more certificate answers lost than the fault took)\n%s", gotPending, pending, extra, res)
 	}
 }

@@ -24,7 +24,8 @@ import (
 
 // The device's timeouts in these tests: small, so a fault that costs a
 // whole requestTimeout costs seconds, yet far above a round trip to the
-// local cloud (milliseconds) even under -race on a busy machine.
+// local cloud (milliseconds; see checkProvisioned for the rare request a
+// busy machine makes longer).
 const (
 	faultRequestTimeout = "2s"
 	faultConnectTimeout = "2s"
@@ -40,7 +41,7 @@ type faultOp struct {
 	state string // the step that sends it
 	mode  string // certificateMode that sends it
 	topic string // its request topic, as a regexp
-	// performed says whether the cloud keeps a certificate nobody
+	// leavesPending says whether the cloud keeps a certificate nobody
 	// activates when the device never hears its answer.
 	leavesPending bool
 }
@@ -62,13 +63,11 @@ type faultCase struct {
 	faults    []string
 	rateLimit string
 	env       []string // extra device settings
-	// fatal is the exact rejection a fatal case ends with; "" for a case
-	// that must end provisioned.
+	// fatal is the STATUS/CODE a fatal case is rejected with; "" for a
+	// case that must end provisioned.
 	fatal string
 	// retries are regexps, each matching a progress line.
 	retries []string
-	// final is a regexp the last line of stderr must match (fatal cases).
-	final string
 	// pending is how many PENDING_ACTIVATION certificates the cloud holds
 	// afterwards: those the device asked for and never heard of.
 	pending int

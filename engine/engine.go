@@ -376,8 +376,7 @@ func (e *Engine) runState(ctx context.Context, step Step, r *Run, attempt int, d
 	return phaseLeave, nil
 }
 
-// retry calls fn until it succeeds, fails for good, or the next try would
-// start after giveUp.
+// retry calls fn until it succeeds, fails for good, or giveUp has passed.
 func (e *Engine) retry(ctx context.Context, name string, giveUp time.Time, deadline time.Duration, data *Data, fn func(try int) error) error {
 	for try := 1; ; try++ {
 		err := fn(try)
@@ -390,10 +389,15 @@ func (e *Engine) retry(ctx context.Context, name string, giveUp time.Time, deadl
 		if !failure.IsTransient(err) {
 			return err
 		}
-		wait := e.opts.Backoff.wait(try)
-		if e.opts.Now().Add(wait).After(giveUp) {
+		left := giveUp.Sub(e.opts.Now())
+		if left <= 0 {
 			return fmt.Errorf("gave up after %d attempts over %s (retryDeadline): %w", try, deadline, err)
 		}
+		// A backoff that would overshoot the deadline is cut short to
+		// make the last try at the deadline: giving up as soon as the
+		// drawn wait is too long would waste up to Backoff.Max of the
+		// time the step was given, in which the fault may clear.
+		wait := min(e.opts.Backoff.wait(try), left)
 		e.emit(Event{Type: EventRetrying, State: name, Attempt: try, Wait: wait, Err: err})
 		e.report(ctx, hook.Retrying, name, try, data, err)
 		if err := sleep(ctx, wait); err != nil {

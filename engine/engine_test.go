@@ -39,6 +39,7 @@ type fixture struct {
 	events  []Event
 	out     bytes.Buffer
 	hooks   []hook.Hook
+	backoff Backoff // zero: 1-4 ms
 }
 
 func newFixture(t *testing.T) *fixture {
@@ -56,12 +57,16 @@ func newFixture(t *testing.T) *fixture {
 func (f *fixture) run(t *testing.T, force bool) (*Result, error) {
 	t.Helper()
 	st := f.states
+	backoff := f.backoff
+	if backoff == (Backoff{}) {
+		backoff = Backoff{Initial: time.Millisecond, Max: 4 * time.Millisecond}
+	}
 	e, err := New(Options{
 		Steps: Steps(Builtins{LoadConfig: st[LoadConfig], DeriveParams: st[DeriveParams], PrepareKey: st[PrepareKey], CreateCertificate: st[CreateCertificate],
 			RegisterThing: st[RegisterThing], Persist: st[Persist], Restart: st[Restart]}),
 		Force:       force,
 		Hooks:       f.hooks,
-		Backoff:     Backoff{Initial: time.Millisecond, Max: 4 * time.Millisecond},
+		Backoff:     backoff,
 		Subscribers: []Subscriber{SubscriberFunc(func(ev Event) { f.events = append(f.events, ev) }), &Progress{W: &f.out}},
 	})
 	if err != nil {
@@ -155,6 +160,35 @@ func TestEngineGivesUpAtDeadline(t *testing.T) {
 	}
 	if n := f.states[CreateCertificate].runs; n < 2 || n > 40 {
 		t.Errorf("ran %d times within a 1s deadline", n)
+	}
+}
+
+// A backoff longer than the time left does not end the step early: the
+// last try comes at the retry deadline, so a fault that clears within it
+// is survived.
+func TestEngineTriesLastAtDeadline(t *testing.T) {
+	f := newFixture(t)
+	f.backoff = Backoff{Initial: 10 * time.Second, Max: 10 * time.Second}
+	var tries []time.Time
+	f.states[CreateCertificate].fn = func(r *Run) error {
+		tries = append(tries, time.Now())
+		return failure.Transient(errors.New("503 ServiceUnavailable"))
+	}
+	start := time.Now()
+	_, err := f.run(t, false)
+	if err == nil || !strings.Contains(err.Error(), "gave up after") {
+		t.Fatalf("err = %v", err)
+	}
+	if len(tries) < 2 {
+		t.Fatalf("tried %d times in a 1s deadline with 10s backoffs; want a last try at the deadline", len(tries))
+	}
+	// The deadline is set as the state starts, a moment before its first
+	// try; the last try must not come before it.
+	if last := tries[len(tries)-1].Sub(start); last < time.Second-50*time.Millisecond {
+		t.Errorf("last try %s after the start; want it at the 1s deadline", last)
+	}
+	if took := time.Since(start); took > 30*time.Second {
+		t.Errorf("run took %s with a 1s deadline", took)
 	}
 }
 
@@ -346,6 +380,10 @@ func TestInterruptedRunJournalsNoFailure(t *testing.T) {
 		return fmt.Errorf("writing files: %w", ctx.Err())
 	}
 	st := f.states
+	backoff := f.backoff
+	if backoff == (Backoff{}) {
+		backoff = Backoff{Initial: time.Millisecond, Max: 4 * time.Millisecond}
+	}
 	e, err := New(Options{
 		Steps: Steps(Builtins{LoadConfig: st[LoadConfig], DeriveParams: st[DeriveParams], PrepareKey: st[PrepareKey], CreateCertificate: st[CreateCertificate],
 			RegisterThing: st[RegisterThing], Persist: st[Persist], Restart: st[Restart]}),

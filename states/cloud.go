@@ -29,22 +29,26 @@ type DialFunc func(ctx context.Context, r *engine.Run) (Cloud, error)
 // store stays open while the connection is.
 func DialIoT(ctx context.Context, r *engine.Run) (Cloud, error) {
 	cfg := r.Config
-	ctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
-	defer cancel()
 	var (
 		ks     keystore.KeyStore
 		signer crypto.Signer
 	)
 	if config.IsKeyURI(cfg.ClaimKeyPath) {
+		storeCtx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
+		defer cancel()
 		var err error
 		if ks, err = keystore.Open(cfg.ClaimKeyPath); err != nil {
 			return nil, fmt.Errorf("claim key: %w", err)
 		}
-		if signer, err = ks.CreateSigner(ctx, &keystore.CreateSignerRequest{URI: cfg.ClaimKeyPath}); err != nil {
+		if signer, err = ks.CreateSigner(storeCtx, &keystore.CreateSignerRequest{URI: cfg.ClaimKeyPath}); err != nil {
 			ks.Close()
 			return nil, fmt.Errorf("claim key: %w", err)
 		}
 	}
+	// Dial bounds itself by ConnectTimeout. A deadline of ours on ctx
+	// would end at the same moment and make a connection that timed out
+	// (nothing asked of the cloud) look like an interrupted one: not
+	// marked unreached, and reported as a bare "context deadline exceeded".
 	c, err := iotclient.Dial(ctx, iotclient.Options{
 		Endpoint:       cfg.IoTDataHost,
 		Port:           cfg.MQTTPort,

@@ -106,7 +106,7 @@ type Client struct {
 	mu         sync.Mutex
 	subs       map[string]struct{} // response topics, restored on reconnect
 	waiters    map[string]*waiter  // response topic -> the request waiting on it
-	down       chan struct{}       // closed when the current connection drops
+	down       chan struct{}       // closed when the current (or, between connections, the next) connection drops
 	lastErr    error               // last failed connection attempt
 	abortDial  context.CancelFunc  // set while Dial waits; called on a fatal connect error
 	tooLarge   error               // set when the server sent a packet over MaxPacketSize
@@ -388,8 +388,10 @@ func (c *Client) onConnectError(err error) {
 }
 
 func (c *Client) onConnectionUp(cm *autopaho.ConnectionManager, _ *paho.Connack) {
+	// c.down is not replaced here but when the connection drops: autopaho
+	// lets AwaitConnection return before it calls this, so a request may
+	// already wait on c.down, and must hear when this connection drops.
 	c.mu.Lock()
-	c.down = make(chan struct{})
 	topics := make([]string, 0, len(c.subs))
 	for t := range c.subs {
 		topics = append(topics, t)
@@ -417,6 +419,7 @@ func (c *Client) onConnectionDown() bool {
 	c.log.Warn("connection to AWS IoT lost; reconnecting")
 	c.mu.Lock()
 	close(c.down)
+	c.down = make(chan struct{}) // for the next connection
 	c.mu.Unlock()
 	return true
 }

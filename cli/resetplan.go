@@ -135,6 +135,11 @@ func (p resetPlan) apply(app *App, cfg *config.Config, planPath string) error {
 			return err
 		}
 		fmt.Fprintf(app.Stdout, "%s: provisioned values cleared (copy kept as %s)\n", cfg.File, p.ConfigBackup)
+		// A reset killed while copying left the copy's temporary file;
+		// its name is known only from the plan.
+		if _, err := atomicfile.RemoveStale(p.ConfigBackup); err != nil {
+			return err
+		}
 	}
 	if err := os.Remove(planPath); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err

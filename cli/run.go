@@ -156,7 +156,7 @@ func peekConfig(load config.LoadOptions) *config.Config {
 // every file a run writes (one may hold a whole private key). It is called
 // only while the journal is locked, so no other run is writing them.
 func removeStaleTemps(app *App, cfg *config.Config) {
-	for _, p := range []string{cfg.KeyPath, cfg.CertPath, cfg.CSRPath, cfg.RootCAOutPath, states.DeviceConfigurationPath(cfg), cfg.File} {
+	for _, p := range []string{cfg.KeyPath, cfg.CertPath, cfg.CSRPath, cfg.RootCAOutPath, states.DeviceConfigurationPath(cfg), cfg.File, resetPlanPath(cfg)} {
 		if p == "" {
 			continue // the device key is in a token
 		}

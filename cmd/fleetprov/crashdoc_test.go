@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -182,6 +183,15 @@ func checkCrashDoc(t *testing.T, recorded map[string][]crashPoint) {
 	}
 	want := crashTable(t, recorded)
 	got := doc[i+len(crashDocBegin) : j]
+	if os.Geteuid() != 0 {
+		// The counts are for a run as root, as on a device: only root
+		// gives the credentials' directory to posixUser, and syncs it
+		// once more after. Others check the rest of the table.
+		if *updateCrashDoc {
+			t.Fatal("-update-crash-doc needs root: the doc's counts are for a run as root")
+		}
+		want, got = withoutCounts(want), withoutCounts(got)
+	}
 	if got == want {
 		return
 	}
@@ -193,3 +203,18 @@ func checkCrashDoc(t *testing.T, recorded map[string][]crashPoint) {
 	}
 	t.Errorf("the crash matrix in %s is out of date: run go test ./cmd/fleetprov -run TestCrashMatrix/doc -update-crash-doc\nwant:\n%s\ngot:\n%s", path, want, got)
 }
+
+// withoutCounts blanks the table's number cells.
+func withoutCounts(table string) string {
+	for {
+		// Neighbouring cells share a bar, which one replacement
+		// consumes: repeat until none is left.
+		out := countCell.ReplaceAllString(table, "| N |")
+		if out == table {
+			return out
+		}
+		table = out
+	}
+}
+
+var countCell = regexp.MustCompile(`\| \**[0-9]+\** \|`)

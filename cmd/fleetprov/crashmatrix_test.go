@@ -42,11 +42,13 @@ type crashScenario struct {
 	next [][]string
 }
 
-var crashScenarios = []crashScenario{
+var allCrashScenarios = []crashScenario{
 	{name: "run", args: []string{"run"}, next: [][]string{{"run"}}},
 	{name: "run-create-keys", env: []string{"FLEETPROV_CERTIFICATE_MODE=create-keys"}, prepare: allowCreateKeys, args: []string{"run"}, next: [][]string{{"run"}}},
 	{name: "run-force", provisioned: true, args: []string{"run", "--force"}, next: [][]string{{"run"}}},
 	{name: "reset", provisioned: true, args: []string{"reset"}, next: [][]string{{"reset"}, {"run"}}},
+	// A run, not a reset, finishes a reset that was interrupted.
+	{name: "reset-then-run", provisioned: true, args: []string{"reset"}, next: [][]string{{"run"}}},
 }
 
 // crashPoint is one durable-write point a recording run reached.
@@ -65,7 +67,7 @@ func TestCrashMatrix(t *testing.T) {
 		t.Fatal(err)
 	}
 	recorded := map[string][]crashPoint{}
-	for _, sc := range crashScenarios {
+	for _, sc := range allCrashScenarios {
 		dev := newCrashDevice(t, self, sc)
 		rec := filepath.Join(t.TempDir(), "points")
 		if out, err := dev.command(sc.args, envCrashRecord+"="+rec); err != nil {
@@ -79,7 +81,7 @@ func TestCrashMatrix(t *testing.T) {
 	// processes to start, not on a CPU: run more at once than -parallel's
 	// default of one per CPU.
 	slots := make(chan struct{}, 2*runtime.GOMAXPROCS(0))
-	for _, sc := range crashScenarios {
+	for _, sc := range allCrashScenarios {
 		points := recorded[sc.name]
 		t.Run(sc.name, func(t *testing.T) {
 			var wg sync.WaitGroup

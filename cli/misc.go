@@ -2,8 +2,10 @@ package cli
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -75,8 +77,8 @@ value here (a command source runs), but the cloud is not contacted.`,
 			if key == "" {
 				key = cfg.KeyURI // in a token
 			}
-			fmt.Fprintf(app.Stdout, "config %s: ok\n  endpoint %s:%d, template %s, key %s at %s, journal %s, restart %s\n",
-				cfg.File, cfg.IoTDataEndpoint, cfg.MQTTPort, cfg.TemplateName, cfg.KeyAlgorithm, key, cfg.JournalPath, cfg.RestartStrategy)
+			fmt.Fprintf(app.Stdout, "config %s: ok\n  endpoint %s, template %s, key %s at %s, journal %s, restart %s\n",
+				cfg.File, net.JoinHostPort(cfg.IoTDataHost, strconv.Itoa(cfg.MQTTPort)), cfg.TemplateName, cfg.KeyAlgorithm, key, cfg.JournalPath, cfg.RestartStrategy)
 			printParams(app.Stdout, "  parameter ", d.Params, d.From)
 			// What run would warn about (an unknown key, a claim
 			// certificate about to expire), said here too.

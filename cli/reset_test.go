@@ -32,7 +32,9 @@ func TestResetSyncsEachDirectoryItMovedIn(t *testing.T) {
 		filepath.Join(journalDir, "journal"),
 	}
 	for _, f := range files {
-		if err := os.WriteFile(f, []byte("x"), 0o600); err != nil {
+		// Starts like a journal record: config refuses a journalPath
+		// that holds something else.
+		if err := os.WriteFile(f, []byte("fp1 x\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}

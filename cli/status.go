@@ -22,18 +22,22 @@ import (
 // statusReport is the --json form of status. Its field names are an
 // interface: scripts read them.
 type statusReport struct {
-	Config        string             `json:"config"`
-	Journal       string             `json:"journal"`
-	State         string             `json:"state"`
-	FailedState   string             `json:"failedState,omitempty"`
-	Error         string             `json:"error,omitempty"`
-	ThingName     string             `json:"thingName,omitempty"`
-	CertificateID string             `json:"certificateId,omitempty"`
-	KeyURI        string             `json:"keyUri,omitempty"`
-	TokenAge      string             `json:"tokenAge,omitempty"`
-	Transitions   []statusTransition `json:"transitions"`
-	Skipped       int                `json:"skippedRecords,omitempty"`
-	DeviceConfig  map[string]string  `json:"deviceConfiguration,omitempty"`
+	Config        string `json:"config"`
+	Journal       string `json:"journal"`
+	State         string `json:"state"`
+	FailedState   string `json:"failedState,omitempty"`
+	Error         string `json:"error,omitempty"`
+	ThingName     string `json:"thingName,omitempty"`
+	CertificateID string `json:"certificateId,omitempty"`
+	// PriorCertificateID is a certificate given up on after its
+	// registration went unanswered: the next run checks that the cloud
+	// did not activate it before asking for another.
+	PriorCertificateID string             `json:"priorCertificateId,omitempty"`
+	KeyURI             string             `json:"keyUri,omitempty"`
+	TokenAge           string             `json:"tokenAge,omitempty"`
+	Transitions        []statusTransition `json:"transitions"`
+	Skipped            int                `json:"skippedRecords,omitempty"`
+	DeviceConfig       map[string]string  `json:"deviceConfiguration,omitempty"`
 	// TemplateParams are the parameters journaled for RegisterThing;
 	// ParamSources names the source of each derived one.
 	TemplateParams map[string]string `json:"templateParams,omitempty"`
@@ -76,7 +80,7 @@ func newStatusCmd(app *App) *cobra.Command {
 				last := recs[n-1]
 				rep.State, rep.FailedState, rep.Error = last.State, last.FailedState, last.Error
 				rep.ThingName, rep.CertificateID = last.Data.ThingName, last.Data.CertificateID
-				rep.KeyURI = last.Data.KeyURI
+				rep.KeyURI, rep.PriorCertificateID = last.Data.KeyURI, last.Data.PriorCertificateID
 				rep.DeviceConfig, rep.Files = last.Data.DeviceConfiguration, last.Data.Files
 				rep.TemplateParams, rep.ParamSources = last.Data.TemplateParams, last.Data.ParamSources
 				if age := last.Data.TokenAge(time.Now()); age > 0 {
@@ -119,6 +123,9 @@ func printStatus(app *App, rep statusReport) {
 	}
 	if rep.KeyURI != "" {
 		fmt.Fprintf(w, "key:         %s\n", shown(rep.KeyURI))
+	}
+	if rep.PriorCertificateID != "" {
+		fmt.Fprintf(w, "prior certificate: %s (its registration went unanswered; checked not ACTIVE before another is asked for)\n", shown(rep.PriorCertificateID))
 	}
 	if rep.TokenAge != "" {
 		fmt.Fprintf(w, "token age:   %s\n", rep.TokenAge)

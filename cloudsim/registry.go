@@ -18,6 +18,7 @@ const (
 	StatusActive            = "ACTIVE"
 	StatusInactive          = "INACTIVE"
 	StatusPendingActivation = "PENDING_ACTIVATION"
+	StatusRevoked           = "REVOKED"
 )
 
 // Registry is the emulator's record of the cloud: what `aws iot

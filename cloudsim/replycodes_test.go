@@ -25,14 +25,18 @@ func claimConnect(t *testing.T, e *env, v byte) *rawConn {
 	return c
 }
 
-// A refused CONNECT gets "not authorized": 0x87 under MQTT 5, return code
-// 5 under 3.1.1, which has no 0x87; then the connection is closed, with no
-// further packet.
+// A CONNECT the policy refuses gets "not authorized": 0x87 under MQTT 5,
+// return code 5 under 3.1.1, which has no 0x87; then the connection is
+// closed, with no further packet.
 func TestReplyCodeConnectRefused(t *testing.T) {
 	e := startEnv(t, Options{})
-	p := createCert(t, e.dialClaim(t)) // PENDING_ACTIVATION: may not connect
+	claim := e.dialClaim(t)
+	p := createCert(t, claim)
+	register(t, claim, &p, "SN-REFUSED")
 	for _, v := range versions() {
 		t.Run(vname(v), func(t *testing.T) {
+			// ACTIVE, but the device policy admits only the thing's
+			// name as client id.
 			c := e.rawDial(t, p.tlsCert(t), v)
 			ack := c.connect(connectFields{clientID: randomID(), cleanStart: true, keepAlive: 30})
 			want := map[byte]byte{5: 0x87, 4: 0x05}[v]

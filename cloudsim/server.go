@@ -80,6 +80,7 @@ type Options struct {
 // Server is a running (or ready to run) emulator.
 type Server struct {
 	dir      string
+	lock     *os.File // held from Start to Close (lockDir)
 	listen   string
 	log      *slog.Logger
 	now      func() time.Time
@@ -224,7 +225,20 @@ func (s *Server) loadTemplates() error {
 // Start binds the listen address and serves; it returns once connections
 // are accepted. With Options.Broker it instead connects to that broker and
 // returns once subscribed to the request topics.
-func (s *Server) Start() error {
+func (s *Server) Start() (err error) {
+	// One process serves a directory: a second would keep a registry of
+	// its own and overwrite the first's.
+	lock, err := lockDir(s.dir)
+	if err != nil {
+		return err
+	}
+	s.lock = lock
+	defer func() {
+		if err != nil {
+			_ = lock.Close()
+			s.lock = nil
+		}
+	}()
 	if s.brokerURL != "" {
 		return s.attach()
 	}
@@ -237,6 +251,11 @@ func (s *Server) Start() error {
 		ClientAuth:   tls.RequireAndVerifyClientCert,
 		ClientCAs:    s.ca.pool,
 		MinVersion:   tls.VersionTLS12,
+		// AWS IoT authenticates only ACTIVE certificates: a pending,
+		// inactive or revoked one is refused in the handshake, before any
+		// MQTT. A device relies on that to learn whether a registration
+		// whose answer it lost activated its certificate.
+		VerifyConnection: s.refuseInactive,
 	}
 	caps := mqtt.NewDefaultServerCapabilities()
 	// mochi copies a publish's user properties into its PUBACK unless
@@ -302,6 +321,9 @@ func (s *Server) Close() error {
 		}
 		if s.attached != nil {
 			err = s.attached.close()
+		}
+		if s.lock != nil {
+			_ = s.lock.Close()
 		}
 	})
 	return err
@@ -419,6 +441,28 @@ func (s *Server) authorizeCert(certID, clientID string, action Action, resource 
 	return true
 }
 
+// refuseInactive fails a TLS handshake whose client certificate the
+// registry does not hold as ACTIVE (crypto/tls then sends the client a
+// bad_certificate alert). It runs for resumed sessions too, so a
+// certificate deactivated since its last connection is refused.
+func (s *Server) refuseInactive(cs tls.ConnectionState) error {
+	if len(cs.PeerCertificates) == 0 {
+		return errors.New("no client certificate")
+	}
+	id := CertificateID(cs.PeerCertificates[0].Raw)
+	s.mu.Lock()
+	status := "UNKNOWN"
+	if c, ok := s.reg.Certificates[id]; ok {
+		status = c.Status
+	}
+	s.mu.Unlock()
+	if status != StatusActive {
+		s.log.Warn("connection refused", "certificateId", id, "status", status, "reason", "certificate not ACTIVE")
+		return fmt.Errorf("certificate %s is %s", id, status)
+	}
+	return nil
+}
+
 // certificateOf returns the client certificate of a TLS connection.
 func certificateOf(cl *mqtt.Client) (*x509.Certificate, error) {
 	c := cl.Net.Conn
@@ -459,8 +503,8 @@ func (h *hook) Provides(b byte) bool {
 
 // OnConnect admits only the claim certificate and ACTIVE device
 // certificates. The TLS layer already refused certificates the CA did not
-// sign; a certificate that is pending, inactive or unknown to the registry
-// gets CONNACK "not authorized" here.
+// sign and those not ACTIVE (refuseInactive); one deactivated between the
+// handshake and CONNECT gets CONNACK "not authorized" here.
 func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	s := h.s
 	cert, err := certificateOf(cl)

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"github.com/fleetprov/fleetprov/internal/syncbuf"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -161,9 +162,35 @@ func TestUnregisteredCertificatesCannotConnect(t *testing.T) {
 	e := startEnv(t, Options{})
 	c := e.dialClaim(t)
 	p := createCert(t, c)
-	_, err := e.dial(t, p.tlsCert(t))
-	if err == nil || !strings.Contains(err.Error(), "not authorized") {
-		t.Errorf("PENDING_ACTIVATION certificate: err %v, want CONNACK not authorized", err)
+	// AWS IoT refuses a certificate that is not ACTIVE in the TLS
+	// handshake, before any MQTT; a device's probe after a lost
+	// registration answer relies on it. Under TLS 1.2 the verdict
+	// arrives within the client's handshake.
+	handshake := func(cert tls.Certificate) error {
+		cfg := e.tlsConfig(t, cert)
+		cfg.MaxVersion = tls.VersionTLS12
+		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: waitLimit}, "tcp", e.srv.Addr(), cfg)
+		if err == nil {
+			_ = conn.Close()
+		}
+		return err
+	}
+	const refused = "remote error: tls: bad certificate"
+	if err := handshake(p.tlsCert(t)); err == nil || !strings.Contains(err.Error(), refused) {
+		t.Errorf("PENDING_ACTIVATION certificate: handshake err %v, want %q", err, refused)
+	}
+	if _, err := e.dial(t, p.tlsCert(t)); err == nil {
+		t.Errorf("PENDING_ACTIVATION certificate connected")
+	}
+	register(t, c, &p, "SN-DEACTIVATED")
+	if err := handshake(p.tlsCert(t)); err != nil {
+		t.Fatalf("ACTIVE certificate refused: %v", err)
+	}
+	e.srv.mu.Lock()
+	e.srv.reg.Certificates[p.certID].Status = StatusInactive
+	e.srv.mu.Unlock()
+	if err := handshake(p.tlsCert(t)); err == nil || !strings.Contains(err.Error(), refused) {
+		t.Errorf("INACTIVE certificate: handshake err %v, want %q", err, refused)
 	}
 	// Signed by the CA but never issued through the API: unknown to the registry.
 	key := newKey(t)

@@ -65,9 +65,22 @@ const (
 	maxEndpoint     = 128
 	maxCommonName   = 64
 	maxClientID     = 128
+	maxParamName    = paramsource.MaxNameLength
+	maxParamValue   = paramsource.MaxValueLength
+	// How long AWS IoT honours a certificate ownership token (messages
+	// say "1h"): a device that believes longer would resume with a token
+	// the cloud refuses.
+	maxTokenLifetime = time.Hour
 )
 
-var templateNameRE = regexp.MustCompile(`^[0-9A-Za-z_-]+$`)
+var (
+	templateNameRE = regexp.MustCompile(`^[0-9A-Za-z_-]+$`)
+	// AWS IoT's rule for thing names.
+	thingNameRE = regexp.MustCompile(`^[a-zA-Z0-9:_-]{1,128}$`)
+	// A DNS label as resolvers accept it ('_' included); an endpoint's
+	// host is labels joined by dots, or an IP address.
+	hostLabelRE = regexp.MustCompile(`^[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$`)
+)
 
 // origin remembers where values came from, so that messages can name the
 // flag or environment variable the user set rather than the file's key.
@@ -75,6 +88,7 @@ type origin struct {
 	file    string
 	sources map[string]string // koanf path -> "flag --x" / "environment variable X"
 	present map[string]bool   // koanf path -> the key is in the merged config
+	nulls   map[string]int    // koanf path of a section written as null -> its line
 }
 
 func (o *origin) subject(key string) string {
@@ -110,9 +124,11 @@ func Load(opts LoadOptions) (*Config, error) {
 	if err != nil {
 		return nil, failure.Usage(fmt.Sprintf("config file %s: %v", path, err))
 	}
-	b, err := os.ReadFile(abs)
+	b, err := readInput(abs, maxConfigFile)
 	if err != nil {
 		switch {
+		case inputProblem(err) != "":
+			return nil, failure.Usage(fmt.Sprintf("config file %s %s: pass --config FILE naming Greengrass's config.yaml", abs, inputProblem(err)))
 		case errors.Is(err, fs.ErrNotExist):
 			return nil, failure.Usage(fmt.Sprintf("config file %s not found: pass --config FILE or create it", abs))
 		case errors.Is(err, fs.ErrPermission):
@@ -126,10 +142,18 @@ func Load(opts LoadOptions) (*Config, error) {
 		if errors.As(err, &md) {
 			return nil, failure.Usage(fmt.Sprintf("config %s %s", abs, md))
 		}
+		var se *sectionError
+		if errors.As(err, &se) {
+			return nil, failure.Usage(fmt.Sprintf("config %s: %s", abs, se))
+		}
 		return nil, failure.Usage(fmt.Sprintf("config %s is not valid YAML: %s: fix the file", abs, err))
 	}
+	nulls, err := checkSections(b)
+	if err != nil {
+		return nil, failure.Usage(fmt.Sprintf("config %s: %s", abs, err))
+	}
 
-	o := &origin{file: abs, sources: map[string]string{}, present: map[string]bool{}}
+	o := &origin{file: abs, sources: map[string]string{}, present: map[string]bool{}, nulls: nulls}
 	k := koanf.New("/")
 	if err := k.Load(mapProvider(tree), nil); err != nil {
 		return nil, failure.Usage(fmt.Sprintf("config %s: %v", abs, err))
@@ -358,8 +382,8 @@ func (l *loader) build() *Config {
 		c.IoTDataHost, port = l.endpoint(fp+"iotDataEndpoint", c.IoTDataEndpoint)
 	}
 	c.IoTCredEndpoint = strings.TrimSpace(l.str(fp + "iotCredEndpoint"))
-	if n := utf8.RuneCountInString(c.IoTCredEndpoint); n > maxEndpoint {
-		l.fail(fp+"iotCredEndpoint", "is %d characters long; an endpoint may have at most %d: check the value", n, maxEndpoint)
+	if c.IoTCredEndpoint != "" {
+		l.endpoint(fp+"iotCredEndpoint", c.IoTCredEndpoint)
 	}
 
 	c.CSRCommonName = l.strOr(fp+"csrCommonName", DefaultCSRCommonName)
@@ -420,6 +444,9 @@ func (l *loader) build() *Config {
 	c.ConnectTimeout = l.duration(fp+"connectTimeout", DefaultConnectTimeout, false)
 	c.RetryDeadline = l.duration(fp+"retryDeadline", DefaultRetryDeadline, false)
 	c.TokenLifetime = l.duration(fp+"tokenLifetime", DefaultTokenLifetime, false)
+	if c.TokenLifetime > maxTokenLifetime {
+		l.fail(fp+"tokenLifetime", "(%s) is longer than the 1h AWS IoT honours a certificate ownership token: set it to 1h or less", c.TokenLifetime)
+	}
 	c.TokenMargin = l.duration(fp+"tokenMargin", DefaultTokenMargin, true)
 	if l.err == nil && c.TokenMargin >= c.TokenLifetime {
 		l.fail(fp+"tokenMargin", "(%s) is not shorter than tokenLifetime (%s): make it shorter, or no token could ever be reused", c.TokenMargin, c.TokenLifetime)
@@ -533,11 +560,17 @@ func (l *loader) endpoint(key, v string) (string, int) {
 		l.fail(key, "is %d characters long; an endpoint may have at most %d: check the value", n, maxEndpoint)
 		return v, 0
 	}
-	if strings.Contains(v, "://") || strings.ContainsAny(v, "/ \t") {
+	notHost := func() (string, int) {
 		l.fail(key, "%q is not a host name: write only the host (or host:port), e.g. xxxx-ats.iot.us-east-1.amazonaws.com", v)
 		return v, 0
 	}
+	if strings.Contains(v, "://") || strings.ContainsAny(v, "/ \t") {
+		return notHost()
+	}
 	if !strings.Contains(v, ":") {
+		if !isHost(v) {
+			return notHost()
+		}
 		return v, 0
 	}
 	host, ps, err := net.SplitHostPort(v)
@@ -546,7 +579,25 @@ func (l *loader) endpoint(key, v string) (string, int) {
 		l.fail(key, "%q is not host or host:port: write e.g. xxxx-ats.iot.us-east-1.amazonaws.com or [::1]:8883", v)
 		return v, 0
 	}
+	if !isHost(host) {
+		return notHost()
+	}
 	return host, p
+}
+
+// isHost says whether s can name a host to connect to: an IP address or
+// a DNS name. Anything else would only fail later, at each connection
+// attempt, as a lookup error the retries cannot fix.
+func isHost(s string) bool {
+	if net.ParseIP(s) != nil {
+		return true
+	}
+	for _, label := range strings.Split(strings.TrimSuffix(s, "."), ".") {
+		if !hostLabelRE.MatchString(label) {
+			return false
+		}
+	}
+	return true
 }
 
 // templateParams accepts a YAML map (Greengrass lite today) or a string
@@ -596,6 +647,18 @@ func (l *loader) templateParams(key string) (map[string]string, []paramsource.Sp
 	}
 	sort.Strings(names)
 	for _, n := range names {
+		if c := utf8.RuneCountInString(n); c > maxParamName {
+			l.fail(key, "has a parameter name %d characters long (starting %q); AWS IoT accepts names of at most %d: shorten it", c, truncate(n, 16), maxParamName)
+			return out, nil
+		}
+		if pv, ok := m[n].(string); ok {
+			if c := utf8.RuneCountInString(pv); c > maxParamValue {
+				if l.err == nil {
+					l.err = failure.Usage(fmt.Sprintf("%s is %d characters long; AWS IoT accepts parameter values of at most %d: shorten it", l.o.paramSubject(key, n), c, maxParamValue))
+				}
+				return out, nil
+			}
+		}
 		switch pv := m[n].(type) {
 		case nil:
 			out[n] = ""
@@ -648,6 +711,18 @@ func (c *Config) CheckParamPlugins(plugins paramsource.PluginLookup) error {
 		}
 	}
 	return nil
+}
+
+// shownValue quotes a value for a one-line message: control characters
+// escaped, a long value cut.
+func shownValue(s string) string { return strconv.Quote(truncate(s, 64)) }
+
+// truncate returns s's first n characters, for a message.
+func truncate(s string, n int) string {
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	return string([]rune(s)[:n]) + "..."
 }
 
 func jsonKind(v any) string {
@@ -745,6 +820,9 @@ func (c *Config) Check() error {
 			continue
 		}
 		key := ProvisionPrefix + r.key
+		if err := o.nullSection(key); err != nil {
+			return err
+		}
 		state := "is missing"
 		if o != nil && o.present[key] {
 			state = "is empty"
@@ -757,7 +835,36 @@ func (c *Config) Check() error {
 		}
 		return failure.Usage(fmt.Sprintf("%s %s: set it to %s%s", o.subject(key), state, r.what, hint))
 	}
+	if c.ThingName != "" && !thingNameRE.MatchString(c.ThingName) {
+		// Provisioning writes it; one that AWS IoT cannot have was written
+		// by hand or by an older fleetprov, and Greengrass would build its
+		// MQTT topics from it.
+		return o.fail(SystemPrefix+"thingName", "%s is not a thing name AWS IoT accepts (1 to 128 of a-z, A-Z, 0-9, ':', '_' and '-'): leave it empty, provisioning sets it", shownValue(c.ThingName))
+	}
 	return c.checkFiles()
+}
+
+// nullSection reports the outermost section above key that the file
+// writes as null: the key is missing because the section is empty, and
+// the section is what to fix.
+func (o *origin) nullSection(key string) error {
+	if o == nil || !o.fromFile(key) {
+		return nil
+	}
+	for i := strings.Index(key, "/"); i > 0; i = nextSlash(key, i) {
+		if line, ok := o.nulls[key[:i]]; ok {
+			_, name := filepath.Split(key)
+			return failure.Usage(fmt.Sprintf("config %s: %s (line %d) is empty (null), not a mapping, so %s is missing: write the section's keys indented under it", o.file, dotted(key[:i]), line, name))
+		}
+	}
+	return nil
+}
+
+func nextSlash(s string, i int) int {
+	if j := strings.Index(s[i+1:], "/"); j >= 0 {
+		return i + 1 + j
+	}
+	return -1
 }
 
 func (c *Config) checkFiles() error {
@@ -773,7 +880,7 @@ func (c *Config) checkFiles() error {
 	// claim connection is made: reading it needs its key store.
 	var keyPub crypto.PublicKey
 	if !IsKeyURI(c.ClaimKeyPath) {
-		b, err := os.ReadFile(c.ClaimKeyPath)
+		b, err := readInput(c.ClaimKeyPath, maxPEMFile)
 		if err != nil {
 			return o.fail(keyKey, "%s %s: %s", c.ClaimKeyPath, readProblem(err), readFix(err, "the claim private key's PEM file"))
 		}
@@ -785,7 +892,7 @@ func (c *Config) checkFiles() error {
 		}
 	}
 
-	b, err := os.ReadFile(c.ClaimCertPath)
+	b, err := readInput(c.ClaimCertPath, maxPEMFile)
 	if err != nil {
 		return o.fail(certKey, "%s %s: %s", c.ClaimCertPath, readProblem(err), readFix(err, "the claim certificate's PEM file"))
 	}
@@ -798,15 +905,23 @@ func (c *Config) checkFiles() error {
 	}
 	now := time.Now()
 	if na := certs[0].NotAfter; now.After(na) {
-		c.Warnings = append(c.Warnings, fmt.Sprintf("%s: claim certificate %s expired on %s (or the clock is wrong): AWS IoT will refuse it", o.subject(certKey), c.ClaimCertPath, na.UTC().Format(time.RFC3339)))
+		// AWS IoT refuses it at every connection; a run would only write
+		// a key and a journal, then fail.
+		return o.fail(certKey, "%s expired on %s (this device's clock says %s): put a claim certificate that is still valid there, or set the clock if it is wrong", c.ClaimCertPath, na.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
 	}
 
-	b, err = os.ReadFile(c.RootCAPath)
+	b, err = readInput(c.RootCAPath, maxPEMFile)
 	if err != nil {
 		return o.fail(caKey, "%s %s: %s", c.RootCAPath, readProblem(err), readFix(err, "the root CA certificate's PEM file (AmazonRootCA1.pem)"))
 	}
-	if len(parseCertsPEM(b)) == 0 {
+	cas := parseCertsPEM(b)
+	if len(cas) == 0 {
 		return o.fail(caKey, "%s is not a PEM certificate: set it to the root CA certificate's PEM file (AmazonRootCA1.pem)", c.RootCAPath)
+	}
+	if !slices.ContainsFunc(cas, isCA) {
+		// Most likely the claim or a device certificate in the wrong key:
+		// no server certificate would verify against it.
+		return o.fail(caKey, "%s holds no CA certificate (its first is issued to %q by %q): set it to the root CA certificate's PEM file (AmazonRootCA1.pem)", c.RootCAPath, cas[0].Subject.String(), cas[0].Issuer.String())
 	}
 	return c.CheckStateScriptsDir()
 }
@@ -837,6 +952,9 @@ func (c *Config) CheckStateScriptsDir() error {
 }
 
 func readProblem(err error) string {
+	if p := inputProblem(err); p != "" {
+		return p
+	}
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		return "does not exist"

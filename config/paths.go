@@ -1,8 +1,10 @@
 package config
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -111,11 +113,48 @@ func (c *Config) CheckPaths() error {
 // ends when read.
 func (c *Config) checkJournalKind() error {
 	fi, err := os.Lstat(c.JournalPath)
-	if err != nil || fi.Mode().IsRegular() {
+	if err != nil {
 		return nil // a missing journal is created; another error shows when it is opened
 	}
-	return c.origin.fail(ProvisionPrefix+"journalPath", "%s is %s, not a regular file: set journalPath to a file of fleetprov's own, such as %s",
-		c.JournalPath, kindOf(fi), filepath.Join(c.RootPath, "fleetprov", "journal"))
+	own := filepath.Join(c.RootPath, "fleetprov", "journal")
+	if !fi.Mode().IsRegular() {
+		return c.origin.fail(ProvisionPrefix+"journalPath", "%s is %s, not a regular file: set journalPath to a file of fleetprov's own, such as %s",
+			c.JournalPath, kindOf(fi), own)
+	}
+	if !looksLikeJournal(c.JournalPath) {
+		// A run would cut off what it cannot read as torn records,
+		// emptying someone else's file.
+		return c.origin.fail(ProvisionPrefix+"journalPath", "%s is not a fleetprov journal (it does not start with a journal record): set journalPath to a file of fleetprov's own, such as %s",
+			c.JournalPath, own)
+	}
+	return nil
+}
+
+// JournalMagic starts every journal record (engine's record format 1 and
+// later); the engine's tests hold the two equal.
+const JournalMagic = "fp1 "
+
+// looksLikeJournal says whether the file at path can be a journal: empty,
+// starting with a record, or holding only the start of a first record or
+// zeros (an append cut short by a crash or a power cut), which the engine
+// reads as torn. A file it cannot read is left for the journal's own open
+// to report.
+func looksLikeJournal(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return true
+	}
+	defer f.Close()
+	head := make([]byte, len(JournalMagic))
+	n, _ := io.ReadFull(f, head)
+	head = head[:n]
+	switch {
+	case n == 0, strings.HasPrefix(JournalMagic, string(head)):
+		return true
+	case head[0] == 0:
+		return len(bytes.Trim(head, "\x00")) == 0
+	}
+	return false
 }
 
 // checkOutputDirs refuses an output's directory that is there and is not

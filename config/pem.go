@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/x509"
 	"encoding/pem"
@@ -44,6 +45,15 @@ func parsePrivateKeyPEM(data []byte) (crypto.PublicKey, string) {
 		}
 		return s.Public(), ""
 	}
+}
+
+// isCA says whether c can anchor a chain: a CA by its basic constraints,
+// or a self-signed certificate of the kind old roots are (no extensions).
+func isCA(c *x509.Certificate) bool {
+	if c.BasicConstraintsValid {
+		return c.IsCA
+	}
+	return bytes.Equal(c.RawIssuer, c.RawSubject) && c.CheckSignature(c.SignatureAlgorithm, c.RawTBSCertificate, c.Signature) == nil
 }
 
 // parseCertsPEM returns every certificate in PEM data that parses.

@@ -47,9 +47,126 @@ func parseYAML(b []byte) (map[string]any, error) {
 		return map[string]any{}, nil
 	}
 	if root.Kind != yaml.MappingNode {
-		return nil, errors.New("its top level is not a mapping of keys to values")
+		return nil, &sectionError{found: yamlKind(root), line: root.Line}
 	}
 	return nodeValue(root).(map[string]any), nil
+}
+
+// sections are the mappings fleetprov reads keys from, by koanf path.
+var sections = []string{
+	"system",
+	"services",
+	"services/aws.greengrass.NucleusLite",
+	"services/aws.greengrass.NucleusLite/configuration",
+	"services/aws.greengrass.NucleusLite/configuration/runWithDefault",
+	"services/aws.greengrass.fleet_provisioning",
+	"services/aws.greengrass.fleet_provisioning/configuration",
+}
+
+// checkSections finds a section of config.yaml written as something other
+// than a mapping: read as it stands, every key in it would be reported
+// missing, which points the user at the wrong line. It returns the
+// sections that are null (a "services:" with nothing under it), by path
+// with their line: such a section is as good as an empty one, and is
+// reported only when a required key is then missing from it.
+func checkSections(b []byte) (map[string]int, error) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(b, &doc); err != nil || len(doc.Content) == 0 {
+		return nil, nil // parseYAML reports it
+	}
+	nulls := map[string]int{}
+	for _, path := range sections {
+		n, line := deref(doc.Content[0]), 0
+		for _, name := range strings.Split(path, "/") {
+			if n == nil || n.Kind != yaml.MappingNode {
+				n = nil
+				break
+			}
+			n, line = lookup(n, name)
+		}
+		switch {
+		case n == nil || n.Kind == yaml.MappingNode:
+		case n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null":
+			nulls[path] = line
+		default:
+			return nil, &sectionError{path: path, found: yamlKind(n), line: line}
+		}
+	}
+	return nulls, nil
+}
+
+// lookup finds name's value in mapping m, and the line of its key, as
+// nodeValue reads it: the mapping's own key first, then those merged in
+// with "<<", the first merge winning.
+func lookup(m *yaml.Node, name string) (*yaml.Node, int) {
+	var merges []*yaml.Node
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		k, v := m.Content[i], m.Content[i+1]
+		if k.Kind == yaml.ScalarNode && k.ShortTag() == "!!merge" {
+			merges = append(merges, deref(v))
+			continue
+		}
+		if k.Value == name {
+			return deref(v), k.Line
+		}
+	}
+	for _, mv := range merges {
+		list := []*yaml.Node{mv}
+		if mv.Kind == yaml.SequenceNode {
+			list = mv.Content
+		}
+		for _, item := range list {
+			if item = deref(item); item.Kind == yaml.MappingNode {
+				if v, line := lookup(item, name); v != nil {
+					return v, line
+				}
+			}
+		}
+	}
+	return nil, 0
+}
+
+func deref(n *yaml.Node) *yaml.Node {
+	for n != nil && n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	return n
+}
+
+// yamlKind names what a node holds, for a message.
+func yamlKind(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	}
+	switch n.ShortTag() {
+	case "!!null":
+		return "empty (null)"
+	case "!!str":
+		return "a string"
+	case "!!int", "!!float":
+		return "a number"
+	case "!!bool":
+		return "a boolean"
+	}
+	return "a single value"
+}
+
+// sectionError is a section of config.yaml (or its top level, when path is
+// empty) that is not a mapping.
+type sectionError struct {
+	path  string // koanf path; "" for the top level
+	found string // yamlKind
+	line  int
+}
+
+func (e *sectionError) Error() string {
+	if e.path == "" {
+		return fmt.Sprintf("its top level (line %d) is %s, not a mapping: write the sections system and services at the top level, as in Greengrass's config.yaml", e.line, e.found)
+	}
+	return fmt.Sprintf("%s (line %d) is %s, not a mapping: write the section's keys indented under it", dotted(e.path), e.line, e.found)
 }
 
 func nodeValue(n *yaml.Node) any {

@@ -32,9 +32,10 @@ func Steps(b Builtins) []Step {
 			// deleted by the cloud when its token expires.
 			Resume: ResumeHere(CreateCertificate, "no certificate received yet")},
 		{Name: RegisterThing, State: b.RegisterThing, Transition: "thing_registered",
-			// The token expired or the cloud no longer honours it: the
-			// certificate it belongs to can never be activated, so get a
-			// new one.
+			// The token expired or the cloud no longer honours it: get a
+			// new certificate. The old one may have been activated by a
+			// registration whose answer was lost; CreateCertificate
+			// checks it is not ACTIVE before asking.
 			Detours: []Detour{{Transition: "token_unusable", On: ErrTokenUnusable, To: CreateCertificate, Max: 2, Forget: (*Data).ForgetCertificate}},
 			Resume:  resumeRegisterThing},
 		{Name: Persist, State: b.Persist, Transition: "persisted",
@@ -54,10 +55,15 @@ func resumeRegisterThing(in ResumeInput, d *Data) (string, string) {
 	if d.OwnershipToken != "" && age >= 0 && age < in.TokenLifetime-in.TokenMargin {
 		return RegisterThing, fmt.Sprintf("reusing ownership token issued %s ago", age.Round(time.Second))
 	}
-	// The certificate behind an expired token can never be activated; the
-	// cloud deletes it. Ask for a new one.
+	// An expired token cannot register; ask for a new certificate. The
+	// old one may already be ACTIVE, if the last run's RegisterThing went
+	// through unseen: CreateCertificate checks before asking.
 	d.ForgetCertificate()
-	return CreateCertificate, fmt.Sprintf("ownership token issued %s ago is too old to use", age.Round(time.Second))
+	why := fmt.Sprintf("ownership token issued %s ago is too old to use", age.Round(time.Second))
+	if d.PriorCertificatePEM != "" {
+		why += "; its certificate is checked for activation first"
+	}
+	return CreateCertificate, why
 }
 
 // Mermaid draws the built-in machine.

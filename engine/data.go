@@ -26,6 +26,15 @@ type Data struct {
 	OwnershipToken string    `json:"certificateOwnershipToken,omitempty"`
 	TokenIssuedAt  time.Time `json:"tokenIssuedAt,omitzero"`
 
+	// PriorCertificateID and PriorCertificatePEM are a certificate given
+	// up on after its RegisterThing may have reached the cloud (its token
+	// grew too old, or the cloud refused it): the cloud may have
+	// activated it without the device hearing so. CreateCertificate makes
+	// sure it is not ACTIVE before asking for another, so that one device
+	// never holds two ACTIVE certificates.
+	PriorCertificateID  string `json:"priorCertificateId,omitempty"`
+	PriorCertificatePEM string `json:"priorCertificatePem,omitempty"`
+
 	// TemplateParams are all the template parameters, literal and
 	// derived, as RegisterThing sends them: derived once per provisioning
 	// identity, so a resumed run sends the values of its first try.
@@ -88,7 +97,12 @@ func (d *Data) TokenAge(now time.Time) time.Duration {
 }
 
 // ForgetCertificate drops a certificate whose token can no longer be used.
+// Its RegisterThing may have gone through unseen, so it is kept as the
+// prior certificate, to be checked before another is asked for.
 func (d *Data) ForgetCertificate() {
+	if d.CertificatePEM != "" {
+		d.PriorCertificateID, d.PriorCertificatePEM = d.CertificateID, d.CertificatePEM
+	}
 	d.CertificateID, d.CertificatePEM, d.OwnershipToken = "", "", ""
 	d.TokenIssuedAt = time.Time{}
 }

@@ -157,6 +157,8 @@ func TestHookNeverSeesTheOwnershipToken(t *testing.T) {
 func TestEveryDataFieldIsClassifiedForHooks(t *testing.T) {
 	public := []string{
 		"newKey", "keyUri", "keyAlgorithm", "csrPem", "certificateId", "certificatePem", "tokenIssuedAt",
+		// Certificates are public; a hook may want to know one is in doubt.
+		"priorCertificateId", "priorCertificatePem",
 		"templateName", "thingName", "deviceConfiguration", "files",
 		// Sent to the cloud as they are, and shown by status.
 		"templateParams", "paramSources",

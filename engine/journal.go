@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/fleetprov/fleetprov/atomicfile"
+	"github.com/fleetprov/fleetprov/failure"
 	"github.com/fleetprov/fleetprov/internal/faultpoint"
 )
 
@@ -164,6 +165,10 @@ func openJournalFile(path string, flag int) (*os.File, error) {
 	f, err := os.OpenFile(path, flag|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0o600)
 	if errors.Is(err, syscall.ELOOP) {
 		return nil, fmt.Errorf("journal %s is a symbolic link: %w", path, ErrJournalNotRegular)
+	}
+	if errors.Is(err, fs.ErrPermission) {
+		// The user's to fix, like a config file it may not read: exit 2.
+		return nil, &failure.UsageError{Msg: fmt.Sprintf("journal %s cannot be opened (permission denied): run as a user that can read and write it", path), Err: err}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("open journal %s: %w", path, err)

@@ -86,6 +86,9 @@ func (s *storeCloud) Close() error {
 // connection is dropped so the retry starts from a fresh one.
 type Session struct {
 	Dial DialFunc
+	// Probe asks whether the cloud accepts a certificate for a
+	// connection; nil means ProbeIoT.
+	Probe ProbeFunc
 
 	mu sync.Mutex
 	c  Cloud
@@ -118,4 +121,55 @@ func (s *Session) drop() {
 func (s *Session) Close() error {
 	s.drop()
 	return nil
+}
+
+// ProbeFunc reports whether the cloud accepts certPEM, with the device key
+// the journal names, for a connection: whether it is ACTIVE.
+type ProbeFunc func(ctx context.Context, r *engine.Run, certPEM string) (bool, error)
+
+// errKeyReplaced: the device key is no longer the one a certificate was
+// issued for.
+var errKeyReplaced = errors.New("the device key is no longer the certificate's")
+
+// ProbeIoT connects to the endpoint with the certificate and the device
+// key, as far as the TLS handshake: AWS IoT completes it only for an
+// ACTIVE certificate.
+func ProbeIoT(ctx context.Context, r *engine.Run, certPEM string) (bool, error) {
+	cfg := r.Config
+	uri := r.Data.KeyURI
+	if uri == "" {
+		uri = cfg.KeyURI
+	}
+	ks, err := keystore.Open(uri)
+	if err != nil {
+		return false, err
+	}
+	defer ks.Close()
+	signer, err := ks.CreateSigner(ctx, &keystore.CreateSignerRequest{URI: uri})
+	if err != nil {
+		return false, fmt.Errorf("device key: %w", err)
+	}
+	cert, err := parseCertPEM(certPEM)
+	if err != nil {
+		return false, err
+	}
+	if pub, ok := signer.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(cert.PublicKey) {
+		return false, errKeyReplaced
+	}
+	return iotclient.CertificateActive(ctx, iotclient.ProbeOptions{
+		Endpoint:       cfg.IoTDataHost,
+		Port:           cfg.MQTTPort,
+		RootCAPath:     cfg.RootCAPath,
+		CertificatePEM: certPEM,
+		Key:            signer,
+		ALPN:           cfg.MQTTALPN,
+		Timeout:        cfg.ConnectTimeout,
+	})
+}
+
+func (s *Session) probe(ctx context.Context, r *engine.Run, certPEM string) (bool, error) {
+	if s.Probe != nil {
+		return s.Probe(ctx, r, certPEM)
+	}
+	return ProbeIoT(ctx, r, certPEM)
 }

@@ -22,7 +22,15 @@ type CreateCertificate struct{ Session *Session }
 
 var _ engine.State = (*CreateCertificate)(nil)
 
+// ErrPriorCertificateActive: a certificate given up on is ACTIVE in the
+// cloud, so its registration went through; the device never learned the
+// thing it made, and another certificate would be a second ACTIVE one.
+var ErrPriorCertificateActive = errors.New("is ACTIVE in the cloud: the thing was registered but the answer never arrived, and another certificate would make two ACTIVE ones")
+
 func (s *CreateCertificate) Run(ctx context.Context, r *engine.Run) error {
+	if err := s.checkPrior(ctx, r); err != nil {
+		return err
+	}
 	if r.Config.CertificateMode == config.ModeCreateKeys {
 		return s.createKeys(ctx, r)
 	}
@@ -50,6 +58,38 @@ func (s *CreateCertificate) Run(ctx context.Context, r *engine.Run) error {
 	r.Data.OwnershipToken = res.OwnershipToken
 	r.Data.TokenIssuedAt = r.Now()
 	r.Log.Info("certificate issued", "certificateId", res.CertificateID)
+	return nil
+}
+
+// checkPrior makes sure a certificate given up on while its registration
+// may have gone through (engine.Data.PriorCertificateID) is not ACTIVE
+// before another is asked for. RegisterThing is what activates a
+// certificate and the fleet provisioning API cannot be asked about one,
+// so the device presents it in a TLS handshake, which AWS IoT completes
+// only for an ACTIVE certificate.
+func (s *CreateCertificate) checkPrior(ctx context.Context, r *engine.Run) error {
+	id := r.Data.PriorCertificateID
+	if r.Data.PriorCertificatePEM == "" {
+		return nil
+	}
+	pctx, cancel := context.WithTimeout(ctx, r.Config.ConnectTimeout)
+	defer cancel()
+	active, err := s.Session.probe(pctx, r, r.Data.PriorCertificatePEM)
+	switch {
+	case errors.Is(err, errKeyReplaced):
+		// Only a create-keys run replaces the key, and only after a
+		// check of this same certificate found it not ACTIVE, a run
+		// killed before journaling so. Its token is spent, so nothing
+		// can have activated it since.
+		r.Log.Info("prior certificate's key was replaced after it was found not active", "certificateId", id)
+	case err != nil:
+		return fmt.Errorf("checking whether certificate %s, given up on after its registration went unanswered, is active: %w", id, err)
+	case active:
+		return fmt.Errorf("certificate %s %w; deactivate it (aws iot update-certificate --certificate-id %s --new-status INACTIVE, or fleetprov cloud update-certificate on the local cloud), then run again", id, ErrPriorCertificateActive, id)
+	default:
+		r.Log.Info("prior certificate is not active: asking for another", "certificateId", id)
+	}
+	r.Data.PriorCertificateID, r.Data.PriorCertificatePEM = "", ""
 	return nil
 }
 

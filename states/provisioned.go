@@ -7,6 +7,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 
 	"github.com/fleetprov/fleetprov/config"
@@ -21,9 +22,19 @@ import (
 // can connect.
 func CheckProvisioned(ctx context.Context, cfg *config.Config) error {
 	certPath := cfg.CertificateFilePath
+	if certPath == "" {
+		return errors.New("system.certificateFilePath is empty")
+	}
 	b, err := os.ReadFile(certPath)
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("system.certificateFilePath %s does not exist", certPath)
+	}
 	if err != nil {
-		return fmt.Errorf("system.certificateFilePath %s: %w", certPath, err)
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err // the path is in the message already
+		}
+		return fmt.Errorf("system.certificateFilePath %s cannot be read (%w)", certPath, err)
 	}
 	block, _ := pem.Decode(b)
 	if block == nil || block.Type != "CERTIFICATE" {

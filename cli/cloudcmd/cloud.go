@@ -20,7 +20,7 @@ import (
 )
 
 // Commands are the local cloud's commands, for cli.Build.Commands: cloud
-// (init, serve, things, certs) and demo. A device-only build leaves them
+// (init, serve, things, certs, update-certificate) and demo. A device-only build leaves them
 // out, and the emulator with them.
 var Commands = []func(*cli.App) *cobra.Command{newCloudCmd, newDemoCmd}
 
@@ -30,14 +30,14 @@ func newCloudCmd(app *cli.App) *cobra.Command {
 		Short: "Local AWS IoT fleet provisioning emulator (no AWS account needed)",
 		Args:  cobra.NoArgs,
 	}
-	cmd.AddCommand(newCloudInitCmd(app), newCloudServeCmd(app), newCloudThingsCmd(app), newCloudCertsCmd(app))
+	cmd.AddCommand(newCloudInitCmd(app), newCloudServeCmd(app), newCloudThingsCmd(app), newCloudCertsCmd(app), newCloudUpdateCertificateCmd(app))
 	return cmd
 }
 
 // usageFrom turns the emulator's user-fixable errors into usage errors, so
 // they exit 2 like any other bad input.
 func usageFrom(err error) error {
-	if errors.Is(err, cloudsim.ErrInitialised) || errors.Is(err, cloudsim.ErrNotInitialised) || errors.Is(err, cloudsim.ErrListen) || errors.Is(err, cloudsim.ErrPolicy) || errors.Is(err, cloudsim.ErrBrokerMode) {
+	if errors.Is(err, cloudsim.ErrInitialised) || errors.Is(err, cloudsim.ErrNotInitialised) || errors.Is(err, cloudsim.ErrListen) || errors.Is(err, cloudsim.ErrPolicy) || errors.Is(err, cloudsim.ErrBrokerMode) || errors.Is(err, cloudsim.ErrCertificate) {
 		return &failure.UsageError{Msg: err.Error(), Err: err}
 	}
 	return err

@@ -92,6 +92,34 @@ func newCloudCertsCmd(app *cli.App) *cobra.Command {
 	return cmd
 }
 
+func newCloudUpdateCertificateCmd(app *cli.App) *cobra.Command {
+	var dir, id, status string
+	cmd := &cobra.Command{
+		Use:   "update-certificate --dir DIR --certificate-id ID --new-status ACTIVE|INACTIVE|REVOKED",
+		Short: "Set a certificate's status, as `aws iot update-certificate` does (the emulator must be stopped)",
+		Long: `Set a certificate's status, as ` + "`aws iot update-certificate`" + ` does on AWS: ACTIVE,
+INACTIVE or REVOKED; a revoked certificate stays revoked. A certificate
+that is not ACTIVE can no longer connect. The emulator keeps its registry
+in the serving process, so stop ` + "`fleetprov cloud serve`" + ` first and start it again after.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := requireDir(dir); err != nil {
+				return err
+			}
+			old, err := cloudsim.UpdateCertificate(dir, id, status)
+			if err != nil {
+				return usageFrom(err)
+			}
+			fmt.Fprintf(app.Stdout, "certificate %s: %s -> %s\n", id, old, status)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&dir, "dir", "", "emulator directory")
+	cmd.Flags().StringVar(&id, "certificate-id", "", "the certificate's id: 64 hex characters, as cloud certs --json shows")
+	cmd.Flags().StringVar(&status, "new-status", "", "ACTIVE, INACTIVE or REVOKED")
+	return cmd
+}
+
 func thingsOf(reg *cloudsim.Registry) []thingJSON {
 	out := []thingJSON{}
 	for _, t := range reg.SortedThings() {

@@ -75,7 +75,11 @@ func TestScripts(t *testing.T) {
 			"cloudcount": cmdCloudCount,
 			"keyinfo":    cmdKeyInfo,
 			"pidgone":    cmdPIDGone,
+			// For the bad-input scripts (badinput_test.go).
+			"expiredcert": cmdExpiredCert,
+			"journalrec":  cmdJournalRec,
 		},
+		Condition: condition,
 	})
 }
 

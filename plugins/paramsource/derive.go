@@ -6,6 +6,14 @@ import (
 	"maps"
 	"sort"
 	"strings"
+	"unicode/utf8"
+)
+
+// AWS IoT's limits for a template parameter, in characters: a value past
+// them is refused by RegisterThing, after a certificate was issued.
+const (
+	MaxNameLength  = 2048
+	MaxValueLength = 4096
 )
 
 // DeriveRequest is one provisioning identity's parameters to work out.
@@ -65,6 +73,12 @@ func Derive(ctx context.Context, req *DeriveRequest) (*Derived, error) {
 		for _, k := range sortedKeys(got) {
 			if strings.TrimSpace(got[k]) == "" {
 				return nil, fmt.Errorf("%s: the derived value of %s is empty", where, k)
+			}
+			if n := utf8.RuneCountInString(k); n > MaxNameLength {
+				return nil, fmt.Errorf("%s: the source gave a parameter name %d characters long; AWS IoT accepts names of at most %d", where, n, MaxNameLength)
+			}
+			if n := utf8.RuneCountInString(got[k]); n > MaxValueLength {
+				return nil, fmt.Errorf("%s: the derived value of %s is %d characters long; AWS IoT accepts values of at most %d: make the source give a shorter one", where, k, n, MaxValueLength)
 			}
 			out.Params[k] = got[k]
 			out.From[k] = s.String()

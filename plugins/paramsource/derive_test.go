@@ -5,6 +5,7 @@ import (
 	"errors"
 	"maps"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -105,6 +106,8 @@ func TestDeriveErrors(t *testing.T) {
 		{"plugin gives nothing", &eeprom{}, "templateParams.Serial (source plugin:board): the source gave no value for Serial"},
 		{"plugin gives an empty value", &eeprom{answer: map[string]string{"Serial": " "}}, "templateParams.Serial (source plugin:board): the derived value of Serial is empty"},
 		{"plugin gives an empty extra", &eeprom{answer: map[string]string{"Serial": "S", "Rev": ""}}, "templateParams.Serial (source plugin:board): the derived value of Rev is empty"},
+		{"plugin gives a value AWS refuses", &eeprom{answer: map[string]string{"Serial": strings.Repeat("é", 4097)}}, "templateParams.Serial (source plugin:board): the derived value of Serial is 4097 characters long; AWS IoT accepts values of at most 4096: make the source give a shorter one"},
+		{"plugin gives a name AWS refuses", &eeprom{answer: map[string]string{"Serial": "S", strings.Repeat("N", 2049): "x"}}, "templateParams.Serial (source plugin:board): the source gave a parameter name 2049 characters long; AWS IoT accepts names of at most 2048"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

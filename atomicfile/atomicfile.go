@@ -12,6 +12,7 @@ import (
 	"syscall"
 
 	"github.com/fleetprov/fleetprov/atomicfile/internal/seam"
+	"github.com/fleetprov/fleetprov/internal/faultpoint"
 )
 
 // Owner names the numeric owner a file is given after it is written.
@@ -67,12 +68,15 @@ func WriteFile(path string, data []byte, perm os.FileMode, opts ...Options) erro
 			return fmt.Errorf("set owner of %s: %w", path, err)
 		}
 	}
+	faultpoint.Hit(faultpoint.FileCreated, path)
 	if _, err := tmp.Write(data); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
+	faultpoint.Hit(faultpoint.FileWritten, path)
 	if err := tmp.Sync(); err != nil {
 		return fmt.Errorf("sync %s: %w", path, err)
 	}
+	faultpoint.Hit(faultpoint.FileSynced, path)
 	if err := tmp.Close(); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
@@ -80,6 +84,7 @@ func WriteFile(path string, data []byte, perm os.FileMode, opts ...Options) erro
 		return fmt.Errorf("replace %s: %w", path, err)
 	}
 	committed = true
+	faultpoint.Hit(faultpoint.FileRenamed, path)
 	return SyncDir(dir)
 }
 
@@ -127,6 +132,7 @@ func MkdirAll(dir string, perm os.FileMode, owner *Owner) error {
 			if err := setDir(d, perm, owner); err != nil {
 				return fmt.Errorf("create directory %s: %w", dir, err)
 			}
+			faultpoint.Hit(faultpoint.DirCreated, d)
 		}
 		if err := SyncDir(filepath.Dir(d)); err != nil {
 			return err
@@ -181,5 +187,6 @@ func SyncDir(dir string) error {
 		return fmt.Errorf("sync directory %s: %w", dir, err)
 	}
 	seam.DirSynced(dir)
+	faultpoint.Hit(faultpoint.DirSynced, dir)
 	return nil
 }

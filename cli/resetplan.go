@@ -12,6 +12,7 @@ import (
 	"github.com/fleetprov/fleetprov/atomicfile"
 	"github.com/fleetprov/fleetprov/config"
 	"github.com/fleetprov/fleetprov/engine"
+	"github.com/fleetprov/fleetprov/internal/faultpoint"
 	"github.com/fleetprov/fleetprov/states"
 )
 
@@ -102,10 +103,12 @@ func (p resetPlan) apply(app *App, cfg *config.Config, planPath string) error {
 			fmt.Fprintf(app.Stdout, "journal kept as %s\n", bak)
 			continue
 		}
+		faultpoint.Hit(faultpoint.RenameBefore, m.From)
 		if err := os.Rename(m.From, m.To); err != nil {
 			_ = moved.Sync()
 			return fmt.Errorf("keep %s as backup: %w", m.From, err)
 		}
+		faultpoint.Hit(faultpoint.RenameAfter, m.From)
 		moved.Add(m.From)
 		fmt.Fprintf(app.Stdout, "%s kept as %s\n", m.From, m.To)
 	}
@@ -132,10 +135,16 @@ func (p resetPlan) apply(app *App, cfg *config.Config, planPath string) error {
 			return err
 		}
 		fmt.Fprintf(app.Stdout, "%s: provisioned values cleared (copy kept as %s)\n", cfg.File, p.ConfigBackup)
+		// A reset killed while copying left the copy's temporary file;
+		// its name is known only from the plan.
+		if _, err := atomicfile.RemoveStale(p.ConfigBackup); err != nil {
+			return err
+		}
 	}
 	if err := os.Remove(planPath); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
+	faultpoint.Hit(faultpoint.ResetPlanRemoved, planPath)
 	return atomicfile.SyncDir(filepath.Dir(planPath))
 }
 

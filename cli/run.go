@@ -6,10 +6,8 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"strings"
 	"sync"
 	"syscall"
-	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -17,15 +15,10 @@ import (
 	"github.com/fleetprov/fleetprov/atomicfile"
 	"github.com/fleetprov/fleetprov/config"
 	"github.com/fleetprov/fleetprov/engine"
-	"github.com/fleetprov/fleetprov/failure"
 	"github.com/fleetprov/fleetprov/plugins/host"
 	"github.com/fleetprov/fleetprov/plugins/paramsource"
 	"github.com/fleetprov/fleetprov/states"
 )
-
-// EnvTestHold pauses the engine before given states ("Persist=3s,...") so a
-// test can kill the process inside them. Not for production use.
-const EnvTestHold = "FLEETPROV_TEST_HOLD"
 
 func newRunCmd(app *App) *cobra.Command {
 	var force bool
@@ -71,10 +64,6 @@ type ProvisionOptions struct {
 // Provision runs this build's machine with the progress printer and the
 // logger subscribed; run and the local cloud's demo share it.
 func Provision(ctx context.Context, app *App, o ProvisionOptions) (*engine.Result, error) {
-	hold, err := parseHold(os.Getenv(EnvTestHold))
-	if err != nil {
-		return nil, err
-	}
 	// A reset killed half way is finished before the journal and the
 	// config are read, or this run would take a half-reset device for a
 	// provisioned one.
@@ -95,6 +84,7 @@ func Provision(ctx context.Context, app *App, o ProvisionOptions) (*engine.Resul
 	defer session.Close()
 	steps := engine.Steps(builtins)
 	if app.build.Steps != nil {
+		var err error
 		if steps, err = app.build.Steps(steps); err != nil {
 			return nil, fmt.Errorf("this build's steps: %w", err)
 		}
@@ -106,7 +96,6 @@ func Provision(ctx context.Context, app *App, o ProvisionOptions) (*engine.Resul
 		Hooks:       runHooks(app.build.Hooks, plugins.Hooks(), scripts),
 		Logger:      app.Logger,
 		Force:       o.Force,
-		Hold:        hold,
 		Subscribers: []engine.Subscriber{engine.LogSubscriber{Logger: app.Logger}, &engine.Progress{W: app.Stdout}},
 	})
 	if err != nil {
@@ -167,7 +156,7 @@ func peekConfig(load config.LoadOptions) *config.Config {
 // every file a run writes (one may hold a whole private key). It is called
 // only while the journal is locked, so no other run is writing them.
 func removeStaleTemps(app *App, cfg *config.Config) {
-	for _, p := range []string{cfg.KeyPath, cfg.CertPath, cfg.CSRPath, cfg.RootCAOutPath, states.DeviceConfigurationPath(cfg), cfg.File} {
+	for _, p := range []string{cfg.KeyPath, cfg.CertPath, cfg.CSRPath, cfg.RootCAOutPath, states.DeviceConfigurationPath(cfg), cfg.File, resetPlanPath(cfg)} {
 		if p == "" {
 			continue // the device key is in a token
 		}
@@ -215,22 +204,6 @@ type signalError struct {
 
 func (e *signalError) Error() string { return e.err.Error() }
 func (e *signalError) Unwrap() error { return e.err }
-
-func parseHold(s string) (map[string]time.Duration, error) {
-	if s == "" {
-		return nil, nil
-	}
-	out := map[string]time.Duration{}
-	for _, part := range strings.Split(s, ",") {
-		name, dur, ok := strings.Cut(strings.TrimSpace(part), "=")
-		d, err := time.ParseDuration(dur)
-		if !ok || err != nil {
-			return nil, failure.Usage(fmt.Sprintf("%s: %q is not STATE=DURATION", EnvTestHold, part))
-		}
-		out[name] = d
-	}
-	return out, nil
-}
 
 // configFlag adds --config to commands that only need to find the config.
 func configFlag(fs *pflag.FlagSet) *string {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/fleetprov/fleetprov/config"
 	"github.com/fleetprov/fleetprov/failure"
+	"github.com/fleetprov/fleetprov/internal/faultpoint"
 	"github.com/fleetprov/fleetprov/plugins/hook"
 )
 
@@ -86,9 +87,6 @@ type Options struct {
 	// step runs: the one moment no other run can be writing this device's
 	// files. The CLI removes temporary files killed runs left there.
 	Locked func(cfg *config.Config)
-	// Hold pauses after a state's entry is journaled and before it runs.
-	// For tests only: it lets a test kill the process inside a given state.
-	Hold map[string]time.Duration
 
 	// Hooks are asked, in order, before each journaled step runs (Enter)
 	// and after it succeeded but before its result is journaled (Leave),
@@ -239,11 +237,9 @@ func (e *Engine) Provision(ctx context.Context) (*Result, error) {
 			return nil, err
 		}
 		e.emit(Event{Type: EventEntered, State: state, Attempt: attempt})
-		if d := e.opts.Hold[state]; d > 0 {
-			e.opts.Logger.Warn("test hold: pausing before state", "state", state, "for", d)
-			if err := sleep(ctx, d); err != nil {
-				return nil, e.fail(ctx, j, state, attempt, true, data, 0, err)
-			}
+		// A test may pause here to act while the process is inside state.
+		if err := faultpoint.HitContext(ctx, faultpoint.StateEntered, state); err != nil {
+			return nil, e.fail(ctx, j, state, attempt, true, data, 0, err)
 		}
 		r.Resumed = resumed
 		var entered Data

@@ -19,6 +19,7 @@ import (
 
 	"github.com/fleetprov/fleetprov/atomicfile"
 	"github.com/fleetprov/fleetprov/failure"
+	"github.com/fleetprov/fleetprov/internal/faultpoint"
 )
 
 // The journal is an append-only file of one record per line:
@@ -305,12 +306,15 @@ func (j *Journal) Append(rec Record) error {
 	if err != nil {
 		return fmt.Errorf("journal %s: %w", j.path, err)
 	}
+	faultpoint.Hit(faultpoint.JournalAppend, rec.State)
 	if _, err := j.f.Write(line); err != nil {
 		return fmt.Errorf("append to journal %s: %w", j.path, err)
 	}
+	faultpoint.Hit(faultpoint.JournalWritten, rec.State)
 	if err := j.f.Sync(); err != nil {
 		return fmt.Errorf("sync journal %s: %w", j.path, err)
 	}
+	faultpoint.Hit(faultpoint.JournalSynced, rec.State)
 	j.records = append(j.records, rec)
 	return nil
 }
@@ -334,9 +338,11 @@ func Archive(path string, now time.Time) (string, error) {
 		return "", fmt.Errorf("%s: %w", path, ErrJournalLocked)
 	}
 	dst := BackupName(path, now)
+	faultpoint.Hit(faultpoint.RenameBefore, path)
 	if err := os.Rename(path, dst); err != nil {
 		return "", fmt.Errorf("archive journal %s: %w", path, err)
 	}
+	faultpoint.Hit(faultpoint.RenameAfter, path)
 	return dst, atomicfile.SyncDir(filepath.Dir(path))
 }
 

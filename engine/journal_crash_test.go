@@ -55,6 +55,14 @@ func TestJournalSurvivesSIGKILL(t *testing.T) {
 		if _, err := out.Read(buf); err != nil {
 			t.Fatalf("writer did not start: %v", err)
 		}
+		// On a busy machine the writer may not append for a while after
+		// it opened the journal: wait (generously) for its first record,
+		// then kill it a moment later, a different moment each round.
+		for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+			if recs, _, _ := ReadJournal(path); len(recs) > total {
+				break
+			}
+		}
 		time.Sleep(time.Duration(20+round*13) * time.Millisecond)
 		cmd.Process.Signal(syscall.SIGKILL)
 		cmd.Wait()

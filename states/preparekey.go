@@ -10,6 +10,7 @@ import (
 	"github.com/fleetprov/fleetprov/atomicfile"
 	"github.com/fleetprov/fleetprov/config"
 	"github.com/fleetprov/fleetprov/engine"
+	"github.com/fleetprov/fleetprov/internal/faultpoint"
 	"github.com/fleetprov/fleetprov/plugins/keystore"
 )
 
@@ -59,9 +60,11 @@ func (*PrepareKey) Run(ctx context.Context, r *engine.Run) error {
 			// Provisioning afresh over an old key (--force, reset, or a
 			// leftover file): keep the old one as a backup, never destroy it.
 			bak := engine.BackupName(cfg.KeyPath, r.Now())
+			faultpoint.Hit(faultpoint.RenameBefore, cfg.KeyPath)
 			if err := os.Rename(cfg.KeyPath, bak); err != nil {
 				return fmt.Errorf("keep old key %s as backup: %w", cfg.KeyPath, err)
 			}
+			faultpoint.Hit(faultpoint.RenameAfter, cfg.KeyPath)
 			r.Log.Info("kept old device key as backup", "backup", bak)
 		}
 		// A key found in a token on a fresh run is not ours to replace:
@@ -106,9 +109,11 @@ func prepareForCloudKey(r *engine.Run, uri string) error {
 	path := r.Config.KeyPath
 	if _, err := os.Lstat(path); err == nil && r.Fresh {
 		bak := engine.BackupName(path, r.Now())
+		faultpoint.Hit(faultpoint.RenameBefore, path)
 		if err := os.Rename(path, bak); err != nil {
 			return fmt.Errorf("keep old key %s as backup: %w", path, err)
 		}
+		faultpoint.Hit(faultpoint.RenameAfter, path)
 		// Nothing else is written in this directory before the journal
 		// moves on, and a rename lost to a power cut would let
 		// CreateCertificate write the new key over the old one.

@@ -29,17 +29,18 @@ import (
 const envBeCLI = "FLEETPROV_TEST_BE_CLI"
 
 func TestMain(m *testing.M) {
+	standard := func() int { return build.Main(os.Args, os.Stdout, os.Stderr) }
 	if os.Getenv(envBeCLI) == "1" {
-		os.Exit(build.Main(os.Args, os.Stdout, os.Stderr))
+		testCLI(standard)
 	}
 	testscript.Main(m, map[string]func(){
-		"fleetprov":          func() { os.Exit(build.Main(os.Args, os.Stdout, os.Stderr)) },
-		"fleet-provisioning": func() { os.Exit(build.Main(os.Args, os.Stdout, os.Stderr)) },
+		"fleetprov":          func() { testCLI(standard) },
+		"fleet-provisioning": func() { testCLI(standard) },
 		// A vendor's build with a hook of its own compiled in.
 		"fleetprov-gated": func() {
 			b := build
 			b.Hooks = []hook.Hook{envGate{}}
-			os.Exit(b.Main(os.Args, os.Stdout, os.Stderr))
+			testCLI(func() int { return b.Main(os.Args, os.Stdout, os.Stderr) })
 		},
 	})
 }

@@ -5,6 +5,8 @@
 package cloudtest
 
 import (
+	"errors"
+	"syscall"
 	"testing"
 	"time"
 
@@ -19,27 +21,38 @@ import (
 // closed when the test ends. Its device config is dir/config.yaml.
 func Start(t testing.TB, opts cloudsim.Options, prepare func(dir string)) (string, *cloudsim.Server) {
 	t.Helper()
-	dir := t.TempDir()
-	addr, err := cloudsim.FreePort()
-	if err != nil {
-		t.Fatal(err)
+	// The free port is found by binding and closing it, so until the
+	// emulator binds it again anything else may take it (an outgoing
+	// connection gets a port from the same range): then start over in a
+	// new directory, as the port is written into its config.
+	for attempt := 1; ; attempt++ {
+		dir := t.TempDir()
+		addr, err := cloudsim.FreePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cloudsim.Init(cloudsim.InitOptions{Dir: dir, Listen: addr}); err != nil {
+			t.Fatal(err)
+		}
+		if prepare != nil {
+			prepare(dir)
+		}
+		o := opts
+		o.Dir = dir
+		srv, err := cloudsim.Open(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := srv.Start(); err != nil {
+			_ = srv.Close()
+			if errors.Is(err, syscall.EADDRINUSE) && attempt < 10 {
+				continue
+			}
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = srv.Close() })
+		return dir, srv
 	}
-	if err := cloudsim.Init(cloudsim.InitOptions{Dir: dir, Listen: addr}); err != nil {
-		t.Fatal(err)
-	}
-	if prepare != nil {
-		prepare(dir)
-	}
-	opts.Dir = dir
-	srv, err := cloudsim.Open(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = srv.Close() })
-	return dir, srv
 }
 
 // WaitLimit bounds a wait for a run to reach a state. It is generous: a

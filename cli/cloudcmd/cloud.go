@@ -22,7 +22,7 @@ import (
 // Commands are the local cloud's commands, for cli.Build.Commands: cloud
 // (init, serve, things, certs, update-certificate) and demo. A device-only build leaves them
 // out, and the emulator with them.
-var Commands = []func(*cli.App) *cobra.Command{newCloudCmd, newDemoCmd}
+var Commands = []func(*cli.App) *cobra.Command{newCloudCmd, newDemoCmd, newLoadtestCmd}
 
 func newCloudCmd(app *cli.App) *cobra.Command {
 	cmd := &cobra.Command{

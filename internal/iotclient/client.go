@@ -53,7 +53,11 @@ type Options struct {
 	// is not read.
 	ClaimKey       crypto.Signer
 	RootCAPath     string
-	ClientID       string // "" = a random UUID, as Greengrass nucleus lite does
+	// ClientCert, when set, is presented instead of the claim certificate:
+	// a device connecting with the certificate it was just given. The
+	// claim fields are then not read.
+	ClientCert *tls.Certificate
+	ClientID   string // "" = a random UUID, as Greengrass nucleus lite does
 	ConnectTimeout time.Duration
 	Logger         *slog.Logger
 	Format         string // payload format: "json" ("" means json) or "cbor"
@@ -279,7 +283,7 @@ func splitEndpoint(endpoint string, port int) (string, int, error) {
 }
 
 func tlsConfig(o Options, host string, port int) (*tls.Config, error) {
-	if o.ClaimCertPath == "" || (o.ClaimKeyPath == "" && o.ClaimKey == nil) {
+	if o.ClientCert == nil && (o.ClaimCertPath == "" || (o.ClaimKeyPath == "" && o.ClaimKey == nil)) {
 		return nil, errors.New("iotclient: claim certificate and key paths are required")
 	}
 	if o.RootCAPath == "" {
@@ -287,12 +291,15 @@ func tlsConfig(o Options, host string, port int) (*tls.Config, error) {
 	}
 	var cert tls.Certificate
 	var err error
-	if o.ClaimKey != nil {
+	switch {
+	case o.ClientCert != nil:
+		cert = *o.ClientCert
+	case o.ClaimKey != nil:
 		cert, err = certForSigner(o.ClaimCertPath, o.ClaimKey)
 		if err != nil {
 			return nil, err
 		}
-	} else {
+	default:
 		// The error names the files, never their contents.
 		cert, err = tls.LoadX509KeyPair(o.ClaimCertPath, o.ClaimKeyPath)
 		if err != nil {

@@ -191,4 +191,3 @@ func (p *progress) finish() {
 		fmt.Fprintln(p.w)
 	}
 }
-

@@ -51,13 +51,13 @@ type Options struct {
 	// ClaimKey, when set, is the claim certificate's key held in a key
 	// store (a PKCS#11 token): it signs the TLS handshake and ClaimKeyPath
 	// is not read.
-	ClaimKey       crypto.Signer
-	RootCAPath     string
+	ClaimKey   crypto.Signer
+	RootCAPath string
 	// ClientCert, when set, is presented instead of the claim certificate:
 	// a device connecting with the certificate it was just given. The
 	// claim fields are then not read.
-	ClientCert *tls.Certificate
-	ClientID   string // "" = a random UUID, as Greengrass nucleus lite does
+	ClientCert     *tls.Certificate
+	ClientID       string // "" = a random UUID, as Greengrass nucleus lite does
 	ConnectTimeout time.Duration
 	Logger         *slog.Logger
 	Format         string // payload format: "json" ("" means json) or "cbor"

@@ -132,7 +132,7 @@ func isProvisioningTopic(topic string, filter bool) bool {
 func (s *Server) handle(r responder, p Principal, req request, payload []byte) {
 	log := s.log.With("op", req.Op, "client", r.clientID(), "certificateId", p.CertificateID)
 	c := codecs[req.Format]
-	if !s.limiter.allow(r.connection(), s.now()) {
+	if !s.limiter.allow(r.connection(), s.now()) || !s.account.allowOperation(req.Op, s.now()) {
 		// Checked before faults and work, as a throttled request never
 		// reaches the service behind AWS's front door.
 		s.answer(r, req, c, nil, reject(429, CodeThrottling, "Rate exceeded."))

@@ -63,6 +63,11 @@ type Options struct {
 	// RateLimit throttles each connection (429 ThrottlingException); the
 	// zero value is no limit.
 	RateLimit RateLimit
+	// Account enforces AWS IoT's account-wide quotas: CONNECTs per
+	// account and per client id (CONNACK 0x9F connection rate exceeded;
+	// 3 server unavailable under MQTT 3.1.1) and requests per operation
+	// (429 ThrottlingException). The zero value enforces none.
+	Account AccountLimits
 	// Broker attaches the provisioning service as a client to an existing
 	// MQTT 5 broker instead of embedding one: mqtts://HOST:PORT (mutual
 	// TLS) or mqtt://HOST:PORT. One device at a time: see
@@ -91,6 +96,7 @@ type Server struct {
 	auth     Authorizer
 	faults   *faultSet
 	limiter  *limiter
+	account  *accountLimiter
 
 	connectTimeout time.Duration
 
@@ -154,7 +160,7 @@ func Open(opts Options) (*Server, error) {
 		}
 	}
 	s := &Server{dir: dir, log: opts.Logger, now: opts.Now, closing: make(chan struct{}), auth: opts.Authorizer,
-		strictDelivery: opts.StrictDelivery, singleUseTokens: opts.SingleUseTokens, limiter: newLimiter(opts.RateLimit),
+		strictDelivery: opts.StrictDelivery, singleUseTokens: opts.SingleUseTokens, limiter: newLimiter(opts.RateLimit), account: newAccountLimiter(opts.Account),
 		brokerURL: opts.Broker, brokerTLS: opts.BrokerTLS, connectTimeout: opts.ConnectTimeout}
 	if s.connectTimeout <= 0 {
 		s.connectTimeout = DefaultConnectTimeout
@@ -567,6 +573,11 @@ func (h *hook) Provides(b byte) bool {
 // handshake and CONNECT gets CONNACK "not authorized" here.
 func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	s := h.s
+	if !s.account.allowConnect(cl.ID, s.now()) {
+		s.log.Info("connection throttled", "client", cl.ID, "remote", cl.Net.Remote)
+		_ = s.broker.SendConnack(cl, packets.ErrConnectionRateExceeded, false, nil)
+		return packets.ErrConnectionRateExceeded
+	}
 	cert, err := certificateOf(cl)
 	if err != nil {
 		s.log.Warn("connection refused", "client", cl.ID, "remote", cl.Net.Remote, "reason", err.Error())

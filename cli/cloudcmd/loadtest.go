@@ -129,6 +129,9 @@ func printSummary(w io.Writer, endpoint string, r *loadtest.Result) {
 		map[bool]string{true: ", verified", false: ""}[r.Verify])
 	fmt.Fprintf(w, "provisioned %d, failed %d (throttled %d) in %s: %.1f provisionings/s\n",
 		r.Succeeded, r.Failed, r.Throttled, r.Elapsed, r.PerSecond)
+	if r.ThrottledConnects > 0 {
+		fmt.Fprintf(w, "CONNECTs throttled and retried: %d\n", r.ThrottledConnects)
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "step\tcount\tp50\tp90\tp99\tmax\t")
 	for _, step := range loadtest.StepOrder {

@@ -68,6 +68,11 @@ type Options struct {
 	// Now is the clock an issued certificate's validity is checked
 	// against; nil means time.Now.
 	Now func() time.Time
+	// OnConnectRefused, if set, is told of each connection attempt the
+	// server refused in its CONNACK (with the reason code) before Dial
+	// either connects or gives up: how a load test counts throttled
+	// CONNECTs (0x9F) that a retry then got past.
+	OnConnectRefused func(reasonCode byte)
 }
 
 // KeysResult is an accepted CreateKeysAndCertificate answer: the cloud
@@ -99,7 +104,9 @@ type Client struct {
 	codec    codec
 	now      func() time.Time
 	cm       *autopaho.ConnectionManager
-	stop     context.CancelFunc // ends the connection manager
+
+	onRefused func(reasonCode byte)
+	stop      context.CancelFunc // ends the connection manager
 
 	// AWS puts no correlation token in answers: an answer is matched by
 	// topic alone, so only one request of a kind may be in flight.
@@ -174,6 +181,8 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 		waiters:  map[string]*waiter{},
 		down:     make(chan struct{}),
 		closed:   make(chan struct{}),
+
+		onRefused: o.OnConnectRefused,
 	}
 
 	waitCtx, cancelWait := context.WithTimeout(ctx, timeout)
@@ -381,6 +390,10 @@ func (c *Client) onPacketTooLarge(err *PacketTooLargeError) {
 
 func (c *Client) onConnectError(err error) {
 	c.log.Debug("connection attempt failed", slog.Any("error", err))
+	var cerr *autopaho.ConnackError
+	if c.onRefused != nil && errors.As(err, &cerr) {
+		c.onRefused(cerr.ReasonCode)
+	}
 	c.mu.Lock()
 	c.lastErr = err
 	abort := c.abortDial

@@ -25,6 +25,9 @@ import (
 	"github.com/fleetprov/fleetprov/plugins/keystore"
 )
 
+// connectionRateExceeded is the CONNACK reason code of a throttled CONNECT.
+const connectionRateExceeded = 0x9F
+
 // Steps of one device, in order, as the summary names them.
 const (
 	StepConnect     = "connect"
@@ -55,18 +58,21 @@ type Options struct {
 
 // Result is the summary of a run; its JSON form is what --out writes.
 type Result struct {
-	Devices     int              `json:"devices"`
-	Concurrency int              `json:"concurrency"`
-	Format      string           `json:"format"`
-	Mode        string           `json:"mode"`
-	Verify      bool             `json:"verify"`
-	Succeeded   int              `json:"succeeded"`
-	Failed      int              `json:"failed"`
-	Throttled   int              `json:"throttled"`
-	Elapsed     Millis           `json:"elapsedMs"`
-	PerSecond   float64          `json:"provisioningsPerSecond"`
-	Steps       map[string]Stats `json:"steps"`
-	Failures    []Failure        `json:"failures"`
+	Devices     int    `json:"devices"`
+	Concurrency int    `json:"concurrency"`
+	Format      string `json:"format"`
+	Mode        string `json:"mode"`
+	Verify      bool   `json:"verify"`
+	Succeeded   int    `json:"succeeded"`
+	Failed      int    `json:"failed"`
+	Throttled   int    `json:"throttled"` // devices that failed on a 429 or throttling rejection
+	// ThrottledConnects counts CONNECTs refused for the connection rate
+	// and retried after a backoff, whether the device then got through.
+	ThrottledConnects int              `json:"throttledConnects"`
+	Elapsed           Millis           `json:"elapsedMs"`
+	PerSecond         float64          `json:"provisioningsPerSecond"`
+	Steps             map[string]Stats `json:"steps"`
+	Failures          []Failure        `json:"failures"`
 }
 
 // Stats are one step's latencies over the devices that got through it.
@@ -99,6 +105,9 @@ func (m Millis) String() string { return time.Duration(m).Round(100 * time.Micro
 type deviceResult struct {
 	steps   map[string]time.Duration
 	failure *Failure
+	// throttledConnects counts CONNECTs refused for the connection rate
+	// (CONNACK 0x9F), each retried after a backoff.
+	throttledConnects int
 }
 
 // Run provisions o.Devices devices, o.Concurrency at a time, and returns
@@ -148,6 +157,13 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 
 // provision is one simulated device, start to end.
 func provision(ctx context.Context, o Options, n int) deviceResult {
+	var throttled atomic.Int32
+	r := provisionSteps(ctx, o, n, &throttled)
+	r.throttledConnects = int(throttled.Load())
+	return r
+}
+
+func provisionSteps(ctx context.Context, o Options, n int, throttled *atomic.Int32) deviceResult {
 	cfg := o.Config
 	r := deviceResult{steps: map[string]time.Duration{}}
 	fail := func(step string, err error) deviceResult {
@@ -162,11 +178,16 @@ func provision(ctx context.Context, o Options, n int) deviceResult {
 		t = now
 	}
 
+	onRefused := func(code byte) {
+		if code == connectionRateExceeded {
+			throttled.Add(1)
+		}
+	}
 	c, err := iotclient.Dial(ctx, iotclient.Options{
 		Endpoint: cfg.IoTDataHost, Port: cfg.MQTTPort,
 		ClaimCertPath: cfg.ClaimCertPath, ClaimKeyPath: cfg.ClaimKeyPath,
 		RootCAPath: cfg.RootCAPath, ConnectTimeout: cfg.ConnectTimeout,
-		Format: cfg.PayloadFormat, ALPN: cfg.MQTTALPN,
+		Format: cfg.PayloadFormat, ALPN: cfg.MQTTALPN, OnConnectRefused: onRefused,
 	})
 	if err != nil {
 		return fail(StepConnect, err)
@@ -233,7 +254,7 @@ func provision(ctx context.Context, o Options, n int) deviceResult {
 			ClientCert: &tls.Certificate{Certificate: [][]byte{block.Bytes}, PrivateKey: key},
 			ClientID:   reg.ThingName,
 			RootCAPath: cfg.RootCAPath, ConnectTimeout: cfg.ConnectTimeout,
-			Format: cfg.PayloadFormat, ALPN: cfg.MQTTALPN,
+			Format: cfg.PayloadFormat, ALPN: cfg.MQTTALPN, OnConnectRefused: onRefused,
 		})
 		if err != nil {
 			return fail(StepVerify, err)
@@ -301,6 +322,7 @@ func summarise(o Options, results []deviceResult, elapsed time.Duration) *Result
 	byStep := map[string][]time.Duration{}
 	failures := map[[3]string]int{}
 	for _, r := range results {
+		res.ThrottledConnects += r.throttledConnects
 		for step, d := range r.steps {
 			byStep[step] = append(byStep[step], d)
 		}

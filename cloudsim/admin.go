@@ -75,7 +75,7 @@ func UpdateCertificate(dir, id, status string) (string, error) {
 		return old, nil
 	}
 	c.Status = status
-	if err := writeRegistry(dir, reg); err != nil {
+	if err := compact(dir, reg); err != nil {
 		return "", err
 	}
 	return old, nil

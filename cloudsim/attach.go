@@ -59,6 +59,9 @@ func checkBrokerOptions(opts Options) error {
 	if opts.Listen != "" {
 		return fmt.Errorf("listen address %s and broker %s: the emulator either listens or attaches to a broker, not both: %w", opts.Listen, opts.Broker, ErrBrokerMode)
 	}
+	if opts.Account.Connect.enabled() || opts.Account.ConnectPerClient.enabled() {
+		return fmt.Errorf("connect rate limits: the other broker takes the CONNECTs, the emulator never sees them: %w", ErrBrokerMode)
+	}
 	for _, f := range opts.Faults {
 		if f.Action == FaultDisconnect {
 			return fmt.Errorf("fault %s: the service cannot close a device's connection on another broker: %w", f, ErrBrokerMode)

@@ -39,8 +39,16 @@ const waitLimit = 60 * time.Second
 
 // env is one initialised, started emulator.
 type env struct {
-	dir string
-	srv *Server
+	dir  string
+	srv  *Server
+	addr string // where the emulator listens when srv runs in another process
+}
+
+func (e *env) address() string {
+	if e.srv != nil {
+		return e.srv.Addr()
+	}
+	return e.addr
 }
 
 func testLogger(t *testing.T) *slog.Logger {
@@ -134,6 +142,7 @@ type client struct {
 	t    *testing.T
 	pc   *paho.Client
 	msgs chan *paho.Publish
+	down chan struct{} // closed when the connection is lost
 	mu   sync.Mutex
 	seen []string // topics received
 }
@@ -197,6 +206,16 @@ func (c *client) subscribe(filters ...string) error {
 func (c *client) publish(topic string, payload []byte) (*paho.PublishResponse, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 	defer cancel()
+	if c.down != nil {
+		// paho waits out the context for a PUBACK on a lost connection.
+		go func() {
+			select {
+			case <-c.down:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+	}
 	return c.pc.Publish(ctx, &paho.Publish{Topic: topic, QoS: 1, Payload: payload})
 }
 
@@ -238,10 +257,14 @@ func (c *client) callWait(reqTopic string, body any, wait time.Duration) (string
 			return "", nil, fmt.Errorf("answer on unexpected topic %s", m.Topic)
 		}
 		return res, m.Payload, nil
+	case <-c.down:
+		return "", nil, errConnectionLost
 	case <-time.After(wait):
 		return "", nil, errNoAnswer
 	}
 }
+
+var errConnectionLost = fmt.Errorf("connection lost")
 
 var errNoAnswer = fmt.Errorf("no answer")
 

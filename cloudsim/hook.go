@@ -176,7 +176,7 @@ func (w *capWriter) String() string { return w.buf.String() }
 // registered, and a repeat must not depend on the hook's mood a second
 // time.
 func (s *Server) preProvision(log *slog.Logger, tmpl *Template, token string, params map[string]string, from requester) (map[string]string, *Rejection) {
-	s.mu.Lock()
+	s.mu.RLock()
 	var cert Certificate
 	tok, ok := s.reg.Tokens[token]
 	if ok {
@@ -186,7 +186,7 @@ func (s *Server) preProvision(log *slog.Logger, tmpl *Template, token string, pa
 			cert = *c
 		}
 	}
-	s.mu.Unlock()
+	s.mu.RUnlock()
 	if !ok {
 		return params, nil
 	}

@@ -238,7 +238,7 @@ func Init(opts InitOptions) error {
 			return err
 		}
 	}
-	if err := writeRegistry(dir, reg); err != nil {
+	if err := compact(dir, reg); err != nil {
 		return err
 	}
 	// cloud.json last: its presence marks a complete directory, so a

@@ -132,7 +132,7 @@ func isProvisioningTopic(topic string, filter bool) bool {
 func (s *Server) handle(r responder, p Principal, req request, payload []byte) {
 	log := s.log.With("op", req.Op, "client", r.clientID(), "certificateId", p.CertificateID)
 	c := codecs[req.Format]
-	if !s.limiter.allow(r.connection(), s.now()) {
+	if !s.limiter.allow(r.connection(), s.now()) || !s.account.allowOperation(req.Op, s.now()) {
 		// Checked before faults and work, as a throttled request never
 		// reaches the service behind AWS's front door.
 		s.answer(r, req, c, nil, reject(429, CodeThrottling, "Rate exceeded."))
@@ -211,33 +211,99 @@ func (s *Server) answer(r responder, req request, c codec, accepted any, rej *Re
 	r.respond(topic, b)
 }
 
-// commit runs mutate on the registry and saves it; if mutate rejects or the
-// save fails, the registry is restored as it was, so a rejected request
-// leaves no trace.
-func (s *Server) commit(mutate func(r *Registry) *Rejection) *Rejection {
+// commit runs mutate on copies of what it touches (regTx) and, unless it
+// rejects, puts the change into the registry and logs it. It returns once
+// the change is durable, so no answer goes out for a change a crash could
+// lose. The registry lock is held only while mutate runs: CONNECTs and
+// policy checks never wait on the disk, and the changes of requests that
+// arrive meanwhile share the next fsync (group commit).
+func (s *Server) commit(mutate func(tx *regTx) *Rejection) *Rejection {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	backup, err := json.Marshal(s.reg)
-	if err != nil {
-		return reject(500, CodeInternalFailure, "Internal failure: %v", err)
+	if s.saveErr != nil {
+		s.mu.Unlock()
+		return reject(500, CodeInternalFailure, "Internal failure: the emulator could not save its registry.")
 	}
-	restore := func() {
-		r := newRegistry()
-		if json.Unmarshal(backup, r) == nil {
-			s.reg = r
+	tx := newTx(s.reg)
+	s.sweepLocked(tx)
+	if rej := mutate(tx); rej != nil {
+		// Expired certificates are deleted whatever the answer.
+		tx = s.sweepOnly(tx)
+		if tx.empty() {
+			s.mu.Unlock()
+			return rej
 		}
-	}
-	s.reg.sweep(s.now(), s.lifetime)
-	if rej := mutate(s.reg); rej != nil {
-		restore()
+		if err := s.persist(tx); err != nil {
+			s.log.Error("registry not saved", "error", err)
+		}
 		return rej
 	}
-	if err := writeRegistry(s.dir, s.reg); err != nil {
-		restore()
+	if tx.empty() {
+		s.mu.Unlock()
+		return nil
+	}
+	err := s.persist(tx)
+	if err != nil {
 		s.log.Error("registry not saved", "error", err)
 		return reject(500, CodeInternalFailure, "Internal failure: the emulator could not save its registry.")
 	}
 	return nil
+}
+
+// persist applies tx and waits for it to be logged. It is called with s.mu
+// held and releases it: the change is queued for the log in the order it
+// is applied, so a later change is never durable before an earlier one.
+func (s *Server) persist(tx *regTx) error {
+	recs, err := tx.records()
+	if err != nil {
+		s.mu.Unlock()
+		return err
+	}
+	tx.apply()
+	var done <-chan error
+	if s.regLog != nil {
+		done = s.regLog.append(recs)
+	}
+	s.mu.Unlock()
+	if done == nil {
+		return nil
+	}
+	if err := <-done; err != nil {
+		s.mu.Lock()
+		if s.saveErr == nil {
+			// What is in memory can no longer be made durable: refuse
+			// every further change rather than acknowledge one a
+			// restart would lose.
+			s.saveErr = err
+		}
+		s.mu.Unlock()
+		return err
+	}
+	return nil
+}
+
+// sweepLocked deletes, within tx, certificates never activated whose
+// ownership token has expired, as AWS IoT does, so a device that gave up
+// half-way leaves no pending certificate behind forever. It looks only at
+// the oldest pending ones, in the order issued. s.mu must be held.
+func (s *Server) sweepLocked(tx *regTx) {
+	now := s.now()
+	for len(s.pendingQ) > 0 && now.Sub(s.pendingQ[0].created) > s.lifetime {
+		id := s.pendingQ[0].id
+		s.pendingQ = s.pendingQ[1:]
+		if c, ok := tx.r.Certificates[id]; ok && c.Status == StatusPendingActivation && !c.Claim {
+			tx.deleteCert(id)
+			tx.swept = append(tx.swept, id)
+		}
+	}
+}
+
+// sweepOnly keeps, of a rejected tx, only the deletions the sweep made.
+func (s *Server) sweepOnly(tx *regTx) *regTx {
+	out := newTx(tx.r)
+	for _, id := range tx.swept {
+		out.deleteCert(id)
+	}
+	return out
 }
 
 func (s *Server) createCertificateFromCsr(log *slog.Logger, c codec, payload []byte) (any, *Rejection) {
@@ -280,9 +346,10 @@ func (s *Server) issuePending(pub crypto.PublicKey, subject pkix.Name, signErr f
 		return pendingCertificate{}, reject(500, CodeInternalFailure, "Internal failure: %v", err)
 	}
 	pc := pendingCertificate{id: CertificateID(cert.Raw), pem: string(certPEM(cert)), token: token}
-	rej := s.commit(func(r *Registry) *Rejection {
-		r.Certificates[pc.id] = &Certificate{ID: pc.id, Status: StatusPendingActivation, Policies: []string{}, CreatedAt: now.UTC(), PEM: pc.pem}
-		r.Tokens[token] = &Token{CertificateID: pc.id, IssuedAt: now.UTC()}
+	rej := s.commit(func(tx *regTx) *Rejection {
+		tx.putCert(&Certificate{ID: pc.id, Status: StatusPendingActivation, Policies: []string{}, CreatedAt: now.UTC(), PEM: pc.pem})
+		tx.putToken(token, &Token{CertificateID: pc.id, IssuedAt: now.UTC()})
+		s.pendingQ = append(s.pendingQ, pendingRef{id: pc.id, created: now})
 		return nil
 	})
 	return pc, rej
@@ -324,15 +391,15 @@ func (s *Server) registerThing(log *slog.Logger, c codec, templateName string, p
 		return nil, preRej
 	}
 	var out *registerThingAccepted
-	rej := s.commit(func(r *Registry) *Rejection {
-		tok, ok := r.Tokens[req.Token]
+	rej := s.commit(func(tx *regTx) *Rejection {
+		tok, ok := tx.token(req.Token)
 		if !ok {
 			return reject(400, CodeInvalidCertificateOwnershipToken, "Certificate ownership token is invalid.")
 		}
 		if s.now().Sub(tok.IssuedAt) > s.lifetime {
 			return reject(400, CodeInvalidCertificateOwnershipToken, "Certificate ownership token has expired.")
 		}
-		cert, ok := r.Certificates[tok.CertificateID]
+		cert, ok := tx.cert(tok.CertificateID)
 		if !ok {
 			return reject(400, CodeInvalidCertificateOwnershipToken, "Certificate ownership token is invalid: its certificate no longer exists.")
 		}
@@ -361,7 +428,7 @@ func (s *Server) registerThing(log *slog.Logger, c codec, templateName string, p
 			}
 			return reject(400, CodeInvalidParameters, "Template %s: %v.", templateName, err)
 		}
-		if rej := s.apply(r, ev, cert); rej != nil {
+		if rej := s.apply(tx, ev, cert); rej != nil {
 			return rej
 		}
 		now := s.now().UTC()
@@ -392,29 +459,29 @@ const (
 )
 
 // apply creates or updates the template's resources in the registry.
-func (s *Server) apply(r *Registry, ev *Evaluation, cert *Certificate) *Rejection {
+func (s *Server) apply(tx *regTx, ev *Evaluation, cert *Certificate) *Rejection {
 	if rej := checkCertificateResource(ev.Certificate, cert); rej != nil {
 		return rej
 	}
 	for _, p := range ev.Policies {
 		if p.Document != nil {
-			r.Policies[p.Name] = p.Document
+			tx.putPolicy(p.Name, p.Document)
 		} else if !s.policies[p.Name] {
-			if _, ok := r.Policies[p.Name]; !ok {
+			if !tx.policy(p.Name) {
 				return reject(404, CodeResourceNotFound, "Policy %s not found.", p.Name)
 			}
 		}
 		cert.Policies = addUnique(cert.Policies, p.Name)
 	}
 	if t := ev.Thing; t != nil {
-		thing, exists := r.Things[t.Name]
+		thing, exists := tx.thing(t.Name)
 		if !exists {
 			thing = &Thing{Name: t.Name, Attributes: t.Attributes, Groups: t.Groups, ThingTypeName: t.ThingTypeName,
 				BillingGroup: t.BillingGroup, Principals: []string{}, CreatedAt: s.now().UTC()}
 			if thing.Groups == nil {
 				thing.Groups = []string{}
 			}
-			r.Things[t.Name] = thing
+			tx.putThing(thing)
 		} else if rej := override(thing, t); rej != nil {
 			return rej
 		}

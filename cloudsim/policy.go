@@ -517,6 +517,8 @@ func (s *Server) policyLocked(name string) *Policy {
 		s.log.Warn("attached policy not found; it grants nothing", "policy", name)
 		return nil
 	}
+	s.inlineMu.Lock()
+	defer s.inlineMu.Unlock()
 	if c, ok := s.inline[name]; ok && c.raw == string(raw) {
 		return c.pol
 	}

@@ -22,7 +22,7 @@ import (
 func (e *env) dialWithID(t *testing.T, cert tls.Certificate, clientID string) (*client, error) {
 	t.Helper()
 	d := &net.Dialer{Timeout: waitLimit}
-	conn, err := tls.DialWithDialer(d, "tcp", e.srv.Addr(), e.tlsConfig(t, cert))
+	conn, err := tls.DialWithDialer(d, "tcp", e.address(), e.tlsConfig(t, cert))
 	if err != nil {
 		return nil, err
 	}
@@ -32,9 +32,13 @@ func (e *env) dialWithID(t *testing.T, cert tls.Certificate, clientID string) (*
 // connectClient speaks MQTT 5 over an established connection, recording
 // every message it receives; the connection is closed if CONNECT fails.
 func connectClient(t *testing.T, conn net.Conn, clientID string) (*client, error) {
-	c := &client{t: t, msgs: make(chan *paho.Publish, 16)}
+	c := &client{t: t, msgs: make(chan *paho.Publish, 16), down: make(chan struct{})}
+	var downOnce sync.Once
 	c.pc = paho.NewClient(paho.ClientConfig{
-		Conn: packets.NewThreadSafeConn(conn),
+		// A connection lost ends every wait for an answer at once.
+		OnClientError:      func(error) { downOnce.Do(func() { close(c.down) }) },
+		OnServerDisconnect: func(*paho.Disconnect) { downOnce.Do(func() { close(c.down) }) },
+		Conn:               packets.NewThreadSafeConn(conn),
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
 			c.mu.Lock()
 			c.seen = append(c.seen, pr.Packet.Topic)
@@ -58,8 +62,8 @@ func connectClient(t *testing.T, conn net.Conn, clientID string) (*client, error
 // random id.
 func (e *env) clientIDFor(cert tls.Certificate) string {
 	if len(cert.Certificate) > 0 {
-		e.srv.mu.Lock()
-		defer e.srv.mu.Unlock()
+		e.srv.mu.RLock()
+		defer e.srv.mu.RUnlock()
 		if c, ok := e.srv.reg.Certificates[CertificateID(cert.Certificate[0])]; ok && c.ThingName != "" {
 			return c.ThingName
 		}
@@ -190,9 +194,7 @@ func TestPoliciesOnlyWhileActive(t *testing.T) {
 		t.Fatal(err)
 	}
 	setStatus := func(s string) {
-		e.srv.mu.Lock()
-		e.srv.reg.Certificates[p.certID].Status = s
-		e.srv.mu.Unlock()
+		e.setCertStatus(t, p.certID, s)
 	}
 	setStatus(StatusInactive)
 	wantRefused(t, dev, "devices/gg_d2/telemetry")
@@ -305,3 +307,20 @@ func TestCustomAuthorizer(t *testing.T) {
 type authorizerFunc func(Principal, Action, string) bool
 
 func (f authorizerFunc) Authorize(p Principal, a Action, r string) bool { return f(p, a, r) }
+
+// setCertStatus changes a certificate's status as an operator would, in a
+// registry change of its own.
+func (e *env) setCertStatus(t *testing.T, id, status string) {
+	t.Helper()
+	rej := e.srv.commit(func(tx *regTx) *Rejection {
+		c, ok := tx.cert(id)
+		if !ok {
+			t.Fatalf("no certificate %s", id)
+		}
+		c.Status = status
+		return nil
+	})
+	if rej != nil {
+		t.Fatalf("set status of %s: %v", id, rej)
+	}
+}

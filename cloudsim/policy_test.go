@@ -365,8 +365,16 @@ func TestClaimPoliciesRecorded(t *testing.T) {
   ]`) {
 		t.Errorf("cloud.json does not record the claim policies:\n%s", b)
 	}
-	srv, err := Open(Options{Dir: dir, ClaimPolicies: []string{createKeysClaimPolicyName}})
+	addr, err := FreePort()
 	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := Open(Options{Dir: dir, Listen: addr, ClaimPolicies: []string{createKeysClaimPolicyName}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The registry on disk changes once the emulator serves the directory.
+	if err := srv.Start(); err != nil {
 		t.Fatal(err)
 	}
 	_ = srv.Close()
@@ -376,7 +384,7 @@ func TestClaimPoliciesRecorded(t *testing.T) {
 	}
 	for _, c := range reg.Certificates {
 		if c.Claim && strings.Join(c.Policies, ",") != createKeysClaimPolicyName {
-			t.Errorf("claim has policies %v after Open with ClaimPolicies, want [%s]", c.Policies, createKeysClaimPolicyName)
+			t.Errorf("claim has policies %v after serving with ClaimPolicies, want [%s]", c.Policies, createKeysClaimPolicyName)
 		}
 	}
 }

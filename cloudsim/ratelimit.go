@@ -89,3 +89,45 @@ func (l *limiter) forget(conn any) {
 	delete(l.buckets, conn)
 	l.mu.Unlock()
 }
+
+// AccountLimits are AWS IoT Core's account-wide quotas, each enforced only
+// when set (the zero value enforces none, the default), so a user can see
+// how a fleet backs off before meeting the real ones.
+type AccountLimits struct {
+	// Connect caps CONNECT requests across the account (AWS: 500 per
+	// second by default, adjustable).
+	Connect RateLimit
+	// ConnectPerClient caps CONNECT requests per client id (AWS: 1 per
+	// second).
+	ConnectPerClient RateLimit
+	// Operation caps each provisioning operation's requests across the
+	// account (CreateCertificateFromCsr, CreateKeysAndCertificate and
+	// RegisterThing counted apart).
+	Operation RateLimit
+}
+
+// accountLimiter holds the buckets of AccountLimits.
+type accountLimiter struct {
+	connect, perClient, operation *limiter
+}
+
+func newAccountLimiter(l AccountLimits) *accountLimiter {
+	return &accountLimiter{connect: newLimiter(l.Connect), perClient: newLimiter(l.ConnectPerClient), operation: newLimiter(l.Operation)}
+}
+
+// allowConnect takes a token for a CONNECT from the account's bucket and
+// the client id's.
+func (a *accountLimiter) allowConnect(clientID string, now time.Time) bool {
+	if a == nil {
+		return true
+	}
+	return a.connect.allow("account", now) && a.perClient.allow("client:"+clientID, now)
+}
+
+// allowOperation takes a token from op's account-wide bucket.
+func (a *accountLimiter) allowOperation(op string, now time.Time) bool {
+	if a == nil {
+		return true
+	}
+	return a.operation.allow("op:"+op, now)
+}

@@ -22,10 +22,14 @@ const (
 )
 
 // Registry is the emulator's record of the cloud: what `aws iot
-// list-things` and `list-certificates` would show. It is rewritten whole,
-// atomically, after every change, so a reader in another process always sees
-// a consistent snapshot.
+// list-things` and `list-certificates` would show. On disk it is a
+// snapshot and a log of the changes since (see reglog.go); ReadRegistry
+// reads both, so a reader in another process sees every acknowledged
+// change.
 type Registry struct {
+	// Generation counts compactions: the log holds the changes made
+	// since the snapshot of its own generation.
+	Generation   int64                      `json:"generation"`
 	Things       map[string]*Thing          `json:"things"`
 	Certificates map[string]*Certificate    `json:"certificates"`
 	Tokens       map[string]*Token          `json:"tokens"`
@@ -76,10 +80,34 @@ func newRegistry() *Registry {
 	}
 }
 
-// ReadRegistry loads Dir/registry.json. It is safe while `cloud serve` runs
-// in another process: the file is only ever replaced by rename, never
-// rewritten in place.
+// ReadRegistry loads the registry of the emulator directory dir: its
+// snapshot and the changes logged since. It is safe while `cloud serve`
+// runs in another process: both files are replaced only by rename, and the
+// log only grows by appends, of which a torn last one is ignored.
 func ReadRegistry(dir string) (*Registry, error) {
+	var err error
+	for range 10 {
+		var r *Registry
+		var logGen int64
+		if r, err = readSnapshot(dir); err != nil {
+			return nil, err
+		}
+		if logGen, err = readLog(filepath.Join(dir, fileRegistryLog), r); err != nil {
+			return nil, err
+		}
+		if logGen > r.Generation {
+			// A compaction ran between the two reads: read again.
+			err = fmt.Errorf("%s: registry changed while being read", dir)
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		// Applied, or no log, or one the snapshot already holds.
+		return r, nil
+	}
+	return nil, err
+}
+
+func readSnapshot(dir string) (*Registry, error) {
 	path := filepath.Join(dir, fileRegistry)
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -108,8 +136,10 @@ func ReadRegistry(dir string) (*Registry, error) {
 	return r, nil
 }
 
-func writeRegistry(dir string, r *Registry) error {
-	b, err := json.MarshalIndent(r, "", "  ")
+func writeSnapshot(dir string, r *Registry) error {
+	// Not indented: at fleet scale the snapshot is tens of megabytes, and
+	// `cloud things` and `cloud certs` are the way to read it.
+	b, err := json.Marshal(r)
 	if err != nil {
 		return fmt.Errorf("encode registry: %w", err)
 	}
@@ -145,23 +175,6 @@ func (r *Registry) SortedCertificates() []*Certificate {
 		return out[i].ID < out[j].ID
 	})
 	return out
-}
-
-// sweep deletes certificates never activated whose ownership token has
-// expired, as AWS IoT does, so a device that gave up half-way leaves no
-// pending certificate behind forever. It reports whether anything changed.
-func (r *Registry) sweep(now time.Time, lifetime time.Duration) bool {
-	changed := false
-	for id, c := range r.Certificates {
-		if c.Status != StatusPendingActivation || c.Claim {
-			continue
-		}
-		if now.Sub(c.CreatedAt) > lifetime {
-			delete(r.Certificates, id)
-			changed = true
-		}
-	}
-	return changed
 }
 
 func addUnique(list []string, v string) []string {

@@ -21,6 +21,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -62,6 +63,11 @@ type Options struct {
 	// RateLimit throttles each connection (429 ThrottlingException); the
 	// zero value is no limit.
 	RateLimit RateLimit
+	// Account enforces AWS IoT's account-wide quotas: CONNECTs per
+	// account and per client id (CONNACK 0x9F connection rate exceeded;
+	// 3 server unavailable under MQTT 3.1.1) and requests per operation
+	// (429 ThrottlingException). The zero value enforces none.
+	Account AccountLimits
 	// Broker attaches the provisioning service as a client to an existing
 	// MQTT 5 broker instead of embedding one: mqtts://HOST:PORT (mutual
 	// TLS) or mqtt://HOST:PORT. One device at a time: see
@@ -90,6 +96,7 @@ type Server struct {
 	auth     Authorizer
 	faults   *faultSet
 	limiter  *limiter
+	account  *accountLimiter
 
 	connectTimeout time.Duration
 
@@ -101,12 +108,21 @@ type Server struct {
 	attached  *attachment // broker mode only
 
 	templates  map[string]*Template
-	policies   map[string]bool         // policies on disk, by name
-	policyDocs map[string]*Policy      // the same, parsed
-	inline     map[string]inlinePolicy // parsed registry policies; guarded by mu
+	policies   map[string]bool    // policies on disk, by name
+	policyDocs map[string]*Policy // the same, parsed
+	inlineMu   sync.Mutex
+	inline     map[string]inlinePolicy // parsed registry policies; guarded by inlineMu
 
-	mu  sync.Mutex // guards reg and every registry file write
-	reg *Registry
+	claimPolicies []string // Options.ClaimPolicies
+
+	// mu guards reg: changes (commit) hold it for writing, lookups
+	// (CONNECT, policy checks) for reading. Entities in reg are replaced,
+	// never modified, so one read under mu stays valid after.
+	mu       sync.RWMutex
+	reg      *Registry
+	pendingQ []pendingRef // pending certificates, oldest first
+	regLog   *regLog      // nil until Start
+	saveErr  error        // set when a change could not be made durable
 
 	broker   *mqtt.Server
 	listener *guardedListener
@@ -144,7 +160,7 @@ func Open(opts Options) (*Server, error) {
 		}
 	}
 	s := &Server{dir: dir, log: opts.Logger, now: opts.Now, closing: make(chan struct{}), auth: opts.Authorizer,
-		strictDelivery: opts.StrictDelivery, singleUseTokens: opts.SingleUseTokens, limiter: newLimiter(opts.RateLimit),
+		strictDelivery: opts.StrictDelivery, singleUseTokens: opts.SingleUseTokens, limiter: newLimiter(opts.RateLimit), account: newAccountLimiter(opts.Account),
 		brokerURL: opts.Broker, brokerTLS: opts.BrokerTLS, connectTimeout: opts.ConnectTimeout}
 	if s.connectTimeout <= 0 {
 		s.connectTimeout = DefaultConnectTimeout
@@ -184,25 +200,63 @@ func Open(opts Options) (*Server, error) {
 	if s.ca, err = loadAuthority(dir); err != nil {
 		return nil, err
 	}
-	if s.reg, err = ReadRegistry(dir); err != nil {
-		return nil, err
-	}
 	if err := s.loadTemplates(); err != nil {
 		return nil, err
 	}
 	if err := s.loadPolicies(); err != nil {
 		return nil, err
 	}
-	claimChanged, err := s.applyClaimPolicies(opts.ClaimPolicies)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", stPath, err)
-	}
-	if s.reg.sweep(s.now(), s.lifetime) || claimChanged {
-		if err := writeRegistry(s.dir, s.reg); err != nil {
-			return nil, err
-		}
+	s.claimPolicies = opts.ClaimPolicies
+	if err := s.loadRegistry(); err != nil {
+		return nil, err
 	}
 	return s, nil
+}
+
+// loadRegistry reads the registry and sets the claim certificate's
+// policies in it. Start does it again once the directory is locked.
+func (s *Server) loadRegistry() error {
+	reg, err := ReadRegistry(s.dir)
+	if err != nil {
+		return err
+	}
+	s.reg = reg
+	if _, err := s.applyClaimPolicies(s.claimPolicies); err != nil {
+		return fmt.Errorf("%s: %w", filepath.Join(s.dir, fileSettings), err)
+	}
+	return nil
+}
+
+// openRegistry, with the directory locked, reads the registry afresh,
+// deletes expired pending certificates, folds the log into a new snapshot
+// and opens the log for this run's changes.
+func (s *Server) openRegistry() error {
+	if err := s.loadRegistry(); err != nil {
+		return err
+	}
+	tx := newTx(s.reg)
+	now := s.now()
+	for _, c := range s.reg.SortedCertificates() {
+		if c.Status != StatusPendingActivation || c.Claim {
+			continue
+		}
+		if now.Sub(c.CreatedAt) > s.lifetime {
+			tx.deleteCert(c.ID)
+		} else {
+			s.pendingQ = append(s.pendingQ, pendingRef{id: c.ID, created: c.CreatedAt})
+		}
+	}
+	tx.apply()
+	slices.SortFunc(s.pendingQ, func(a, b pendingRef) int { return a.created.Compare(b.created) })
+	if err := compact(s.dir, s.reg); err != nil {
+		return err
+	}
+	l, err := openRegLog(s.dir)
+	if err != nil {
+		return err
+	}
+	s.regLog = l
+	return nil
 }
 
 func (s *Server) loadTemplates() error {
@@ -235,10 +289,17 @@ func (s *Server) Start() (err error) {
 	s.lock = lock
 	defer func() {
 		if err != nil {
+			if s.regLog != nil {
+				_ = s.regLog.close()
+				s.regLog = nil
+			}
 			_ = lock.Close()
 			s.lock = nil
 		}
 	}()
+	if err := s.openRegistry(); err != nil {
+		return err
+	}
 	if s.brokerURL != "" {
 		return s.attach()
 	}
@@ -321,6 +382,11 @@ func (s *Server) Close() error {
 		}
 		if s.attached != nil {
 			err = s.attached.close()
+		}
+		if s.regLog != nil {
+			if cerr := s.regLog.close(); err == nil {
+				err = cerr
+			}
 		}
 		if s.lock != nil {
 			_ = s.lock.Close()
@@ -431,9 +497,9 @@ func (s *Server) authorize(cl *mqtt.Client, action Action, resource string) bool
 // authorizeCert is authorize for a certificate and client id, for a
 // connection that may already be gone (an answer to a resumable session).
 func (s *Server) authorizeCert(certID, clientID string, action Action, resource string) bool {
-	s.mu.Lock()
+	s.mu.RLock()
 	p := s.principalLocked(certID, clientID)
-	s.mu.Unlock()
+	s.mu.RUnlock()
 	if !s.auth.Authorize(p, action, resource) {
 		s.log.Warn("not authorized", "client", clientID, "certificateId", certID, "action", string(action), "resource", resource)
 		return false
@@ -450,12 +516,12 @@ func (s *Server) refuseInactive(cs tls.ConnectionState) error {
 		return errors.New("no client certificate")
 	}
 	id := CertificateID(cs.PeerCertificates[0].Raw)
-	s.mu.Lock()
+	s.mu.RLock()
 	status := "UNKNOWN"
 	if c, ok := s.reg.Certificates[id]; ok {
 		status = c.Status
 	}
-	s.mu.Unlock()
+	s.mu.RUnlock()
 	if status != StatusActive {
 		s.log.Warn("connection refused", "certificateId", id, "status", status, "reason", "certificate not ACTIVE")
 		return fmt.Errorf("certificate %s is %s", id, status)
@@ -507,6 +573,11 @@ func (h *hook) Provides(b byte) bool {
 // handshake and CONNECT gets CONNACK "not authorized" here.
 func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	s := h.s
+	if !s.account.allowConnect(cl.ID, s.now()) {
+		s.log.Info("connection throttled", "client", cl.ID, "remote", cl.Net.Remote)
+		_ = s.broker.SendConnack(cl, packets.ErrConnectionRateExceeded, false, nil)
+		return packets.ErrConnectionRateExceeded
+	}
 	cert, err := certificateOf(cl)
 	if err != nil {
 		s.log.Warn("connection refused", "client", cl.ID, "remote", cl.Net.Remote, "reason", err.Error())
@@ -514,9 +585,9 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 		return packets.ErrNotAuthorized
 	}
 	id := CertificateID(cert.Raw)
-	s.mu.Lock()
+	s.mu.RLock()
 	p := s.principalLocked(id, cl.ID)
-	s.mu.Unlock()
+	s.mu.RUnlock()
 	if p.Status != StatusActive {
 		s.log.Warn("connection refused", "client", cl.ID, "remote", cl.Net.Remote, "certificateId", id, "status", p.Status)
 		_ = s.broker.SendConnack(cl, packets.ErrNotAuthorized, false, nil)

@@ -186,9 +186,7 @@ func TestUnregisteredCertificatesCannotConnect(t *testing.T) {
 	if err := handshake(p.tlsCert(t)); err != nil {
 		t.Fatalf("ACTIVE certificate refused: %v", err)
 	}
-	e.srv.mu.Lock()
-	e.srv.reg.Certificates[p.certID].Status = StatusInactive
-	e.srv.mu.Unlock()
+	e.setCertStatus(t, p.certID, StatusInactive)
 	if err := handshake(p.tlsCert(t)); err == nil || !strings.Contains(err.Error(), refused) {
 		t.Errorf("INACTIVE certificate: handshake err %v, want %q", err, refused)
 	}

@@ -110,7 +110,7 @@ func runGolden(t *testing.T, name string) []byte {
 			t.Fatal(err)
 		}
 		reg.Things[thing.Name] = &thing
-		if err := writeRegistry(dir, reg); err != nil {
+		if err := compact(dir, reg); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -22,7 +22,7 @@ import (
 // Commands are the local cloud's commands, for cli.Build.Commands: cloud
 // (init, serve, things, certs, update-certificate) and demo. A device-only build leaves them
 // out, and the emulator with them.
-var Commands = []func(*cli.App) *cobra.Command{newCloudCmd, newDemoCmd}
+var Commands = []func(*cli.App) *cobra.Command{newCloudCmd, newDemoCmd, newLoadtestCmd}
 
 func newCloudCmd(app *cli.App) *cobra.Command {
 	cmd := &cobra.Command{
@@ -80,9 +80,10 @@ func newCloudServeCmd(app *cli.App) *cobra.Command {
 		lifetime    time.Duration
 		wire        cloudsim.Options // the wire and transport switches
 		rateLimit   string
+		accountLim  [3]string // --connect-rate, --client-connect-rate, --operation-rate
 	)
 	cmd := &cobra.Command{
-		Use:   "serve --dir DIR [--fault OP:SPEC]... [--token-lifetime 1h] [--strict-delivery] [--single-use-tokens] [--rate-limit N/DUR] [--broker URL]",
+		Use:   "serve --dir DIR [--fault OP:SPEC]... [--token-lifetime 1h] [--strict-delivery] [--single-use-tokens] [--rate-limit N/DUR] [--connect-rate N/DUR] [--client-connect-rate N/DUR] [--operation-rate N/DUR] [--broker URL]",
 		Short: "Run the emulator until SIGINT or SIGTERM",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -107,8 +108,18 @@ func newCloudServeCmd(app *cli.App) *cobra.Command {
 				}
 				wire.RateLimit = rl
 			}
+			for i, dst := range []*cloudsim.RateLimit{&wire.Account.Connect, &wire.Account.ConnectPerClient, &wire.Account.Operation} {
+				if accountLim[i] == "" {
+					continue
+				}
+				rl, err := cloudsim.ParseRateLimit(accountLim[i])
+				if err != nil {
+					return failure.Usage(fmt.Sprintf("--%s: %v", []string{"connect-rate", "client-connect-rate", "operation-rate"}[i], err))
+				}
+				*dst = rl
+			}
 			srv, err := cloudsim.Open(cloudsim.Options{Dir: dir, Listen: listen, Logger: app.Logger, Faults: faults, TokenLifetime: lifetime,
-				StrictDelivery: wire.StrictDelivery, SingleUseTokens: wire.SingleUseTokens, RateLimit: wire.RateLimit, Broker: wire.Broker})
+				StrictDelivery: wire.StrictDelivery, SingleUseTokens: wire.SingleUseTokens, RateLimit: wire.RateLimit, Account: wire.Account, Broker: wire.Broker})
 			if err != nil {
 				return usageFrom(err)
 			}
@@ -135,6 +146,9 @@ func newCloudServeCmd(app *cli.App) *cobra.Command {
 	cmd.Flags().BoolVar(&wire.StrictDelivery, "strict-delivery", false, "answer only a client subscribed to the response topic (default: the requesting connection, subscribed or not, as AWS IoT)")
 	cmd.Flags().BoolVar(&wire.SingleUseTokens, "single-use-tokens", false, "refuse a second RegisterThing with the same ownership token (default: reusable for the same certificate while valid)")
 	cmd.Flags().StringVar(&rateLimit, "rate-limit", "", "throttle each connection to N requests per DURATION, e.g. 5/1s (429 ThrottlingException; default: off)")
+	cmd.Flags().StringVar(&accountLim[0], "connect-rate", "", "AWS's account quota: N CONNECTs per DURATION across the account, e.g. 500/1s (CONNACK 0x9F; default: off)")
+	cmd.Flags().StringVar(&accountLim[1], "client-connect-rate", "", "AWS's quota per client id: N CONNECTs per DURATION, e.g. 1/1s (default: off)")
+	cmd.Flags().StringVar(&accountLim[2], "operation-rate", "", "N requests per DURATION of each provisioning operation across the account (429 ThrottlingException; default: off)")
 	cmd.Flags().StringVar(&wire.Broker, "broker", "", "attach to this MQTT 5 broker (mqtts://HOST:PORT or mqtt://HOST:PORT) instead of listening; one device at a time")
 	return cmd
 }

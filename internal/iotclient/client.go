@@ -51,8 +51,12 @@ type Options struct {
 	// ClaimKey, when set, is the claim certificate's key held in a key
 	// store (a PKCS#11 token): it signs the TLS handshake and ClaimKeyPath
 	// is not read.
-	ClaimKey       crypto.Signer
-	RootCAPath     string
+	ClaimKey   crypto.Signer
+	RootCAPath string
+	// ClientCert, when set, is presented instead of the claim certificate:
+	// a device connecting with the certificate it was just given. The
+	// claim fields are then not read.
+	ClientCert     *tls.Certificate
 	ClientID       string // "" = a random UUID, as Greengrass nucleus lite does
 	ConnectTimeout time.Duration
 	Logger         *slog.Logger
@@ -64,6 +68,11 @@ type Options struct {
 	// Now is the clock an issued certificate's validity is checked
 	// against; nil means time.Now.
 	Now func() time.Time
+	// OnConnectRefused, if set, is told of each connection attempt the
+	// server refused in its CONNACK (with the reason code) before Dial
+	// either connects or gives up: how a load test counts throttled
+	// CONNECTs (0x9F) that a retry then got past.
+	OnConnectRefused func(reasonCode byte)
 }
 
 // KeysResult is an accepted CreateKeysAndCertificate answer: the cloud
@@ -95,7 +104,9 @@ type Client struct {
 	codec    codec
 	now      func() time.Time
 	cm       *autopaho.ConnectionManager
-	stop     context.CancelFunc // ends the connection manager
+
+	onRefused func(reasonCode byte)
+	stop      context.CancelFunc // ends the connection manager
 
 	// AWS puts no correlation token in answers: an answer is matched by
 	// topic alone, so only one request of a kind may be in flight.
@@ -170,6 +181,8 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 		waiters:  map[string]*waiter{},
 		down:     make(chan struct{}),
 		closed:   make(chan struct{}),
+
+		onRefused: o.OnConnectRefused,
 	}
 
 	waitCtx, cancelWait := context.WithTimeout(ctx, timeout)
@@ -279,7 +292,7 @@ func splitEndpoint(endpoint string, port int) (string, int, error) {
 }
 
 func tlsConfig(o Options, host string, port int) (*tls.Config, error) {
-	if o.ClaimCertPath == "" || (o.ClaimKeyPath == "" && o.ClaimKey == nil) {
+	if o.ClientCert == nil && (o.ClaimCertPath == "" || (o.ClaimKeyPath == "" && o.ClaimKey == nil)) {
 		return nil, errors.New("iotclient: claim certificate and key paths are required")
 	}
 	if o.RootCAPath == "" {
@@ -287,12 +300,15 @@ func tlsConfig(o Options, host string, port int) (*tls.Config, error) {
 	}
 	var cert tls.Certificate
 	var err error
-	if o.ClaimKey != nil {
+	switch {
+	case o.ClientCert != nil:
+		cert = *o.ClientCert
+	case o.ClaimKey != nil:
 		cert, err = certForSigner(o.ClaimCertPath, o.ClaimKey)
 		if err != nil {
 			return nil, err
 		}
-	} else {
+	default:
 		// The error names the files, never their contents.
 		cert, err = tls.LoadX509KeyPair(o.ClaimCertPath, o.ClaimKeyPath)
 		if err != nil {
@@ -374,6 +390,10 @@ func (c *Client) onPacketTooLarge(err *PacketTooLargeError) {
 
 func (c *Client) onConnectError(err error) {
 	c.log.Debug("connection attempt failed", slog.Any("error", err))
+	var cerr *autopaho.ConnackError
+	if c.onRefused != nil && errors.As(err, &cerr) {
+		c.onRefused(cerr.ReasonCode)
+	}
 	c.mu.Lock()
 	c.lastErr = err
 	abort := c.abortDial

@@ -1,0 +1,494 @@
+package cloudsim
+
+import (
+	"bufio"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// envServeDir makes the test binary serve an emulator directory until it
+// is killed: the kill-under-load test's `cloud serve`.
+const envServeDir = "CLOUDSIM_TEST_SERVE_DIR"
+
+func TestMain(m *testing.M) {
+	if dir := os.Getenv(envServeDir); dir != "" {
+		srv, err := Open(Options{Dir: dir})
+		if err == nil {
+			err = srv.Start()
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		fmt.Println("serving")
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, syscall.SIGTERM)
+		<-sig
+		_ = srv.Close()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// Every acknowledged change is in the registry a reader in another process
+// sees while the emulator serves (snapshot plus log), and in the snapshot
+// alone once the emulator has started again.
+func TestRegistryLogKeepsEveryChange(t *testing.T) {
+	e := startEnv(t, Options{})
+	c := e.dialClaim(t)
+	var devs []provisioned
+	for i := range 5 {
+		p := createCert(t, c)
+		register(t, c, &p, fmt.Sprintf("log%d", i))
+		devs = append(devs, p)
+	}
+	pending := createCert(t, c)
+	check := func(when string) {
+		t.Helper()
+		reg, err := ReadRegistry(e.dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range devs {
+			if cert := reg.Certificates[p.certID]; cert == nil || cert.Status != StatusActive || cert.ThingName != p.thingName {
+				t.Errorf("%s: certificate %s is %+v, want ACTIVE for %s", when, p.certID, cert, p.thingName)
+			}
+			if th := reg.Things[p.thingName]; th == nil || len(th.Principals) != 1 || th.Principals[0] != p.certID {
+				t.Errorf("%s: thing %s is %+v", when, p.thingName, th)
+			}
+		}
+		if cert := reg.Certificates[pending.certID]; cert == nil || cert.Status != StatusPendingActivation {
+			t.Errorf("%s: pending certificate is %+v", when, cert)
+		}
+		if tok := reg.Tokens[devs[0].token]; tok == nil || tok.UsedAt == nil || tok.ThingName != devs[0].thingName {
+			t.Errorf("%s: used token is %+v", when, tok)
+		}
+	}
+	check("while serving")
+	if err := e.srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	e2 := startEnv(t, Options{Dir: e.dir})
+	check("after a restart")
+	log, err := os.ReadFile(filepath.Join(e2.dir, fileRegistryLog))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(log), "\n"); n != 1 {
+		t.Errorf("registry.log has %d lines after a restart, want only its header: the start folds it into the snapshot", n)
+	}
+}
+
+// A change cut short by a crash leaves a torn last line, which is ignored;
+// so is a log the snapshot already holds.
+func TestRegistryLogTornAndStale(t *testing.T) {
+	e := startEnv(t, Options{})
+	c := e.dialClaim(t)
+	p := createCert(t, c)
+	register(t, c, &p, "torn")
+	if err := e.srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	logPath := filepath.Join(e.dir, fileRegistryLog)
+	f, err := os.OpenFile(logPath, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString(`1234abcd {"t":"thing","k":"ghost","v":{"thingName":"gh`); err != nil {
+		t.Fatal(err)
+	}
+	_ = f.Close()
+	reg, err := ReadRegistry(e.dir)
+	if err != nil {
+		t.Fatalf("torn tail: %v", err)
+	}
+	if reg.Things["gg_torn"] == nil || reg.Things["ghost"] != nil {
+		t.Errorf("torn tail: things %v, want gg_torn and no ghost", reg.SortedThings())
+	}
+
+	// A snapshot of a newer generation than the log already holds it (a
+	// start that crashed between writing the snapshot and the new log).
+	snap := reg
+	snap.Things["gg_torn"].Attributes = map[string]string{"in": "snapshot"}
+	snap.Generation++
+	if err := writeSnapshot(e.dir, snap); err != nil {
+		t.Fatal(err)
+	}
+	reg, err = ReadRegistry(e.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := reg.Things["gg_torn"].Attributes["in"]; got != "snapshot" {
+		t.Errorf("a stale log was applied over a newer snapshot")
+	}
+	e2 := startEnv(t, Options{Dir: e.dir})
+	if th := e2.srv.reg.Things["gg_torn"]; th == nil || th.Attributes["in"] != "snapshot" {
+		t.Errorf("after start: %+v", th)
+	}
+}
+
+// One fsync covers every change that arrives while the previous one runs.
+func TestRegistryGroupCommit(t *testing.T) {
+	dir := initDir(t)
+	reg, err := ReadRegistry(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := compact(dir, reg); err != nil {
+		t.Fatal(err)
+	}
+	l, err := openRegLog(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entered, release := make(chan struct{}, 16), make(chan struct{})
+	var once sync.Once
+	l.sync = func(f *os.File) error {
+		entered <- struct{}{}
+		once.Do(func() { <-release })
+		return f.Sync()
+	}
+	rec := func(i int) []logRecord {
+		return []logRecord{{Kind: kindPolicy, Key: fmt.Sprintf("p%d", i), V: []byte(`{"Version":"2012-10-17","Statement":[]}`)}}
+	}
+	first := l.append(rec(0))
+	<-entered // the first fsync is running, and held
+	var rest []<-chan error
+	for i := 1; i < 10; i++ {
+		rest = append(rest, l.append(rec(i)))
+	}
+	close(release)
+	for _, ch := range append(rest, first) {
+		if err := <-ch; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if appends, syncs := l.counts(); appends != 10 || syncs != 2 {
+		t.Errorf("%d appends took %d fsyncs, want 10 in 2", appends, syncs)
+	}
+	if err := l.close(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := ReadRegistry(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Policies) != 10 {
+		t.Errorf("the log holds %d policies, want 10", len(got.Policies))
+	}
+}
+
+// An answer goes out only once its change is durable; meanwhile CONNECTs
+// and policy checks go on, since they never wait on the disk.
+func TestAnswerWaitsForDurability(t *testing.T) {
+	e := startEnv(t, Options{})
+	c := e.dialClaim(t)
+	release := make(chan struct{})
+	held := make(chan struct{}, 1)
+	e.srv.regLog.mu.Lock()
+	e.srv.regLog.sync = func(f *os.File) error {
+		select {
+		case held <- struct{}{}:
+			<-release
+		default:
+		}
+		return f.Sync()
+	}
+	e.srv.regLog.mu.Unlock()
+
+	answered := make(chan string, 1)
+	go func() {
+		key := newKey(t)
+		res, _, _ := c.callWait(topicCSR, map[string]any{"certificateSigningRequest": csrPEM(t, key)}, waitLimit)
+		answered <- res
+	}()
+	<-held
+	// The change is applied but not durable: a new device connects and
+	// is held to its policy all the same.
+	other, err := e.dialWithID(t, e.claimCert(t), randomID())
+	if err != nil {
+		t.Fatalf("CONNECT while a commit waits for the disk: %v", err)
+	}
+	if err := other.subscribe("devices/#"); err == nil {
+		t.Error("a policy check while a commit waits for the disk allowed what the claim policy does not")
+	}
+	select {
+	case res := <-answered:
+		t.Fatalf("answered %q before the change was durable", res)
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(release)
+	if res := <-answered; res != "accepted" {
+		t.Errorf("answer %q, want accepted", res)
+	}
+}
+
+// serve is a `cloud serve` of dir in a process of its own, which the test
+// can kill.
+func serveProcess(t *testing.T, dir string) *exec.Cmd {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(self, "-test.run=^$")
+	cmd.Env = append(os.Environ(), envServeDir+"="+dir)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || line != "serving\n" {
+		t.Fatalf("serve process: %q %v", line, err)
+	}
+	return cmd
+}
+
+// SIGKILL of the serving process while devices provision loses nothing it
+// acknowledged: every certificate a device was given, and every thing a
+// device was told it registered, is in the registry afterwards.
+func TestKillServeUnderLoadLosesNothingAcknowledged(t *testing.T) {
+	dir := initDir(t)
+	var st settings
+	b, err := os.ReadFile(filepath.Join(dir, fileSettings))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &st); err != nil {
+		t.Fatal(err)
+	}
+	srv := serveProcess(t, dir)
+	e := &env{dir: dir, addr: st.Listen}
+	claim := e.claimCert(t)
+
+	const devices = 40
+	type told struct {
+		certID, thing string
+	}
+	var (
+		mu       sync.Mutex
+		answers  []told
+		accepted = make(chan struct{}, devices*2)
+	)
+	var wg sync.WaitGroup
+	for i := range devices {
+		wg.Go(func() {
+			for round := 0; ; round++ {
+				c, err := e.dialWithID(t, claim, randomID())
+				if err != nil {
+					return // the emulator is gone
+				}
+				p, ok := tryProvision(c, fmt.Sprintf("k%02d_%03d", i, round), func(certID string) {
+					mu.Lock()
+					answers = append(answers, told{certID: certID})
+					mu.Unlock()
+					accepted <- struct{}{}
+				})
+				if !ok {
+					return
+				}
+				mu.Lock()
+				answers = append(answers, told{certID: p.certID, thing: p.thingName})
+				mu.Unlock()
+			}
+		})
+	}
+	// Kill it in the thick of it.
+	for range devices {
+		<-accepted
+	}
+	if err := srv.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = srv.Wait()
+	wg.Wait()
+
+	reg, err := ReadRegistry(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	things := 0
+	for _, a := range answers {
+		cert := reg.Certificates[a.certID]
+		if cert == nil {
+			t.Errorf("certificate %s was given to a device but is not in the registry", a.certID)
+			continue
+		}
+		if a.thing == "" {
+			continue
+		}
+		things++
+		if cert.Status != StatusActive || cert.ThingName != a.thing || reg.Things[a.thing] == nil {
+			t.Errorf("thing %s was acknowledged but the registry has certificate %+v, thing %+v", a.thing, cert, reg.Things[a.thing])
+		}
+	}
+	t.Logf("%d certificates and %d registrations acknowledged before the kill, all in the registry", len(answers)-things, things)
+	// And the emulator starts again from it.
+	startEnv(t, Options{Dir: dir, Listen: "127.0.0.1:0"})
+}
+
+// tryProvision runs CreateCertificateFromCsr and RegisterThing, calling
+// issued when the certificate is acknowledged; ok is false once the
+// emulator stops answering.
+func tryProvision(c *client, serial string, issued func(certID string)) (provisioned, bool) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return provisioned{}, false
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "load"}}, key)
+	if err != nil {
+		return provisioned{}, false
+	}
+	csr := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}))
+	res, payload, err := c.callWait(topicCSR, map[string]any{"certificateSigningRequest": csr}, waitLimit)
+	if err != nil || res != "accepted" {
+		return provisioned{}, false
+	}
+	body := decodeAnswer(payload)
+	p := provisioned{certID: body["certificateId"].(string), token: body["certificateOwnershipToken"].(string)}
+	issued(p.certID)
+	res, payload, err = c.callWait(topicRegister, map[string]any{
+		"certificateOwnershipToken": p.token,
+		"parameters":                map[string]any{"SerialNumber": serial},
+	}, waitLimit)
+	if err != nil || res != "accepted" {
+		return provisioned{}, false
+	}
+	p.thingName, _ = decodeAnswer(payload)["thingName"].(string)
+	return p, true
+}
+
+func decodeAnswer(payload []byte) map[string]any {
+	m := map[string]any{}
+	_ = json.Unmarshal(payload, &m)
+	return m
+}
+
+// fillRegistry makes a registry of n provisioned devices, as the log and
+// snapshot hold them.
+func fillRegistry(b testing.TB, dir string, n int) {
+	b.Helper()
+	reg, err := ReadRegistry(dir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	now := time.Now().UTC()
+	pem := strings.Repeat("A", 700)
+	for i := range n {
+		id := fmt.Sprintf("%064x", i+1)
+		name := fmt.Sprintf("gg_bench_%06d", i)
+		used := now
+		reg.Certificates[id] = &Certificate{ID: id, Status: StatusActive, ThingName: name, Policies: []string{"GreengrassV2IoTThingPolicy"}, CreatedAt: now, PEM: pem}
+		reg.Tokens[fmt.Sprintf("%064x", i+1<<32)] = &Token{CertificateID: id, IssuedAt: now, UsedAt: &used, ThingName: name, DeviceConfiguration: map[string]string{"x": "y"}}
+		reg.Things[name] = &Thing{Name: name, Attributes: map[string]string{"SerialNumber": name}, Groups: []string{}, Principals: []string{id}, CreatedAt: now}
+	}
+	if err := compact(dir, reg); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// BenchmarkRegistryLoad10k is a restart of the emulator with 10,000
+// devices registered: read the snapshot, fold in the log, write the new
+// snapshot.
+func BenchmarkRegistryLoad10k(b *testing.B) {
+	dir := b.TempDir()
+	if err := Init(InitOptions{Dir: dir, Listen: "127.0.0.1:1"}); err != nil {
+		b.Fatal(err)
+	}
+	fillRegistry(b, dir, 10_000)
+	srv, err := Open(Options{Dir: dir})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		if err := srv.openRegistry(); err != nil {
+			b.Fatal(err)
+		}
+		_ = srv.regLog.close()
+	}
+}
+
+// BenchmarkRegistryCommit is one device's CreateCertificate change made
+// durable, with 10,000 devices already registered: the cost must not grow
+// with the registry.
+func BenchmarkRegistryCommit(b *testing.B) {
+	for _, n := range []int{1_000, 10_000} {
+		b.Run(fmt.Sprintf("registered=%d", n), func(b *testing.B) {
+			dir := b.TempDir()
+			addr, err := FreePort()
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := Init(InitOptions{Dir: dir, Listen: addr}); err != nil {
+				b.Fatal(err)
+			}
+			fillRegistry(b, dir, n)
+			srv, err := Open(Options{Dir: dir})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := srv.openRegistry(); err != nil {
+				b.Fatal(err)
+			}
+			defer srv.regLog.close()
+			b.ResetTimer()
+			i := 0
+			for b.Loop() {
+				i++
+				id := fmt.Sprintf("%064x", 1<<40+i)
+				rej := srv.commit(func(tx *regTx) *Rejection {
+					tx.putCert(&Certificate{ID: id, Status: StatusPendingActivation, Policies: []string{}, CreatedAt: time.Now(), PEM: "x"})
+					tx.putToken(id, &Token{CertificateID: id, IssuedAt: time.Now()})
+					return nil
+				})
+				if rej != nil {
+					b.Fatal(rej)
+				}
+			}
+		})
+	}
+}
+
+// A change that cannot be made durable is not acknowledged, and nor is any
+// later one: the emulator answers 500 until restarted, rather than tell a
+// device something a restart would forget.
+func TestRegistrySaveFailureRefusesChanges(t *testing.T) {
+	e := startEnv(t, Options{})
+	c := e.dialClaim(t)
+	e.srv.regLog.mu.Lock()
+	e.srv.regLog.sync = func(*os.File) error { return errors.New("disk full") }
+	e.srv.regLog.mu.Unlock()
+	want := map[string]any{"statusCode": 500.0, "errorCode": "InternalFailure", "errorMessage": "Internal failure: the emulator could not save its registry."}
+	for i := range 2 {
+		key := newKey(t)
+		res, body := c.call(topicCSR, map[string]any{"certificateSigningRequest": csrPEM(t, key)})
+		if res != "rejected" || !reflect.DeepEqual(body, want) {
+			t.Errorf("request %d: %s %v, want rejected %v", i+1, res, body, want)
+		}
+	}
+}

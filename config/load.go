@@ -502,7 +502,7 @@ func (l *loader) keyPath(key, def string) (string, string) {
 	v := strings.TrimSpace(l.str(key))
 	if !IsKeyURI(v) {
 		p := l.path(key, def)
-		return p, "file:" + p
+		return p, keystore.FileURI(p)
 	}
 	return "", l.keyURI(key, v)
 }

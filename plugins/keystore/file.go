@@ -39,9 +39,12 @@ func filePath(uri string) (string, error) {
 	if u.Scheme != "file" {
 		return "", fmt.Errorf("key URI %q is not a file: URI", uri)
 	}
-	p := u.Opaque
-	if p == "" {
-		p = u.Path
+	p := u.Path // unescaped by the parser
+	if u.Opaque != "" {
+		// file:relative/path: the parser leaves an opaque part escaped.
+		if p, err = url.PathUnescape(u.Opaque); err != nil {
+			return "", fmt.Errorf("key URI %q: %w", uri, err)
+		}
 	}
 	if p == "" {
 		return "", fmt.Errorf("key URI %q names no path", uri)

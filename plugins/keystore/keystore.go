@@ -170,5 +170,9 @@ func ParseURI(uri string) (*url.URL, error) {
 	return u, nil
 }
 
-// FileURI is the URI of a key held in a PEM file at path.
-func FileURI(path string) string { return "file:" + path }
+// FileURI is the URI of a key held in a PEM file at path. The characters
+// a URI gives a meaning (%, # and ?) are escaped, so that a path holding
+// them names the same file once parsed; any other path reads as itself.
+func FileURI(path string) string { return "file:" + fileURIEscaper.Replace(path) }
+
+var fileURIEscaper = strings.NewReplacer("%", "%25", "#", "%23", "?", "%3F")

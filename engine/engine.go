@@ -253,6 +253,7 @@ func (e *Engine) Provision(ctx context.Context) (*Result, error) {
 		if err != nil && ph == phaseRun {
 			d, detour = detourFor(step, err, detours)
 		}
+		left := Event{Type: EventLeft, State: state, Duration: dur}
 		switch {
 		case err == nil:
 			transition = step.transition()
@@ -263,6 +264,8 @@ func (e *Engine) Provision(ctx context.Context) (*Result, error) {
 				d.Forget(data)
 			}
 			transition = d.Transition
+			// The step did not succeed: say so, and where the run goes.
+			left.Err, left.Reason = err, d.To
 		case ph == phaseEnter:
 			// The step never ran: this entry is no progress and no
 			// attempt, so a hook that vetoes at every boot does not use up
@@ -275,7 +278,7 @@ func (e *Engine) Provision(ctx context.Context) (*Result, error) {
 		default:
 			return nil, e.fail(ctx, j, state, attempt, true, data, dur, err)
 		}
-		e.emit(Event{Type: EventLeft, State: state, Duration: dur})
+		e.emit(left)
 		if state, err = fire(f, transition); err != nil {
 			return nil, err
 		}

@@ -32,7 +32,8 @@ type Event struct {
 	State string
 	Time  time.Time
 	// Duration is how long the state ran (Left, Failed) or the whole run
-	// took (Done).
+	// took (Done). A Left with Err set is a detour: the state failed with
+	// Err and the run goes on to the state in Reason.
 	Duration time.Duration
 	// Attempt is the try within this run (Retrying), or the entry count
 	// across runs (Entered).
@@ -68,6 +69,10 @@ func (l LogSubscriber) HandleEvent(e Event) {
 	case EventEntered:
 		lg.Debug("state entered", "state", e.State, "entry", e.Attempt)
 	case EventLeft:
+		if e.Err != nil {
+			lg.Warn("state left for another", "state", e.State, "to", e.Reason, "duration", e.Duration.Round(time.Millisecond), "err", e.Err)
+			break
+		}
 		lg.Info("state done", "state", e.State, "duration", e.Duration.Round(time.Millisecond))
 	case EventRetrying:
 		lg.Warn("attempt failed, retrying", "state", e.State, "attempt", e.Attempt, "retryIn", e.Wait.Round(time.Millisecond), "err", e.Err)
@@ -105,6 +110,11 @@ func (p *Progress) HandleEvent(e Event) {
 	case EventAlreadyProvisioned:
 		fmt.Fprintf(p.W, "already provisioned: %s\n", e.Reason)
 	case EventLeft:
+		if e.Err != nil {
+			// A detour: the step did not do its work, the run goes back.
+			fmt.Fprintf(p.W, "  back  %-18s %s, to %s: %v\n", e.State, fmtDuration(e.Duration), e.Reason, e.Err)
+			break
+		}
 		fmt.Fprintf(p.W, "  ok    %-18s %s\n", e.State, fmtDuration(e.Duration))
 	case EventRetrying:
 		// The attempt that failed, numbered as the log numbers it.

@@ -285,6 +285,13 @@ func (l *loader) path(key, def string) string {
 	if v == "" {
 		return def
 	}
+	// A key pasted where its file belongs would otherwise become a file
+	// name, printed by every message and written into config.yaml and
+	// the journal. The message must not quote it.
+	if strings.Contains(v, "-----BEGIN") || strings.ContainsAny(v, "\r\n") {
+		l.fail(key, "holds PEM text or a line break, not a file path: write the content into a file (mode 0600 for a key) and give that file's path")
+		return def
+	}
 	if filepath.IsAbs(v) {
 		return filepath.Clean(v)
 	}

@@ -1,0 +1,59 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/fleetprov/fleetprov/failure"
+)
+
+// A key's PEM text pasted where its file's path belongs is refused, and
+// the message does not repeat it: it would otherwise become a file name,
+// printed by every message and written into config.yaml and the journal.
+func TestPastedKeyIsNotAPath(t *testing.T) {
+	const fpk = "config {file}: services.aws.greengrass.fleet_provisioning.configuration."
+	const fix = " holds PEM text or a line break, not a file path: write the content into a file (mode 0600 for a key) and give that file's path"
+	for _, tc := range []struct {
+		name string
+		set  map[string]string
+		env  []string
+		want string
+	}{
+		{name: "keyPath in the file", set: map[string]string{"keyPath": "|\n        -----BEGIN PRIVATE KEY-----\n        SECRETKEYMATERIAL\n        -----END PRIVATE KEY-----"}, want: fpk + "keyPath" + fix},
+		{name: "claimKeyPath in the file", set: map[string]string{"claimKeyPath": `"-----BEGIN EC PRIVATE KEY-----\nSECRETKEYMATERIAL\n-----END EC PRIVATE KEY-----\n"`}, want: fpk + "claimKeyPath" + fix},
+		{name: "claimKeyPath on one line", set: map[string]string{"claimKeyPath": `"-----BEGIN PRIVATE KEY----- SECRETKEYMATERIAL -----END PRIVATE KEY-----"`}, want: fpk + "claimKeyPath" + fix},
+		{name: "keyPath from the environment", env: []string{"FLEETPROV_KEY_PATH=-----BEGIN PRIVATE KEY-----\nSECRETKEYMATERIAL\n-----END PRIVATE KEY-----\n"}, want: "environment variable FLEETPROV_KEY_PATH" + fix},
+		{name: "claimKeyPath from the environment", env: []string{"FLEETPROV_CLAIM_KEY_PATH=-----BEGIN PRIVATE KEY-----\nSECRETKEYMATERIAL\n-----END PRIVATE KEY-----\n"}, want: "environment variable FLEETPROV_CLAIM_KEY_PATH" + fix},
+		{name: "certPath with a line break", set: map[string]string{"certPath": `"/var/lib/greengrass/cert\nSECRET"`}, want: fpk + "certPath" + fix},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			p := newPKI(t, dir)
+			keys := goodKeys(p)
+			for k, v := range tc.set {
+				keys[k] = v
+			}
+			path := writeFile(t, filepath.Join(dir, "config.yaml"), fp(filepath.Join(dir, "gg"), keys))
+			before, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg, err := Load(LoadOptions{Path: path, Environ: tc.env})
+			want := strings.ReplaceAll(tc.want, "{file}", path)
+			if err == nil {
+				t.Fatalf("Load succeeded (%+v), want error %q", cfg, want)
+			}
+			if err.Error() != want {
+				t.Errorf("error\n got: %s\nwant: %s", err, want)
+			}
+			if !failure.IsUsage(err) {
+				t.Errorf("error %v is not a usage error", err)
+			}
+			if after, _ := os.ReadFile(path); string(after) != string(before) {
+				t.Error("the config file was changed")
+			}
+		})
+	}
+}

@@ -435,7 +435,28 @@ func newSecretsRun(t *testing.T, logFormat string, createKeys bool, env ...strin
 	}
 	r.env = append(r.env, env...)
 	r.scan = newLeakScan(r.fileAllows)
+	r.stateScripts()
 	return r
+}
+
+// stateScripts installs a state script for every moment of every state
+// that records the event it is given (a file of its own, scanned with the
+// rest) and prints it (fleetprov logs each line): hooks are outputs too.
+func (r *secretsRun) stateScripts() {
+	r.t.Helper()
+	scripts := filepath.Join(r.dir, "scripts")
+	if err := os.Mkdir(scripts, 0o755); err != nil {
+		r.t.Fatal(err)
+	}
+	body := "#!/bin/sh\ntee -a " + filepath.Join(r.dir, "hook-events") + "\necho\n"
+	for _, state := range []string{engine.DeriveParams, engine.PrepareKey, engine.CreateCertificate, engine.RegisterThing, engine.Persist, engine.Restart} {
+		for _, action := range []string{"Enter", "Leave", "Error"} {
+			if err := os.WriteFile(filepath.Join(scripts, state+"_"+action+"_50_record"), []byte(body), 0o755); err != nil {
+				r.t.Fatal(err)
+			}
+		}
+	}
+	r.env = append(r.env, "FLEETPROV_STATE_SCRIPTS_DIR="+scripts)
 }
 
 // fileAllows names what each file of the test may hold.
@@ -472,9 +493,9 @@ func (r *secretsRun) fleetprov(wantCode int, extraEnv []string, args ...string) 
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
-	r.collect(strings.Join(args, " "), extraEnv, stdout.Bytes(), stderr.Bytes())
+	name := r.collect(strings.Join(args, " "), extraEnv, stdout.Bytes(), stderr.Bytes())
 	if code := exitCode(err); code != wantCode {
-		r.t.Fatalf("fleetprov %s (%v): exit %d, want %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), extraEnv, code, wantCode, stdout.String(), stderr.String())
+		r.t.Fatalf("%s: exit %d, want %d\nstdout:\n%s\nstderr:\n%s", name, code, wantCode, stdout.String(), stderr.String())
 	}
 	return stdout.String() + stderr.String()
 }
@@ -511,15 +532,20 @@ func (r *secretsRun) interrupted() {
 	}
 }
 
-func (r *secretsRun) collect(name string, extraEnv []string, stdout, stderr []byte) {
+func (r *secretsRun) collect(name string, extraEnv []string, stdout, stderr []byte) string {
 	r.steps++
-	if len(extraEnv) > 0 {
-		name += " with " + strings.Join(extraEnv, " ")
+	for _, kv := range extraEnv {
+		// Named, not shown, when long: some hold a key's PEM.
+		if k, v, _ := strings.Cut(kv, "="); len(v) > 100 || strings.ContainsAny(v, "\r\n") {
+			kv = fmt.Sprintf("%s=<%d bytes>", k, len(v))
+		}
+		name += " " + kv
 	}
 	name = fmt.Sprintf("step %d: fleetprov %s", r.steps, name)
 	r.scan.add(name+": stdout", stdout)
 	r.scan.add(name+": stderr", stderr)
 	r.scan.walk(r.t, r.dir)
+	return name
 }
 
 // status shows the journal in both forms.
@@ -559,6 +585,11 @@ func (r *secretsRun) badConfigs() {
 func (r *secretsRun) finish(fileKeys bool, minTokens int) {
 	t := r.t
 	t.Helper()
+	// What the emulator shows of its registry, which holds the tokens.
+	for _, what := range []string{"things", "certs"} {
+		r.fleetprov(0, nil, "cloud", what, "--dir", r.dir)
+		r.fleetprov(0, nil, "cloud", what, "--dir", r.dir, "--json")
+	}
 	r.stopServe()
 	r.scan.add("cloud serve log (debug)", []byte(r.serverLog.String()))
 	r.scan.addKey(t, kindClaimKey, filepath.Join(r.dir, "claim.pem.key"))
@@ -598,9 +629,12 @@ func (r *secretsRun) finish(fileKeys bool, minTokens int) {
 			t.Errorf("%s has mode %04o, want 0600", out.name, out.mode)
 		}
 	}
+	if events, err := os.ReadFile(filepath.Join(r.dir, "hook-events")); err != nil || !bytes.Contains(events, []byte(`"state":"RegisterThing"`)) {
+		t.Errorf("the state scripts saw no RegisterThing event (%v)", err)
+	}
 	start := time.Now()
 	outputs, secrets := r.scan.check(t)
-	t.Logf("searched %d outputs (%d command streams, %d file versions, the emulator's log) for %d secrets in %s",
+	t.Logf("searched %d outputs (%d command streams, %d file versions, the log of cloud serve) for %d secrets in %s",
 		outputs, 2*r.steps, outputs-2*r.steps-1, secrets, time.Since(start).Round(time.Millisecond))
 }
 

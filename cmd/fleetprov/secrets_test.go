@@ -291,8 +291,9 @@ func find(out scanned, sec secret) string {
 // check fails the test for every secret found where it may not be, for
 // every file holding a secret with a mode other than 0600, and for every
 // secret found nowhere at all (the search would then prove nothing).
-// It returns how many outputs and secrets it searched.
-func (s *leakScan) check(t *testing.T) (outputs, secrets int) {
+// It returns how many streams and files it searched, and for how many
+// secrets.
+func (s *leakScan) check(t *testing.T) (streams, files, secrets int) {
 	t.Helper()
 	if len(s.secrets) == 0 {
 		t.Fatal("no secrets collected")
@@ -302,6 +303,11 @@ func (s *leakScan) check(t *testing.T) (outputs, secrets int) {
 		s.outputs[i].views = views(s.outputs[i].data)
 	}
 	for _, out := range s.outputs {
+		if out.file {
+			files++
+		} else {
+			streams++
+		}
 		holds := false
 		for i, sec := range s.secrets {
 			where := find(out, sec)
@@ -323,7 +329,7 @@ func (s *leakScan) check(t *testing.T) (outputs, secrets int) {
 			t.Errorf("the %s was found nowhere, not even where it belongs: the search cannot see it", sec.name)
 		}
 	}
-	return len(s.outputs), len(s.secrets)
+	return streams, files, len(s.secrets)
 }
 
 // secretsRun is one device against one local cloud, every command at
@@ -592,6 +598,21 @@ func (r *secretsRun) finish(fileKeys bool, minTokens int) {
 	}
 	r.stopServe()
 	r.scan.add("cloud serve log (debug)", []byte(r.serverLog.String()))
+	if fileKeys {
+		r.wantDirMode(r.creds, 0o700)
+	}
+	r.wantDirMode(filepath.Dir(r.journal), 0o700)
+	if events, err := os.ReadFile(filepath.Join(r.dir, "hook-events")); err != nil || !bytes.Contains(events, []byte(`"state":"RegisterThing"`)) {
+		t.Errorf("the state scripts saw no RegisterThing event (%v)", err)
+	}
+	r.search(minTokens)
+}
+
+// search gathers every secret the runs made and searches every output
+// collected for them.
+func (r *secretsRun) search(minTokens int) {
+	t := r.t
+	t.Helper()
 	r.scan.addKey(t, kindClaimKey, filepath.Join(r.dir, "claim.pem.key"))
 	r.scan.addKey(t, kindCloudKey, filepath.Join(r.dir, "ca.key"))
 	r.scan.addKey(t, kindCloudKey, filepath.Join(r.dir, "server.pem.key"))
@@ -620,22 +641,15 @@ func (r *secretsRun) finish(fileKeys bool, minTokens int) {
 	if len(reg.Tokens) < minTokens {
 		t.Errorf("the cloud issued %d ownership tokens, want at least %d", len(reg.Tokens), minTokens)
 	}
-	if fileKeys {
-		r.wantDirMode(r.creds, 0o700)
-	}
-	r.wantDirMode(filepath.Dir(r.journal), 0o700)
 	for _, out := range r.scan.outputs {
 		if out.file && len(r.fileAllows(out.name)) > 0 && out.mode != 0o600 {
 			t.Errorf("%s has mode %04o, want 0600", out.name, out.mode)
 		}
 	}
-	if events, err := os.ReadFile(filepath.Join(r.dir, "hook-events")); err != nil || !bytes.Contains(events, []byte(`"state":"RegisterThing"`)) {
-		t.Errorf("the state scripts saw no RegisterThing event (%v)", err)
-	}
 	start := time.Now()
-	outputs, secrets := r.scan.check(t)
-	t.Logf("searched %d outputs (%d command streams, %d file versions, the log of cloud serve) for %d secrets in %s",
-		outputs, 2*r.steps, outputs-2*r.steps-1, secrets, time.Since(start).Round(time.Millisecond))
+	streams, files, secrets := r.scan.check(t)
+	t.Logf("searched %d outputs (%d streams and logs, %d file versions) for %d secrets in %s",
+		streams+files, streams, files, secrets, time.Since(start).Round(time.Millisecond))
 }
 
 func (r *secretsRun) wantDirMode(dir string, want fs.FileMode) {
@@ -898,4 +912,33 @@ func mustJSON(t *testing.T, v any) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// fleetprov demo runs the emulator and the device in one process, both
+// logging to the same stderr: at debug level, in both formats, it shows no
+// secret either.
+func TestNoSecretsInDemo(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, logFormat := range []string{"text", "json"} {
+		t.Run("log-"+logFormat, func(t *testing.T) {
+			t.Parallel()
+			dir := filepath.Join(t.TempDir(), "demo")
+			r := &secretsRun{t: t, self: self, dir: dir, logFormat: logFormat,
+				cfg:     filepath.Join(dir, "config.yaml"),
+				journal: filepath.Join(dir, "device", "journal"),
+				creds:   filepath.Join(dir, "device", "credentials"),
+				env:     append(os.Environ(), envBeCLI+"=1"),
+			}
+			r.scan = newLeakScan(r.fileAllows)
+			out := r.fleetprov(0, nil, "demo", "--dir", dir)
+			if !strings.Contains(out, "The cloud now lists") {
+				t.Fatalf("demo did not provision:\n%s", out)
+			}
+			r.fleetprov(0, nil, "status", "--config", r.cfg, "--json")
+			r.search(1)
+		})
+	}
 }

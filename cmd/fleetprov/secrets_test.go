@@ -141,6 +141,12 @@ func (s *leakScan) addKey(t *testing.T, kind, path string) {
 	if err != nil {
 		t.Fatalf("read %s: %v", path, err)
 	}
+	s.addKeyPEM(t, kind, path, raw)
+}
+
+// addKeyPEM adds the private key in raw, read from path, as a secret.
+func (s *leakScan) addKeyPEM(t *testing.T, kind, path string, raw []byte) {
+	t.Helper()
 	if s.seenSecret[string(raw)] {
 		return
 	}
@@ -445,7 +451,7 @@ func secretsLayout(createKeys bool) func(dir string) {
 // waiting for it, then answered.
 var secretsFaults = []string{"RegisterThing:reject=400/InvalidParameters:times=1", "RegisterThing:delay=30s:times=1"}
 
-func newSecretsRun(t *testing.T, logFormat string, createKeys bool, env ...string) *secretsRun {
+func newSecretsRun(t *testing.T, logFormat string, createKeys bool, faults []string, env ...string) *secretsRun {
 	t.Helper()
 	self, err := os.Executable()
 	if err != nil {
@@ -463,7 +469,7 @@ func newSecretsRun(t *testing.T, logFormat string, createKeys bool, env ...strin
 	}
 	secretsLayout(createKeys)(dir)
 	args := []string{"cloud", "serve", "--dir", dir, "--log-level", "debug", "--log-format", logFormat}
-	for _, f := range secretsFaults {
+	for _, f := range faults {
 		args = append(args, "--fault", f)
 	}
 	serve := exec.Command(self, args...)
@@ -681,11 +687,12 @@ func (r *secretsRun) search(minTokens int) {
 	r.scan.addKey(t, kindClaimKey, filepath.Join(r.dir, "claim.pem.key"))
 	r.scan.addKey(t, kindCloudKey, filepath.Join(r.dir, "ca.key"))
 	r.scan.addKey(t, kindCloudKey, filepath.Join(r.dir, "server.pem.key"))
-	// Every device key the runs wrote: the current one and the backups
-	// --force and reset kept.
+	// Every device key the runs wrote: the current one, the backups
+	// --force and reset kept, a temporary file a killed run left (as the
+	// walks found them: some are gone by now).
 	for _, out := range r.scan.outputs {
 		if out.file && out.allowed[kindDeviceKey] {
-			r.scan.addKey(t, kindDeviceKey, out.name)
+			r.scan.addKeyPEM(t, kindDeviceKey, out.name, out.data)
 		}
 	}
 	// Every token the cloud issued, and every token a journal holds.
@@ -707,7 +714,9 @@ func (r *secretsRun) search(minTokens int) {
 		t.Errorf("the cloud issued %d ownership tokens, want at least %d", len(reg.Tokens), minTokens)
 	}
 	for _, out := range r.scan.outputs {
-		if out.file && len(r.fileAllows(out.name)) > 0 && out.mode != 0o600 {
+		// The reset plan holds no secret, but is promised 0600 all the same.
+		private := len(r.fileAllows(out.name)) > 0 || out.name == r.journal+".reset"
+		if out.file && private && out.mode != 0o600 {
 			t.Errorf("%s has mode %04o, want 0600", out.name, out.mode)
 		}
 	}
@@ -737,7 +746,7 @@ func TestNoSecretsInOutputs(t *testing.T) {
 			for _, logFormat := range []string{"text", "json"} {
 				t.Run(mode+"/"+format+"/log-"+logFormat, func(t *testing.T) {
 					t.Parallel()
-					r := newSecretsRun(t, logFormat, mode == "create-keys",
+					r := newSecretsRun(t, logFormat, mode == "create-keys", secretsFaults,
 						"FLEETPROV_CERTIFICATE_MODE="+mode, "FLEETPROV_PAYLOAD_FORMAT="+format)
 					r.fleetprov(0, nil, "config", "check", "--config", r.cfg)
 					if format == "json" {
@@ -804,7 +813,7 @@ func TestNoSecretsWithTokenKey(t *testing.T) {
 			if err := softhsmtest.InitToken(conf, "fleet", secretsPIN); err != nil {
 				t.Fatal(err)
 			}
-			r := newSecretsRun(t, logFormat, false, "SOFTHSM2_CONF="+conf, "FLEETPROV_PAYLOAD_FORMAT="+payload)
+			r := newSecretsRun(t, logFormat, false, secretsFaults, "SOFTHSM2_CONF="+conf, "FLEETPROV_PAYLOAD_FORMAT="+payload)
 			addPlugin(t, r.cfg, map[string]any{"name": "pkcs11", "path": bin})
 			pins := filepath.Join(r.dir, "pin")
 			if err := os.Mkdir(pins, 0o700); err != nil {
@@ -997,4 +1006,76 @@ func TestNoSecretsInDemo(t *testing.T) {
 			r.search(1)
 		})
 	}
+}
+
+// A run or a reset killed in the middle of writing (strace makes the
+// kill land on a chosen rename) leaves a key in a temporary file, or the
+// reset's plan, behind: each is 0600, and nothing of it reaches an output
+// of the commands that follow.
+func TestNoSecretsLeftByKilledWrites(t *testing.T) {
+	strace := requireStrace(t)
+	for _, mode := range []string{"csr", "create-keys"} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			r := newSecretsRun(t, "text", mode == "create-keys", nil, "FLEETPROV_CERTIFICATE_MODE="+mode)
+			// The first rename a run makes is its device key's, into place:
+			// killed there, the whole key is left in a temporary file.
+			r.killedAtRename(strace, 1, "run", "--config", r.cfg)
+			if temps, _ := filepath.Glob(filepath.Join(r.creds, ".priv_key.tmp-*")); len(temps) != 1 {
+				t.Fatalf("temporary key files after the kill: %v, want one", temps)
+			}
+			r.fleetprov(0, nil, "run", "--config", r.cfg)
+			r.status()
+			// Reset's first rename puts its plan in place; the kill lands
+			// on one of the moves that follow.
+			r.killedAtRename(strace, 2, "reset", "--config", r.cfg)
+			if _, err := os.Stat(r.journal + ".reset"); err != nil {
+				t.Fatalf("no reset plan after the kill: %v", err)
+			}
+			r.status()
+			r.fleetprov(0, nil, "reset", "--config", r.cfg)
+			r.fleetprov(0, nil, "run", "--config", r.cfg)
+			r.finish(true, 2)
+		})
+	}
+}
+
+// killedAtRename runs fleetprov under strace, which kills it with SIGKILL
+// at its n-th renameat (counted per thread: at the n-th or a later one).
+func (r *secretsRun) killedAtRename(strace string, n int, args ...string) {
+	r.t.Helper()
+	fp := r.command(nil, args...)
+	cmd := exec.Command(strace, append([]string{"-f", "-qq", "-o", os.DevNull, "-e", "trace=renameat",
+		"-e", fmt.Sprintf("inject=renameat:signal=SIGKILL:when=%d", n), fp.Path}, fp.Args[1:]...)...)
+	cmd.Env = fp.Env
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	name := r.collect(strings.Join(args, " ")+fmt.Sprintf(" (killed at rename %d)", n), nil, stdout.Bytes(), stderr.Bytes())
+	// strace ends as its tracee did: killed by SIGKILL.
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		r.t.Fatalf("%s: %v, want killed by SIGKILL\nstdout:\n%s\nstderr:\n%s", name, err, stdout.String(), stderr.String())
+	}
+}
+
+// requireStrace returns strace's path once it has shown it can trace
+// here, or skips (fails with FLEETPROV_REQUIRE_TOOLS=1).
+func requireStrace(t *testing.T) string {
+	t.Helper()
+	missing := func(why string) string {
+		if os.Getenv("FLEETPROV_REQUIRE_TOOLS") == "1" {
+			t.Fatalf("%s; FLEETPROV_REQUIRE_TOOLS=1 makes this a failure", why)
+		}
+		t.Skipf("skipping: %s", why)
+		return ""
+	}
+	path, err := exec.LookPath("strace")
+	if err != nil {
+		return missing("strace not found on PATH (Debian: apt-get install strace)")
+	}
+	if out, err := exec.Command(path, "-f", "-qq", "-o", os.DevNull, "true").CombinedOutput(); err != nil {
+		return missing(fmt.Sprintf("strace cannot trace here (%v: %s)", err, bytes.TrimSpace(out)))
+	}
+	return path
 }

@@ -691,7 +691,9 @@ func (r *secretsRun) search(minTokens int) {
 	// --force and reset kept, a temporary file a killed run left (as the
 	// walks found them: some are gone by now).
 	for _, out := range r.scan.outputs {
-		if out.file && out.allowed[kindDeviceKey] {
+		// A key file a test damaged on purpose holds part of a key
+		// collected whole from another version.
+		if _, err := keystore.ParsePrivateKeyPEM(out.data, out.name); out.file && out.allowed[kindDeviceKey] && err == nil {
 			r.scan.addKeyPEM(t, kindDeviceKey, out.name, out.data)
 		}
 	}
@@ -1011,8 +1013,9 @@ func TestNoSecretsInDemo(t *testing.T) {
 // A run or a reset killed in the middle of writing (strace makes the
 // kill land on a chosen rename) leaves a key in a temporary file, or the
 // reset's plan, behind: each is 0600, and nothing of it reaches an output
-// of the commands that follow.
-func TestNoSecretsLeftByKilledWrites(t *testing.T) {
+// of the commands that follow. Nor does a damaged key file or journal
+// reach the messages that report the damage.
+func TestNoSecretsAfterKillsAndDamage(t *testing.T) {
 	strace := requireStrace(t)
 	for _, mode := range []string{"csr", "create-keys"} {
 		t.Run(mode, func(t *testing.T) {
@@ -1035,6 +1038,7 @@ func TestNoSecretsLeftByKilledWrites(t *testing.T) {
 			r.status()
 			r.fleetprov(0, nil, "reset", "--config", r.cfg)
 			r.fleetprov(0, nil, "run", "--config", r.cfg)
+			r.damaged()
 			r.finish(true, 2)
 		})
 	}
@@ -1078,4 +1082,66 @@ func requireStrace(t *testing.T) string {
 		return missing(fmt.Sprintf("strace cannot trace here (%v: %s)", err, bytes.TrimSpace(out)))
 	}
 	return path
+}
+
+// damaged replaces the provisioned key by another key, then by half of
+// itself, then tears a copy of the journal record holding the token onto
+// the journal's end, running status, run and config check on each; then
+// puts everything back.
+func (r *secretsRun) damaged() {
+	t := r.t
+	t.Helper()
+	key := filepath.Join(r.creds, "priv_key")
+	good, err := os.ReadFile(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A key of no certificate's, as a mix-up of files would leave there.
+	otherKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherDER, err := x509.MarshalPKCS8PrivateKey(otherKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: otherDER})
+	check := func(runCode int) {
+		t.Helper()
+		r.fleetprov(0, nil, "status", "--config", r.cfg)
+		r.fleetprov(0, nil, "status", "--config", r.cfg, "--json")
+		r.fleetprov(runCode, nil, "run", "--config", r.cfg)
+		r.fleetprov(0, nil, "config", "check", "--config", r.cfg)
+	}
+	for _, bad := range [][]byte{other, good[:len(good)/2]} {
+		if err := os.WriteFile(key, bad, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		check(1)
+	}
+	if err := os.WriteFile(key, good, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	journal, err := os.ReadFile(r.journal)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var withToken []byte
+	for _, line := range bytes.SplitAfter(journal, []byte("\n")) {
+		if bytes.Contains(line, []byte(`"certificateOwnershipToken"`)) {
+			withToken = line
+		}
+	}
+	if withToken == nil {
+		t.Fatal("no journal record holds the token")
+	}
+	cut := bytes.Index(withToken, []byte(`"certificateOwnershipToken"`)) + 60
+	if err := os.WriteFile(r.journal, append(slices.Clone(journal), withToken[:cut]...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	check(0)
+	if err := os.WriteFile(r.journal, journal, 0o600); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -285,11 +285,7 @@ func (l *loader) path(key, def string) string {
 	if v == "" {
 		return def
 	}
-	// A key pasted where its file belongs would otherwise become a file
-	// name, printed by every message and written into config.yaml and
-	// the journal. The message must not quote it.
-	if strings.Contains(v, "-----BEGIN") || strings.ContainsAny(v, "\r\n") {
-		l.fail(key, "holds PEM text or a line break, not a file path: write the content into a file (mode 0600 for a key) and give that file's path")
+	if !l.plainPath(key, v) {
 		return def
 	}
 	if filepath.IsAbs(v) {
@@ -302,6 +298,27 @@ func (l *loader) path(key, def string) string {
 		return a
 	}
 	return v
+}
+
+// plainPath refuses a path holding PEM text or a line break. A key pasted
+// where its file belongs would otherwise become a file name, printed by
+// every message and written into config.yaml and the journal; so the
+// message does not quote it.
+func (l *loader) plainPath(key, v string) bool {
+	if strings.Contains(v, "-----BEGIN") || strings.ContainsAny(v, "\r\n") {
+		l.fail(key, "holds PEM text or a line break, not a file path: write the content into a file (mode 0600 for a key) and give that file's path")
+		return false
+	}
+	return true
+}
+
+// systemPath reads one of the paths (or key URIs) Greengrass keeps in
+// system, as it is: fleetprov writes them; it only checks them.
+func (l *loader) systemPath(key string) string {
+	if v := l.str(key); l.plainPath(key, v) {
+		return v
+	}
+	return ""
 }
 
 func (l *loader) duration(key string, def time.Duration, allowZero bool) time.Duration {
@@ -327,9 +344,9 @@ func (l *loader) build() *Config {
 
 	c.RootPath = l.path(SystemPrefix+"rootPath", filepath.Clean(DefaultRootPath))
 	c.ThingName = l.str(SystemPrefix + "thingName")
-	c.CertificateFilePath = l.str(SystemPrefix + "certificateFilePath")
-	c.PrivateKeyPath = l.str(SystemPrefix + "privateKeyPath")
-	c.SystemRootCAPath = l.str(SystemPrefix + "rootCaPath")
+	c.CertificateFilePath = l.systemPath(SystemPrefix + "certificateFilePath")
+	c.PrivateKeyPath = l.systemPath(SystemPrefix + "privateKeyPath")
+	c.SystemRootCAPath = l.systemPath(SystemPrefix + "rootCaPath")
 
 	c.AWSRegion = l.str(NucleusPrefix + "awsRegion")
 	c.IoTRoleAlias = l.str(NucleusPrefix + "iotRoleAlias")

@@ -16,10 +16,11 @@ func TestPastedKeyIsNotAPath(t *testing.T) {
 	const fpk = "config {file}: services.aws.greengrass.fleet_provisioning.configuration."
 	const fix = " holds PEM text or a line break, not a file path: write the content into a file (mode 0600 for a key) and give that file's path"
 	for _, tc := range []struct {
-		name string
-		set  map[string]string
-		env  []string
-		want string
+		name   string
+		set    map[string]string
+		system string // a line to add under system:
+		env    []string
+		want   string
 	}{
 		{name: "keyPath in the file", set: map[string]string{"keyPath": "|\n        -----BEGIN PRIVATE KEY-----\n        SECRETKEYMATERIAL\n        -----END PRIVATE KEY-----"}, want: fpk + "keyPath" + fix},
 		{name: "claimKeyPath in the file", set: map[string]string{"claimKeyPath": `"-----BEGIN EC PRIVATE KEY-----\nSECRETKEYMATERIAL\n-----END EC PRIVATE KEY-----\n"`}, want: fpk + "claimKeyPath" + fix},
@@ -27,6 +28,11 @@ func TestPastedKeyIsNotAPath(t *testing.T) {
 		{name: "keyPath from the environment", env: []string{"FLEETPROV_KEY_PATH=-----BEGIN PRIVATE KEY-----\nSECRETKEYMATERIAL\n-----END PRIVATE KEY-----\n"}, want: "environment variable FLEETPROV_KEY_PATH" + fix},
 		{name: "claimKeyPath from the environment", env: []string{"FLEETPROV_CLAIM_KEY_PATH=-----BEGIN PRIVATE KEY-----\nSECRETKEYMATERIAL\n-----END PRIVATE KEY-----\n"}, want: "environment variable FLEETPROV_CLAIM_KEY_PATH" + fix},
 		{name: "certPath with a line break", set: map[string]string{"certPath": `"/var/lib/greengrass/cert\nSECRET"`}, want: fpk + "certPath" + fix},
+		// Greengrass's own: a key pasted into system.privateKeyPath was
+		// printed whole by status and run.
+		{name: "system.privateKeyPath", system: `privateKeyPath: "-----BEGIN PRIVATE KEY-----\nSECRETKEYMATERIAL\n-----END PRIVATE KEY-----\n"`, want: "config {file}: system.privateKeyPath" + fix},
+		{name: "system.certificateFilePath", system: "certificateFilePath: |\n    -----BEGIN CERTIFICATE-----\n    SECRET\n    -----END CERTIFICATE-----", want: "config {file}: system.certificateFilePath" + fix},
+		{name: "system.rootCaPath", system: `rootCaPath: "-----BEGIN CERTIFICATE----- SECRET"`, want: "config {file}: system.rootCaPath" + fix},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -35,7 +41,12 @@ func TestPastedKeyIsNotAPath(t *testing.T) {
 			for k, v := range tc.set {
 				keys[k] = v
 			}
-			path := writeFile(t, filepath.Join(dir, "config.yaml"), fp(filepath.Join(dir, "gg"), keys))
+			content := fp(filepath.Join(dir, "gg"), keys)
+			if tc.system != "" {
+				content = strings.Replace(content, "  certificateFilePath: \"\"\n", "", 1)
+				content = strings.Replace(content, "system:\n", "system:\n  "+tc.system+"\n", 1)
+			}
+			path := writeFile(t, filepath.Join(dir, "config.yaml"), content)
 			before, err := os.ReadFile(path)
 			if err != nil {
 				t.Fatal(err)

@@ -548,8 +548,8 @@ func (r *secretsRun) fileAllows(path string) []string {
 		return []string{kindToken}
 	case path == filepath.Join(r.dir, "registry.json") || strings.HasPrefix(path, filepath.Join(r.dir, ".registry.json.tmp-")):
 		return []string{kindToken}
-	case path == filepath.Join(r.dir, "claim.pem.key"):
-		return []string{kindClaimKey}
+	case path == filepath.Join(r.dir, "claim.pem.key"), path == filepath.Join(r.dir, "pasted.yaml"):
+		return []string{kindClaimKey} // pasted.yaml: a bad config the test writes
 	case path == filepath.Join(r.dir, "ca.key") || path == filepath.Join(r.dir, "server.pem.key"):
 		return []string{kindCloudKey}
 	case filepath.Dir(path) == filepath.Join(r.dir, "pin"):
@@ -635,7 +635,8 @@ func (r *secretsRun) status() {
 
 // badConfigs are config mistakes that put a secret where a message might
 // quote it: a key given where a certificate belongs, the key's content
-// pasted where its path belongs, the wrong key for the claim certificate.
+// pasted where its path belongs (fleet_provisioning's or Greengrass's), the
+// wrong key for the claim certificate.
 func (r *secretsRun) badConfigs() {
 	r.t.Helper()
 	claimKey := filepath.Join(r.dir, "claim.pem.key")
@@ -655,6 +656,28 @@ func (r *secretsRun) badConfigs() {
 	} {
 		r.fleetprov(tc.code, []string{tc.env}, "config", "check", "--config", r.cfg)
 		r.fleetprov(tc.code, []string{tc.env}, "run", "--config", r.cfg)
+	}
+
+	// Greengrass's own system.privateKeyPath holding the key itself, in
+	// a config that otherwise looks provisioned.
+	cfg, err := os.ReadFile(r.cfg)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	pasted := strings.Replace(string(cfg), `privateKeyPath: ""`, "privateKeyPath: "+strconv.Quote(string(keyPEM)), 1)
+	pasted = strings.Replace(pasted, `certificateFilePath: ""`, `certificateFilePath: "`+filepath.Join(r.dir, "claim.pem.crt")+`"`, 1)
+	if pasted == string(cfg) {
+		r.t.Fatal("config.yaml has no empty system.privateKeyPath to fill")
+	}
+	bad := filepath.Join(r.dir, "pasted.yaml")
+	if err := os.WriteFile(bad, []byte(pasted), 0o600); err != nil {
+		r.t.Fatal(err)
+	}
+	for _, cmd := range [][]string{{"status"}, {"status", "--json"}, {"config", "check"}, {"run"}, {"reset"}} {
+		r.fleetprov(2, nil, append(cmd, "--config", bad)...)
+	}
+	if err := os.Remove(bad); err != nil {
+		r.t.Fatal(err)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -535,8 +536,15 @@ func (c *Config) GreengrassKeyPath() string {
 func (l *loader) keyURI(key, v string) string {
 	_, query, _ := strings.Cut(v, "?")
 	for _, a := range strings.Split(query, "&") {
-		if name, _, _ := strings.Cut(a, "="); strings.EqualFold(name, "pin-value") {
+		name, val, _ := strings.Cut(a, "=")
+		if strings.EqualFold(name, "pin-value") {
 			l.fail(key, "holds pin-value: the PIN must not be written in config; put it in a file only the provisioning user can read and name that file with pin-source=file:/path")
+			return ""
+		}
+		// The PIN itself written as its source would be quoted by every
+		// message about the URI, journaled and shown by status.
+		if src, err := url.QueryUnescape(val); strings.EqualFold(name, "pin-source") && (err != nil || !strings.HasPrefix(src, "file:") && !strings.HasPrefix(src, "env:")) {
+			l.fail(key, "holds a pin-source that is neither file:/path nor env:VARIABLE (not shown: it may be the PIN itself): put the PIN in a file only the provisioning user can read and name that file with pin-source=file:/path")
 			return ""
 		}
 	}

@@ -877,6 +877,12 @@ func TestNoSecretsWithTokenKey(t *testing.T) {
 				r.fleetprov(2, []string{"FLEETPROV_KEY_PATH=" + v}, "config", "check", "--config", r.cfg)
 				r.fleetprov(2, []string{"FLEETPROV_KEY_PATH=" + v}, "run", "--config", r.cfg)
 			}
+			// So is the PIN itself written where its source belongs.
+			for _, v := range []string{uri(secretsPIN), strings.TrimPrefix(uri(secretsPIN), "plugin:pkcs11/")} {
+				r.fleetprov(2, []string{"FLEETPROV_KEY_PATH=" + v}, "config", "check", "--config", r.cfg)
+				r.fleetprov(2, []string{"FLEETPROV_KEY_PATH=" + v}, "run", "--config", r.cfg)
+				r.fleetprov(2, []string{"FLEETPROV_KEY_PATH=" + v}, "status", "--config", r.cfg)
+			}
 			// The token refuses a wrong PIN, fleetprov a PIN file all may
 			// read, and an unset PIN variable: each says so without it.
 			out := r.fleetprov(1, keyEnv("file:"+wrongFile), "run", "--config", r.cfg)

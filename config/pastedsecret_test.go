@@ -12,9 +12,11 @@ import (
 // A key's PEM text pasted where its file's path belongs is refused, and
 // the message does not repeat it: it would otherwise become a file name,
 // printed by every message and written into config.yaml and the journal.
-func TestPastedKeyIsNotAPath(t *testing.T) {
+// So is a PIN written as its own pin-source.
+func TestPastedSecretIsRefused(t *testing.T) {
 	const fpk = "config {file}: services.aws.greengrass.fleet_provisioning.configuration."
 	const fix = " holds PEM text or a line break, not a file path: write the content into a file (mode 0600 for a key) and give that file's path"
+	const pinFix = " holds a pin-source that is neither file:/path nor env:VARIABLE (not shown: it may be the PIN itself): put the PIN in a file only the provisioning user can read and name that file with pin-source=file:/path"
 	for _, tc := range []struct {
 		name   string
 		set    map[string]string
@@ -33,6 +35,10 @@ func TestPastedKeyIsNotAPath(t *testing.T) {
 		{name: "system.privateKeyPath", system: `privateKeyPath: "-----BEGIN PRIVATE KEY-----\nSECRETKEYMATERIAL\n-----END PRIVATE KEY-----\n"`, want: "config {file}: system.privateKeyPath" + fix},
 		{name: "system.certificateFilePath", system: "certificateFilePath: |\n    -----BEGIN CERTIFICATE-----\n    SECRET\n    -----END CERTIFICATE-----", want: "config {file}: system.certificateFilePath" + fix},
 		{name: "system.rootCaPath", system: `rootCaPath: "-----BEGIN CERTIFICATE----- SECRET"`, want: "config {file}: system.rootCaPath" + fix},
+		// A PIN written where its source belongs.
+		{name: "keyPath pin-source is the PIN", set: map[string]string{"keyPath": `"pkcs11:token=t;object=o?module-path=/m.so&pin-source=SECRET-PIN"`}, want: fpk + "keyPath" + pinFix},
+		{name: "plugin keyPath pin-source is the PIN", env: []string{"FLEETPROV_KEY_PATH=plugin:p11/pkcs11:token=t;object=o?module-path=/m.so&pin-source=SECRET-PIN"}, want: "environment variable FLEETPROV_KEY_PATH" + pinFix},
+		{name: "claimKeyPath pin-source is the PIN", set: map[string]string{"claimKeyPath": `"plugin:p11/pkcs11:token=t;object=c?pin-source=SECRET%2DPIN&module-path=/m.so"`}, want: fpk + "claimKeyPath" + pinFix},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -58,6 +64,9 @@ func TestPastedKeyIsNotAPath(t *testing.T) {
 			}
 			if err.Error() != want {
 				t.Errorf("error\n got: %s\nwant: %s", err, want)
+			}
+			if strings.Contains(err.Error(), "SECRET") {
+				t.Errorf("the message quotes the secret: %s", err)
 			}
 			if !failure.IsUsage(err) {
 				t.Errorf("error %v is not a usage error", err)

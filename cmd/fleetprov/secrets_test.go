@@ -592,8 +592,15 @@ func (r *secretsRun) interrupted() {
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	cloudtest.WaitForState(r.t, r.journal, engine.RegisterThing, &stderr)
-	// Let the request reach the cloud, which holds its answer.
-	time.Sleep(300 * time.Millisecond)
+	// Until the cloud holds its answer (it logs the fault as it applies
+	// it): the delay is then used up, and the next run is answered.
+	deadline := time.Now().Add(cloudtest.WaitLimit)
+	for !strings.Contains(r.serverLog.String(), secretsFaults[1]) {
+		if time.Now().After(deadline) {
+			r.t.Fatalf("the cloud never held the answer to RegisterThing:\n%s", stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
 		r.t.Fatal(err)
 	}

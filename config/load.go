@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -316,6 +317,9 @@ func (l *loader) path(key, def string) string {
 	if v == "" {
 		return def
 	}
+	if !l.plainPath(key, v) {
+		return def
+	}
 	if filepath.IsAbs(v) {
 		return filepath.Clean(v)
 	}
@@ -326,6 +330,27 @@ func (l *loader) path(key, def string) string {
 		return a
 	}
 	return v
+}
+
+// plainPath refuses a path holding PEM text or a line break. A key pasted
+// where its file belongs would otherwise become a file name, printed by
+// every message and written into config.yaml and the journal; so the
+// message does not quote it.
+func (l *loader) plainPath(key, v string) bool {
+	if strings.Contains(v, "-----BEGIN") || strings.ContainsAny(v, "\r\n") {
+		l.fail(key, "holds PEM text or a line break, not a file path: write the content into a file (mode 0600 for a key) and give that file's path")
+		return false
+	}
+	return true
+}
+
+// systemPath reads one of the paths (or key URIs) Greengrass keeps in
+// system, as it is: fleetprov writes them; it only checks them.
+func (l *loader) systemPath(key string) string {
+	if v := l.str(key); l.plainPath(key, v) {
+		return v
+	}
+	return ""
 }
 
 func (l *loader) duration(key string, def time.Duration, allowZero bool) time.Duration {
@@ -351,9 +376,9 @@ func (l *loader) build() *Config {
 
 	c.RootPath = l.path(SystemPrefix+"rootPath", filepath.Clean(DefaultRootPath))
 	c.ThingName = l.str(SystemPrefix + "thingName")
-	c.CertificateFilePath = l.str(SystemPrefix + "certificateFilePath")
-	c.PrivateKeyPath = l.str(SystemPrefix + "privateKeyPath")
-	c.SystemRootCAPath = l.str(SystemPrefix + "rootCaPath")
+	c.CertificateFilePath = l.systemPath(SystemPrefix + "certificateFilePath")
+	c.PrivateKeyPath = l.systemPath(SystemPrefix + "privateKeyPath")
+	c.SystemRootCAPath = l.systemPath(SystemPrefix + "rootCaPath")
 
 	c.AWSRegion = l.str(NucleusPrefix + "awsRegion")
 	c.IoTRoleAlias = l.str(NucleusPrefix + "iotRoleAlias")
@@ -545,8 +570,15 @@ func (c *Config) GreengrassKeyPath() string {
 func (l *loader) keyURI(key, v string) string {
 	_, query, _ := strings.Cut(v, "?")
 	for _, a := range strings.Split(query, "&") {
-		if name, _, _ := strings.Cut(a, "="); strings.EqualFold(name, "pin-value") {
+		name, val, _ := strings.Cut(a, "=")
+		if strings.EqualFold(name, "pin-value") {
 			l.fail(key, "holds pin-value: the PIN must not be written in config; put it in a file only the provisioning user can read and name that file with pin-source=file:/path")
+			return ""
+		}
+		// The PIN itself written as its source would be quoted by every
+		// message about the URI, journaled and shown by status.
+		if src, err := url.QueryUnescape(val); strings.EqualFold(name, "pin-source") && (err != nil || !strings.HasPrefix(src, "file:") && !strings.HasPrefix(src, "env:")) {
+			l.fail(key, "holds a pin-source that is neither file:/path nor env:VARIABLE (not shown: it may be the PIN itself): put the PIN in a file only the provisioning user can read and name that file with pin-source=file:/path")
 			return ""
 		}
 	}

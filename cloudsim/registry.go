@@ -34,6 +34,9 @@ type Registry struct {
 	Certificates map[string]*Certificate    `json:"certificates"`
 	Tokens       map[string]*Token          `json:"tokens"`
 	Policies     map[string]json.RawMessage `json:"policies,omitempty"` // inline policies created by templates
+
+	// logRecords counts the log records read on top of the snapshot.
+	logRecords int
 }
 
 // Thing is a registered IoT thing.

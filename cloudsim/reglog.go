@@ -120,6 +120,7 @@ func readLog(path string, r *Registry) (int64, error) {
 		if err := r.applyRecord(rec); err != nil {
 			return 0, fmt.Errorf("%s: record %d: %w", path, n, err)
 		}
+		r.logRecords++
 	}
 }
 

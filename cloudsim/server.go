@@ -124,6 +124,8 @@ type Server struct {
 	regLog   *regLog      // nil until Start
 	saveErr  error        // set when a change could not be made durable
 
+	regChanged bool // the claim policies changed the registry at open
+
 	broker   *mqtt.Server
 	listener *guardedListener
 
@@ -221,9 +223,11 @@ func (s *Server) loadRegistry() error {
 		return err
 	}
 	s.reg = reg
-	if _, err := s.applyClaimPolicies(s.claimPolicies); err != nil {
+	changed, err := s.applyClaimPolicies(s.claimPolicies)
+	if err != nil {
 		return fmt.Errorf("%s: %w", filepath.Join(s.dir, fileSettings), err)
 	}
+	s.regChanged = changed
 	return nil
 }
 
@@ -248,8 +252,13 @@ func (s *Server) openRegistry() error {
 	}
 	tx.apply()
 	slices.SortFunc(s.pendingQ, func(a, b pendingRef) int { return a.created.Compare(b.created) })
-	if err := compact(s.dir, s.reg); err != nil {
-		return err
+	// Fold the log into a new snapshot only when there is something to
+	// fold: a clean stop already did (Close), so a restart after one only
+	// reads the snapshot; a crash leaves a log, replayed and folded here.
+	if s.regChanged || !tx.empty() || s.reg.logRecords > 0 || !fileExists(filepath.Join(s.dir, fileRegistryLog)) {
+		if err := compact(s.dir, s.reg); err != nil {
+			return err
+		}
 	}
 	l, err := openRegLog(s.dir)
 	if err != nil {
@@ -387,6 +396,16 @@ func (s *Server) Close() error {
 			if cerr := s.regLog.close(); err == nil {
 				err = cerr
 			}
+			// Every request has ended: fold the log into a snapshot now,
+			// so the next start reads one file instead of replaying.
+			appended, _ := s.regLog.counts()
+			s.mu.RLock()
+			if appended > 0 && s.saveErr == nil {
+				if cerr := compact(s.dir, s.reg); cerr != nil && err == nil {
+					err = cerr
+				}
+			}
+			s.mu.RUnlock()
 		}
 		if s.lock != nil {
 			_ = s.lock.Close()
@@ -822,4 +841,9 @@ func (s *Server) dispatch(fn func()) {
 		defer s.work.Done()
 		fn()
 	}()
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }

@@ -378,8 +378,17 @@ func announceMaxPacketSize(cp *paho.Connect, _ *url.URL) (*paho.Connect, error) 
 	}
 	size := uint32(MaxPacketSize)
 	cp.Properties.MaximumPacketSize = &size
+	// A device has at most one answer of each kind in flight. Announcing
+	// so also keeps paho from making a 65,535-slot queue for each
+	// connection (half a megabyte, cleared and collected every time).
+	recvMax := uint16(receiveMaximum)
+	cp.Properties.ReceiveMaximum = &recvMax
 	return cp, nil
 }
+
+// receiveMaximum is the MQTT 5 Receive Maximum the device announces: the
+// QoS 1 publishes it takes in flight at once.
+const receiveMaximum = 16
 
 func (c *Client) onPacketTooLarge(err *PacketTooLargeError) {
 	c.log.Warn("refused a packet over the maximum packet size", slog.Uint64("bytes", err.Size), slog.Uint64("max", err.Max))

@@ -1,6 +1,6 @@
 // Command perfplot draws docs/performance.png from `fleetprov loadtest
 // --out` files: provisionings per second and device p99 against
-// concurrency, one line per payload format. Run it through the Taskfile:
+// concurrency, one line per payload format and fleet size. Run it through the Taskfile:
 // `go tool -modfile=tools/go.mod task perfplot`.
 package main
 
@@ -48,7 +48,8 @@ func main() {
 		if err := json.Unmarshal(b, &r); err != nil {
 			fail(fmt.Errorf("%s: %w", path, err))
 		}
-		byFormat[r.Format] = append(byFormat[r.Format], r)
+		key := fmt.Sprintf("%s, %d devices", r.Format, r.Devices)
+		byFormat[key] = append(byFormat[key], r)
 	}
 	rate, p99 := plot.New(), plot.New()
 	rate.Title.Text = "Provisionings per second"
@@ -57,6 +58,8 @@ func main() {
 		p.X.Label.Text = "devices at once"
 		p.Add(plotter.NewGrid())
 		p.Legend.Top = true
+		p.Legend.Left = true
+		p.Y.Min = 0
 	}
 	colors := map[string]color.Color{"json": color.RGBA{R: 31, G: 119, B: 180, A: 255}, "cbor": color.RGBA{R: 214, G: 39, B: 40, A: 255}}
 	formats := make([]string, 0, len(byFormat))
@@ -80,9 +83,13 @@ func main() {
 			if err != nil {
 				fail(err)
 			}
-			l.Color, pts.Color = colors[f], colors[f]
+			c := colors[rs[0].Format]
+			if rs[0].Devices > 1000 {
+				c = color.Black
+			}
+			l.Color, pts.Color = c, c
 			pair.p.Add(l, pts)
-			pair.p.Legend.Add(fmt.Sprintf("%s, %d devices", f, rs[0].Devices), l, pts)
+			pair.p.Legend.Add(f, l, pts)
 		}
 	}
 	img := vgimg.New(12*vg.Inch, 4.5*vg.Inch)

@@ -1,6 +1,9 @@
 package cli
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
@@ -29,6 +32,9 @@ func newResetCmd(app *App) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// Read before the certificate is moved aside: the cloud keeps
+			// it ACTIVE, and the operator needs its id to retire it.
+			oldCert := provisionedCertificateID(cfg)
 			fresh := plan == nil
 			if !fresh {
 				fmt.Fprintf(app.Stdout, "finishing a reset that was interrupted (%s)\n", planPath)
@@ -58,9 +64,33 @@ func newResetCmd(app *App) *cobra.Command {
 				fmt.Fprintf(app.Stdout, "device key %s stays in its token; the next run will not replace it: delete it there, or name another object in keyPath\n", cfg.KeyURI)
 			}
 			fmt.Fprintln(app.Stdout, "reset: the next run provisions afresh")
+			if oldCert != "" {
+				// Nothing on the device can deactivate it, and after the
+				// next run the thing would hold two ACTIVE certificates.
+				fmt.Fprintf(app.Stdout, "certificate %s stays ACTIVE in the cloud: deactivate it with `aws iot update-certificate --certificate-id %s --new-status INACTIVE` (on the local cloud: `fleetprov cloud update-certificate --dir DIR --certificate-id %s --new-status INACTIVE`)\n", oldCert, oldCert, oldCert)
+			}
 			return nil
 		},
 	}
 	configFlag(cmd.Flags())
 	return cmd
+}
+
+// provisionedCertificateID is the AWS IoT id (the SHA-256 of the DER) of
+// the certificate config.yaml names, or "" if it names none that can be
+// read.
+func provisionedCertificateID(cfg *config.Config) string {
+	if cfg.CertificateFilePath == "" {
+		return ""
+	}
+	b, err := os.ReadFile(cfg.CertificateFilePath)
+	if err != nil {
+		return ""
+	}
+	block, _ := pem.Decode(b)
+	if block == nil || block.Type != "CERTIFICATE" {
+		return ""
+	}
+	sum := sha256.Sum256(block.Bytes)
+	return hex.EncodeToString(sum[:])
 }

@@ -70,7 +70,7 @@ step, the thing name and where the files went. Needs no AWS account.`,
 				return err
 			}
 			fmt.Fprintln(app.Stdout)
-			if err := printCerts(app.Stdout, reg, false); err != nil {
+			if err := printCerts(app.Stdout, reg, false, false); err != nil {
 				return err
 			}
 			fmt.Fprintf(app.Stdout, "\nTry: fleetprov status --config %s\n", cfgPath)

@@ -69,11 +69,11 @@ func newCloudThingsCmd(app *cli.App) *cobra.Command {
 
 func newCloudCertsCmd(app *cli.App) *cobra.Command {
 	var (
-		dir    string
-		asJSON bool
+		dir          string
+		asJSON, wide bool
 	)
 	cmd := &cobra.Command{
-		Use:   "certs --dir DIR [--json]",
+		Use:   "certs --dir DIR [--wide | --json]",
 		Short: "List the emulator's certificates: status, thing, attached policies, which is the claim",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -84,11 +84,12 @@ func newCloudCertsCmd(app *cli.App) *cobra.Command {
 			if err != nil {
 				return usageFrom(err)
 			}
-			return printCerts(app.Stdout, reg, asJSON)
+			return printCerts(app.Stdout, reg, asJSON, wide)
 		},
 	}
 	cmd.Flags().StringVar(&dir, "dir", "", "emulator directory")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().BoolVar(&wide, "wide", false, "whole ids, policy names and creation times (wider than 80 columns)")
 	return cmd
 }
 
@@ -189,20 +190,31 @@ func printThings(w io.Writer, dir string, asJSON bool) error {
 
 // printCerts lists the certificates, claim first, with full ids: they are
 // what a user pastes into grep or the registry.
-func printCerts(w io.Writer, reg *cloudsim.Registry, asJSON bool) error {
+// printCerts lists the certificates: to fit 80 columns, ids abbreviated
+// and policies counted; wide shows ids whole, the policies by name and
+// when each was created.
+func printCerts(w io.Writer, reg *cloudsim.Registry, asJSON, wide bool) error {
 	certs := certsOf(reg)
 	if asJSON {
 		return writeJSON(w, certsJSON{Certificates: certs})
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "CERTIFICATE\tSTATUS\tTHING\tPOLICIES\tCREATED")
+	if wide {
+		fmt.Fprintln(tw, "CERTIFICATE\tSTATUS\tTHING\tPOLICIES\tCREATED")
+	} else {
+		fmt.Fprintln(tw, "CERTIFICATE\tSTATUS\tTHING\tPOLICIES")
+	}
 	for _, c := range certs {
 		thing := c.ThingName
 		if c.Claim {
 			thing = "(claim)"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", c.CertificateID, c.Status, dash(thing),
-			dash(strings.Join(c.Policies, ",")), c.CreatedAt.UTC().Format(time.RFC3339))
+		if wide {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", c.CertificateID, c.Status, dash(thing),
+				dash(strings.Join(c.Policies, ",")), c.CreatedAt.UTC().Format(time.RFC3339))
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\n", shortID(c.CertificateID), c.Status, dash(thing), len(c.Policies))
 	}
 	return tw.Flush()
 }
@@ -213,8 +225,8 @@ func writeJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
-// shortID abbreviates a 64-hex certificate id for the things table, as the
-// AWS console does; `cloud certs` shows it whole.
+// shortID abbreviates a 64-hex certificate id for the tables, as the
+// AWS console does; `cloud certs --wide` shows it whole.
 func shortID(id string) string {
 	if len(id) > 12 {
 		return id[:12] + "…"

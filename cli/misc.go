@@ -98,6 +98,8 @@ value here (a command source runs), but the cloud is not contacted.`,
 		},
 	}
 	config.RegisterFlags(check.Flags())
+	// check only reads the file.
+	check.Flags().Lookup(config.FlagConfig).Usage = "Greengrass config.yaml to check (env " + config.EnvConfig + ")"
 	cmd.AddCommand(check)
 	return cmd
 }

@@ -13,7 +13,7 @@ func Builtins(load config.LoadOptions, force bool, dial DialFunc, plugins params
 	if dial == nil {
 		dial = DialIoT
 	}
-	s := &Session{Dial: dial, Probe: ProbeIoT}
+	s := &Session{Dial: dial}
 	return engine.Builtins{
 		LoadConfig:        &LoadConfig{Options: load, Force: force, Plugins: plugins},
 		DeriveParams:      &DeriveParams{Plugins: plugins},

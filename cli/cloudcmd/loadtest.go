@@ -2,6 +2,7 @@ package cloudcmd
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -90,7 +91,7 @@ zero-padded to 6 digits, as in --param SerialNumber=lt-{n:06}.`,
 				Params: pm, Verify: verify, Progress: prog.update})
 			prog.finish()
 			if err != nil {
-				if strings.Contains(err.Error(), "parameter") {
+				if errors.Is(err, loadtest.ErrOptions) {
 					return failure.Usage(err.Error())
 				}
 				return err

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/fleetprov/fleetprov/cloudsim"
+	"github.com/fleetprov/fleetprov/internal/cloudtest"
 	"github.com/fleetprov/fleetprov/plugins/keystore"
 )
 
@@ -13,23 +14,8 @@ import (
 // options for it.
 func benchCloud(b *testing.B, format string) Options {
 	b.Helper()
-	dir := b.TempDir()
-	addr, err := cloudsim.FreePort()
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := cloudsim.Init(cloudsim.InitOptions{Dir: dir, Listen: addr}); err != nil {
-		b.Fatal(err)
-	}
-	srv, err := cloudsim.Open(cloudsim.Options{Dir: dir})
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := srv.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = srv.Close() })
-	return Options{Endpoint: addr, ClaimCertPath: filepath.Join(dir, "claim.pem.crt"), ClaimKeyPath: filepath.Join(dir, "claim.pem.key"),
+	dir, srv := cloudtest.Start(b, cloudsim.Options{}, nil)
+	return Options{Endpoint: srv.Addr(), ClaimCertPath: filepath.Join(dir, "claim.pem.crt"), ClaimKeyPath: filepath.Join(dir, "claim.pem.key"),
 		RootCAPath: filepath.Join(dir, "AmazonRootCA1.pem"), Format: format}
 }
 

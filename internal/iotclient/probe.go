@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -72,31 +71,17 @@ func CertificateActive(ctx context.Context, o ProbeOptions) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("iotclient: probe: the journaled certificate: %w", err)
 	}
-	caPEM, err := os.ReadFile(o.RootCAPath)
+	// The claim connection's TLS settings (root CA, server name, ALPN),
+	// with this certificate instead of the claim's.
+	cfg, err := tlsConfig(Options{RootCAPath: o.RootCAPath, ALPN: o.ALPN,
+		ClientCert: &tls.Certificate{Certificate: [][]byte{block.Bytes}, PrivateKey: o.Key, Leaf: leaf}}, host, port)
 	if err != nil {
-		return false, fmt.Errorf("iotclient: read root CA: %w", err)
+		return false, err
 	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(caPEM) {
-		return false, fmt.Errorf("iotclient: root CA %s holds no PEM certificate", o.RootCAPath)
-	}
-	cfg := &tls.Config{
-		Certificates: []tls.Certificate{{Certificate: [][]byte{block.Bytes}, PrivateKey: o.Key, Leaf: leaf}},
-		RootCAs:      pool,
-		ServerName:   host,
-		MinVersion:   tls.VersionTLS12,
-		// In TLS 1.3 the client's handshake ends before the server has
-		// judged the client certificate, and a refusal can then arrive as
-		// a reset instead of an alert.
-		MaxVersion: tls.VersionTLS12,
-	}
-	switch {
-	case o.ALPN == "none":
-	case o.ALPN != "":
-		cfg.NextProtos = []string{o.ALPN}
-	case port == 443:
-		cfg.NextProtos = []string{alpnMQTT443}
-	}
+	// In TLS 1.3 the client's handshake ends before the server has judged
+	// the client certificate, and a refusal can then arrive as a reset
+	// instead of an alert.
+	cfg.MaxVersion = tls.VersionTLS12
 	timeout := o.Timeout
 	if timeout <= 0 {
 		timeout = defaultConnectTimeout

@@ -7,6 +7,7 @@ import (
 
 	"github.com/fleetprov/fleetprov/cloudsim"
 	"github.com/fleetprov/fleetprov/config"
+	"github.com/fleetprov/fleetprov/internal/cloudtest"
 )
 
 // BenchmarkProvision provisions b.N devices, 50 at a time, through the
@@ -15,22 +16,7 @@ import (
 // `cloud serve` on one host. With -cpuprofile it shows where a
 // provisioning's CPU goes (docs/performance.md).
 func BenchmarkProvision(b *testing.B) {
-	dir := b.TempDir()
-	addr, err := cloudsim.FreePort()
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := cloudsim.Init(cloudsim.InitOptions{Dir: dir, Listen: addr}); err != nil {
-		b.Fatal(err)
-	}
-	srv, err := cloudsim.Open(cloudsim.Options{Dir: dir})
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := srv.Start(); err != nil {
-		b.Fatal(err)
-	}
-	defer srv.Close()
+	dir, _ := cloudtest.Start(b, cloudsim.Options{}, nil)
 	cfg, err := config.Load(config.LoadOptions{Path: filepath.Join(dir, "config.yaml")})
 	if err != nil {
 		b.Fatal(err)

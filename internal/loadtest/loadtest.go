@@ -110,19 +110,22 @@ type deviceResult struct {
 	throttledConnects int
 }
 
+// ErrOptions marks an error in Options: the caller's to fix, nothing ran.
+var ErrOptions = errors.New("loadtest")
+
 // Run provisions o.Devices devices, o.Concurrency at a time, and returns
 // the summary. It stops early only when ctx ends; a device that fails is
 // counted, not retried.
 func Run(ctx context.Context, o Options) (*Result, error) {
 	if o.Config == nil {
-		return nil, errors.New("loadtest: no config")
+		return nil, fmt.Errorf("%w: no config", ErrOptions)
 	}
 	if o.Devices < 1 || o.Concurrency < 1 {
-		return nil, fmt.Errorf("loadtest: devices (%d) and concurrency (%d) must be at least 1", o.Devices, o.Concurrency)
+		return nil, fmt.Errorf("%w: devices (%d) and concurrency (%d) must be at least 1", ErrOptions, o.Devices, o.Concurrency)
 	}
 	for k, v := range o.Params {
 		if _, err := expand(v, 0); err != nil {
-			return nil, fmt.Errorf("loadtest: parameter %s: %w", k, err)
+			return nil, fmt.Errorf("%w: parameter %s: %w", ErrOptions, k, err)
 		}
 	}
 	start := time.Now()

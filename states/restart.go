@@ -119,7 +119,7 @@ func openUnitRestarter(ctx context.Context, cfg *config.Config, timeout time.Dur
 	if ctx.Err() != nil {
 		return nil, failure.Transient(fmt.Errorf("restart %s: %w", strings.Join(cfg.RestartUnits, " "), ctx.Err()))
 	}
-	log.Info("no system bus; restarting units with systemctl", "units", strings.Join(cfg.RestartUnits, " "), "systemctl", cfg.SystemctlPath, "bus_error", err.Error())
+	log.Info("no system bus; restarting units with systemctl", "units", strings.Join(cfg.RestartUnits, " "), "systemctl", cfg.SystemctlPath, "error", err.Error())
 	return &systemctlRestarter{path: cfg.SystemctlPath, timeout: timeout}, nil
 }
 
@@ -261,7 +261,7 @@ func busError(unit string, err error) error {
 	var de dbus.Error
 	if errors.As(err, &de) {
 		switch de.Name {
-		case "org.freedesktop.systemd1.NoSuchUnit", "org.freedesktop.systemd1.LoadFailed":
+		case "org.freedesktop.systemd1.NoSuchUnit", "org.freedesktop.systemd1.LoadFailed", "org.freedesktop.DBus.Error.InvalidArgs":
 			return fmt.Errorf("restartUnits: systemd cannot load unit %q (%s): fix restartUnits or install the unit", unit, de.Error())
 		case "org.freedesktop.DBus.Error.AccessDenied", "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired":
 			return fmt.Errorf("restart %s through D-Bus: systemd refused (%s): run fleetprov as root, or allow it with a polkit rule", unit, de.Error())

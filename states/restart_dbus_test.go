@@ -177,6 +177,12 @@ func (f *fakeSystemd) restartUnit(name, mode string) (dbus.ObjectPath, *dbus.Err
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.events = append(f.events, "RestartUnit "+name+" "+mode)
+	if name == "refused.service" { // as systemd answers a caller that is not root
+		return "", dbus.NewError("org.freedesktop.DBus.Error.InteractiveAuthorizationRequired", []any{"Interactive authentication required."})
+	}
+	if strings.HasPrefix(name, "-") {
+		return "", dbus.NewError("org.freedesktop.DBus.Error.InvalidArgs", []any{"Unit name " + name + " is not valid."})
+	}
 	result, ok := f.results[name]
 	if !ok {
 		return "", dbus.NewError("org.freedesktop.systemd1.NoSuchUnit", []any{"Unit " + name + " not found."})
@@ -300,19 +306,28 @@ func TestRestartThroughDBusJobFails(t *testing.T) {
 	}
 }
 
-// A unit systemd does not know is a config mistake: fatal, naming the key.
+// A unit systemd does not know, or a name it refuses, is a config
+// mistake, and a caller systemd refuses stays refused: fatal, naming the
+// key or what to do.
 func TestRestartThroughDBusUnknownUnit(t *testing.T) {
-	addr := startBus(t)
-	startFakeSystemd(t, addr, &fakeSystemd{results: map[string]string{"greengrass-lite.target": "done"}})
-	useBus(t, addr, "")
-	d := newDevice(t, replaceLine(t, noRestart, "restartStrategy: systemd\n      restartUnits: [gg-lite.target]"))
-	err := (&Restart{}).Run(context.Background(), d.run(true))
-	want := `restartUnits: systemd cannot load unit "gg-lite.target" (Unit gg-lite.target not found.): fix restartUnits or install the unit`
-	if err == nil || err.Error() != want {
-		t.Fatalf("err = %v\nwant %s", err, want)
-	}
-	if failure.IsTransient(err) {
-		t.Error("an unknown unit is retried")
+	for _, tc := range []struct{ unit, want string }{
+		{"gg-lite.target", `restartUnits: systemd cannot load unit "gg-lite.target" (Unit gg-lite.target not found.): fix restartUnits or install the unit`},
+		{"-odd.service", `restartUnits: systemd cannot load unit "-odd.service" (Unit name -odd.service is not valid.): fix restartUnits or install the unit`},
+		{"refused.service", `restart refused.service through D-Bus: systemd refused (Interactive authentication required.): run fleetprov as root, or allow it with a polkit rule`},
+	} {
+		t.Run(tc.unit, func(t *testing.T) {
+			addr := startBus(t)
+			startFakeSystemd(t, addr, &fakeSystemd{results: map[string]string{"greengrass-lite.target": "done"}})
+			useBus(t, addr, "")
+			d := newDevice(t, replaceLine(t, noRestart, "restartStrategy: systemd\n      restartUnits: ['"+tc.unit+"']"))
+			err := (&Restart{}).Run(context.Background(), d.run(true))
+			if err == nil || err.Error() != tc.want {
+				t.Fatalf("err = %v\nwant %s", err, tc.want)
+			}
+			if failure.IsTransient(err) {
+				t.Error("an error that no retry can fix is retried")
+			}
+		})
 	}
 }
 

@@ -146,6 +146,14 @@ func TestUnitSettings(t *testing.T) {
 	if u.one(t, "Service", "RestartSec") == "0" {
 		t.Error("RestartSec=0 retries at once, in a tight loop")
 	}
+	// Each of these limits the devices the unit may open (ProtectClock=yes
+	// by the DeviceAllow= it implies), and a TPM or HSM key store needs
+	// its device.
+	for _, key := range []string{"PrivateDevices", "ProtectClock", "DeviceAllow", "DevicePolicy"} {
+		if v, ok := u["Service"][key]; ok {
+			t.Errorf("[Service] %s=%s would keep a TPM or HSM key store from its device", key, v[0])
+		}
+	}
 }
 
 // The skip: ExecCondition= runs the unit on status' exit 1 (not

@@ -439,3 +439,23 @@ func TestRestartSystemctlInsideAService(t *testing.T) {
 		t.Errorf("log lacks %s:\n%s", line, logs.String())
 	}
 }
+
+// A job that never ends is given up at the restart's timeout, naming the
+// unit, and retried.
+func TestRestartThroughDBusJobNeverEnds(t *testing.T) {
+	addr := startBus(t)
+	startFakeSystemd(t, addr, &fakeSystemd{
+		results: map[string]string{"greengrass-lite.target": "done"},
+		silent:  map[string]bool{"greengrass-lite.target": true},
+	})
+	useBus(t, addr, "")
+	d := newDevice(t, replaceLine(t, noRestart, `restartStrategy: "systemd"`))
+	err := (&Restart{Timeout: time.Second}).Run(context.Background(), d.run(true))
+	const prefix, suffix = "restart greengrass-lite.target through D-Bus: no job result after ", "s: see `systemctl list-jobs` and `journalctl -u greengrass-lite.target`"
+	if err == nil || !strings.HasPrefix(err.Error(), prefix) || !strings.HasSuffix(err.Error(), suffix) {
+		t.Fatalf("err = %v\nwant %s...%s", err, prefix, suffix)
+	}
+	if !failure.IsTransient(err) {
+		t.Error("a job that did not end in time is not retried")
+	}
+}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/fleetprov/fleetprov/config"
 	"github.com/fleetprov/fleetprov/engine"
+	"github.com/fleetprov/fleetprov/failure"
 	"github.com/fleetprov/fleetprov/states"
 )
 
@@ -58,12 +59,15 @@ type statusTransition struct {
 }
 
 func newStatusCmd(app *App) *cobra.Command {
-	var asJSON bool
+	var asJSON, provisionedOnly bool
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show the journal: current state, each transition, thing, certificate, token age",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if asJSON && provisionedOnly {
+				return failure.Usage("--json and --provisioned do not go together: --json has the answer in its \"provisioned\" field")
+			}
 			cfg, err := config.Load(app.loadOptions(cmd.Flags(), true))
 			if err != nil {
 				return err
@@ -93,6 +97,9 @@ func newStatusCmd(app *App) *cobra.Command {
 					rep.Warning = err.Error() + ": run `fleetprov reset`, then `fleetprov run`"
 				}
 			}
+			if provisionedOnly {
+				return provisionedExit(app, rep)
+			}
 			if asJSON {
 				enc := json.NewEncoder(app.Stdout)
 				enc.SetIndent("", "  ")
@@ -104,7 +111,32 @@ func newStatusCmd(app *App) *cobra.Command {
 	}
 	configFlag(cmd.Flags())
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().BoolVar(&provisionedOnly, "provisioned", false, "print one line; exit 0 if the device is provisioned, 1 if not (for scripts and the unit's ExecCondition=)")
 	return cmd
+}
+
+// provisionedExit answers status --provisioned: one line, and the exit
+// code a script or the systemd unit tests. A device that looks
+// provisioned but whose certificate or key cannot be used is not: a run
+// is what tells the user what to do about it.
+func provisionedExit(app *App, rep statusReport) error {
+	switch {
+	case rep.Provisioned && rep.Warning == "":
+		if rep.ThingName != "" {
+			fmt.Fprintf(app.Stdout, "provisioned: thing %s\n", shown(rep.ThingName))
+		} else {
+			fmt.Fprintln(app.Stdout, "provisioned: config.yaml names a device certificate")
+		}
+		return nil
+	case rep.Provisioned:
+		return fmt.Errorf("not provisioned: looks provisioned, but %s", rep.Warning)
+	case rep.FailedState != "":
+		return fmt.Errorf("not provisioned: the last run failed in %s; run `fleetprov run` to resume", shown(rep.FailedState))
+	case len(rep.Transitions) == 0:
+		return fmt.Errorf("not provisioned: no journal at %s", rep.Journal)
+	default:
+		return fmt.Errorf("not provisioned: the journal stops at %s; run `fleetprov run` to resume", shown(rep.State))
+	}
 }
 
 func printStatus(app *App, rep statusReport) {

@@ -49,7 +49,7 @@ func TestRestartSystemd(t *testing.T) {
 		{
 			name:   "default units",
 			config: `restartStrategy: "systemd"`,
-			want:   []string{"restart", "--", "greengrass-lite.target"},
+			want:   []string{"restart", "--job-mode=replace", "--", "greengrass-lite.target"},
 		},
 		{
 			name: "custom units",
@@ -57,14 +57,14 @@ func TestRestartSystemd(t *testing.T) {
       restartUnits:
         - ggl.core.iotcored.service
         - ggl.core.tesd.service`,
-			want: []string{"restart", "--", "ggl.core.iotcored.service", "ggl.core.tesd.service"},
+			want: []string{"restart", "--job-mode=replace", "--", "ggl.core.iotcored.service", "ggl.core.tesd.service"},
 		},
 		{
 			// A unit name that looks like an option is still a unit:
 			// the "--" keeps systemctl from reading it as a flag.
 			name:   "unit list as one string",
 			config: `restartUnits: "greengrass-lite.target, -odd.service"`,
-			want:   []string{"restart", "--", "greengrass-lite.target", "-odd.service"},
+			want:   []string{"restart", "--job-mode=replace", "--", "greengrass-lite.target", "-odd.service"},
 		},
 	}
 	for _, tc := range tests {
@@ -119,7 +119,7 @@ func TestRestartFailureIsTransient(t *testing.T) {
 echo "Job for greengrass-lite.target failed because the control process exited with error code." >&2`)
 		d := newDevice(t, replaceLine(t, noRestart, `restartStrategy: "systemd"`+"\n      systemctlPath: "+script))
 		err := (&Restart{}).Run(context.Background(), d.run(true))
-		want := `restart "` + script + ` restart -- greengrass-lite.target": exit status 1: ` +
+		want := `restart "` + script + ` restart --job-mode=replace -- greengrass-lite.target": exit status 1: ` +
 			`Job for greengrass-lite.target failed because the control process exited with error code.`
 		if err == nil || err.Error() != want {
 			t.Fatalf("err = %v\nwant %s", err, want)
@@ -149,7 +149,7 @@ echo "Job for greengrass-lite.target failed because the control process exited w
 		missing := filepath.Join(t.TempDir(), "systemctl")
 		d := newDevice(t, replaceLine(t, noRestart, `restartStrategy: "systemd"`+"\n      systemctlPath: "+missing))
 		err := (&Restart{}).Run(context.Background(), d.run(true))
-		if !errors.Is(err, os.ErrNotExist) || !strings.HasPrefix(err.Error(), `restart "`+missing+` restart -- greengrass-lite.target": `) {
+		if !errors.Is(err, os.ErrNotExist) || !strings.HasPrefix(err.Error(), `restart "`+missing+` restart --job-mode=replace -- greengrass-lite.target": `) {
 			t.Fatalf("err = %v, want one naming the command and saying it does not exist", err)
 		}
 	})

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -97,8 +98,18 @@ func TestDebInstallRunRemove(t *testing.T) {
 	state := deviceState(t)
 	checkMode(t, filepath.Join(credDir, "priv_key"), 0o600)
 
-	// An upgrade replaces the program and keeps the device as it was.
+	// An upgrade replaces the program and keeps the device as it was,
+	// down to the owner fleetprov gives the credentials to (posixUser;
+	// root in this config, so set here as another user's).
+	if err := os.Chown(credDir, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
 	mustDpkg(t, "-i", deb2)
+	if fi, err := os.Stat(credDir); err != nil {
+		t.Error(err)
+	} else if st := fi.Sys().(*syscall.Stat_t); st.Uid != 65534 || st.Gid != 65534 || fi.Mode().Perm() != 0o700 {
+		t.Errorf("after the upgrade %s is %d:%d %v, want 65534:65534 -rwx------ as before", credDir, st.Uid, st.Gid, fi.Mode().Perm())
+	}
 	if got := mustRun(t, binPath, "--version"); got != "fleetprov "+v2+"\n" {
 		t.Errorf("after the upgrade fleetprov --version printed %q, want %q", got, v2)
 	}

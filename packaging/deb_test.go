@@ -38,6 +38,8 @@ const (
 // installs it with dpkg, provisions a device against the local cloud with
 // the installed binary under both its names, upgrades it, then removes and
 // purges it: the device's key, certificate and journal must outlive both.
+// Then it installs it beside Greengrass lite's package, which has a
+// fleet-provisioning of its own.
 func TestDebInstallRunRemove(t *testing.T) {
 	if raceEnabled {
 		t.Skip("the package test installs a binary built without -race, so it adds nothing under -race; .ci/run runs it on its own: go test -count=1 -run TestDeb ./packaging")
@@ -48,8 +50,10 @@ func TestDebInstallRunRemove(t *testing.T) {
 	// leaves no package and none of the test's device state behind.
 	// requireSystem made sure neither existed before.
 	t.Cleanup(func() {
-		if out, err := runDpkg("--purge", "fleetprov"); err != nil {
-			t.Errorf("cleanup: dpkg --purge fleetprov: %v\n%s", err, out)
+		for _, pkg := range []string{"fleetprov", greengrassPkg} {
+			if out, err := runDpkg("--purge", pkg); err != nil {
+				t.Errorf("cleanup: dpkg --purge %s: %v\n%s", pkg, err, out)
+			}
 		}
 		if err := os.RemoveAll(dataDir); err != nil {
 			t.Errorf("cleanup: %v", err)
@@ -133,6 +137,67 @@ func TestDebInstallRunRemove(t *testing.T) {
 	if out, err := exec.Command("dpkg-query", "-W", "-f=${Status}", "fleetprov").CombinedOutput(); err == nil && strings.Contains(string(out), "installed") && !strings.Contains(string(out), "not-installed") {
 		t.Errorf("after dpkg --purge, dpkg-query says %q", out)
 	}
+	if out := mustRun(t, "dpkg-divert", "--list", linkPath); strings.TrimSpace(out) != "" {
+		t.Errorf("after dpkg --purge a diversion is left: %s", out)
+	}
+
+	// Beside Greengrass nucleus lite's own package, which installs a
+	// fleet-provisioning of its own: fleetprov's takes the name, in
+	// whichever order the two are installed, and gives it back on removal.
+	gg := buildGreengrassStandIn(t, dist)
+	mustDpkg(t, "-i", gg)
+	mustDpkg(t, "-i", deb2)
+	checkFleetProvisioning(t, "fleetprov installed after Greengrass lite")
+	mustDpkg(t, "-r", "fleetprov")
+	if out := mustRun(t, linkPath); out != greengrassOutput {
+		t.Errorf("after dpkg -r fleetprov, fleet-provisioning printed %q, want Greengrass lite's own %q", out, greengrassOutput)
+	}
+	if _, err := os.Lstat(divertedPath); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("after dpkg -r fleetprov, %s: %v; want it moved back", divertedPath, err)
+	}
+	mustDpkg(t, "-i", deb2)
+	mustDpkg(t, "-i", gg) // Greengrass lite upgraded (here: reinstalled) after fleetprov
+	checkFleetProvisioning(t, "Greengrass lite reinstalled after fleetprov")
+}
+
+// A stand-in for Greengrass nucleus lite's package (aws-greengrass-lite),
+// which cannot be installed here: only the file the two packages share.
+const (
+	greengrassPkg    = "aws-greengrass-lite"
+	greengrassOutput = "greengrass-lite fleet-provisioning\n"
+	divertedPath     = "/usr/bin/fleet-provisioning.greengrass-lite"
+)
+
+func buildGreengrassStandIn(t *testing.T, dist string) string {
+	t.Helper()
+	dir := t.TempDir()
+	script := filepath.Join(dir, "fleet-provisioning")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\nprintf '"+strings.TrimSuffix(greengrassOutput, "\n")+"\\n'\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "nfpm.yaml")
+	yaml := "name: " + greengrassPkg + "\nversion: 0.0.1~pkgtest\nversion_schema: none\narch: all\nmaintainer: test\ndescription: stand-in\n" +
+		"contents:\n  - src: " + script + "\n    dst: " + linkPath + "\n    file_info:\n      mode: 0755\n"
+	if err := os.WriteFile(cfg, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	deb := filepath.Join(dist, greengrassPkg+"_0.0.1~pkgtest_all.deb")
+	cmd := exec.Command("go", "tool", "-modfile=tools/go.mod", "nfpm", "package", "--config", cfg, "--packager", "deb", "--target", deb)
+	cmd.Dir = ".."
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("nfpm package (the Greengrass lite stand-in): %v\n%s", err, out)
+	}
+	return deb
+}
+
+func checkFleetProvisioning(t *testing.T, when string) {
+	t.Helper()
+	if target, err := os.Readlink(linkPath); err != nil || target != "fleetprov" {
+		t.Errorf("%s: %s links to %q (%v), want fleetprov", when, linkPath, target, err)
+	}
+	if out := mustRun(t, divertedPath); out != greengrassOutput {
+		t.Errorf("%s: %s printed %q, want Greengrass lite's %q", when, divertedPath, out, greengrassOutput)
+	}
 }
 
 // requireSystem skips (fails with FLEETPROV_REQUIRE_TOOLS=1) unless the
@@ -145,7 +210,7 @@ func requireSystem(t *testing.T) {
 	case os.Geteuid() != 0:
 		why = "the package test installs a .deb with dpkg, which needs root"
 	default:
-		for _, tool := range []string{"dpkg", "dpkg-deb", "dpkg-query", "groff", "go", "bash"} {
+		for _, tool := range []string{"dpkg", "dpkg-deb", "dpkg-query", "dpkg-divert", "groff", "go", "bash"} {
 			if _, err := exec.LookPath(tool); err != nil {
 				why = tool + " is not installed; the package test needs dpkg, groff (apt-get install groff-base), go and bash"
 				break
@@ -153,11 +218,13 @@ func requireSystem(t *testing.T) {
 		}
 	}
 	if why == "" {
-		if out, err := exec.Command("dpkg-query", "-W", "-f=${Status}", "fleetprov").Output(); err == nil && strings.Contains(string(out), " installed") {
-			why = "fleetprov is installed on this machine; the package test would replace and remove it"
+		for _, pkg := range []string{"fleetprov", greengrassPkg} {
+			if out, err := exec.Command("dpkg-query", "-W", "-f=${Status}", pkg).Output(); err == nil && strings.Contains(string(out), " installed") {
+				why = pkg + " is installed on this machine; the package test would replace and remove it"
+			}
 		}
 	}
-	for _, p := range []string{binPath, linkPath, dataDir} {
+	for _, p := range []string{binPath, linkPath, divertedPath, dataDir} {
 		if why != "" {
 			break
 		}

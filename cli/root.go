@@ -145,6 +145,8 @@ func newRootCmd(app *App) *cobra.Command {
 		},
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &flagError{err: err} })
+	root.Version = engine.Version()
+	root.SetVersionTemplate("fleetprov {{.Version}}\n")
 	root.PersistentFlags().StringVar(&app.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 	root.PersistentFlags().StringVar(&app.LogFormat, "log-format", "text", "log format: text or json")
 	root.AddCommand(

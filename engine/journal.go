@@ -43,11 +43,15 @@ const recordMagic = "fp1"
 // with a message instead of acting on it.
 const RecordFormat = 1
 
-// Version is this fleetprov's version as the Go toolchain recorded it (a
-// module version, or "devel" with the VCS revision when built from a
-// checkout).
+// Version is this fleetprov's version: the one stamped at link time, or
+// else as the Go toolchain recorded it (a module version, or "devel" with
+// the VCS revision when built from a checkout).
 func Version() string {
 	versionOnce.Do(func() {
+		if stamped != "" {
+			version = stamped
+			return
+		}
 		version = "devel"
 		bi, ok := debug.ReadBuildInfo()
 		if !ok {
@@ -69,6 +73,11 @@ func Version() string {
 var (
 	versionOnce sync.Once
 	version     string
+	// stamped is set by builds that know their release, such as the
+	// package task's: -ldflags "-X github.com/fleetprov/fleetprov/engine.stamped=1.2.0".
+	// Without it, a build without version control information
+	// (-buildvcs=false, a source tarball) could only say "devel".
+	stamped string
 )
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)

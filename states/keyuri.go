@@ -32,8 +32,11 @@ func checkKeyURI(uri string) error {
 	}
 	if !slices.Contains(keystore.Schemes(), scheme) {
 		hint := "use a build that includes it, or a key file path"
-		if scheme == "pkcs11" {
+		switch scheme {
+		case "pkcs11":
 			hint = "serve it with the fleetprov-keystore-pkcs11 plugin (write plugin:NAME/pkcs11:...), build fleetprov with -tags pkcs11, or use a key file path"
+		case "handle", "tpm":
+			return fmt.Errorf("names a TPM key (%s:), but this fleetprov has no TPM key store (it has: %s): build fleetprov with -tags tpm, or use a key file path", scheme, strings.Join(keystore.Schemes(), ", "))
 		}
 		return fmt.Errorf("names a %s: key, but this fleetprov has no %s key store (it has: %s): %s", scheme, scheme, strings.Join(keystore.Schemes(), ", "), hint)
 	}

@@ -391,7 +391,11 @@ func (l *loader) build() *Config {
 	}
 
 	c.ClaimCertPath = l.path(fp+"claimCertPath", "")
-	if v := strings.TrimSpace(l.str(fp + "claimKeyPath")); IsKeyURI(v) {
+	if v := strings.TrimSpace(l.str(fp + "claimKeyPath")); strings.HasPrefix(v, "tpm:") && tpmHandleForm(v) == v {
+		// tpm: alone is the key fleetprov makes; the claim key comes
+		// with its certificate and must be in the TPM already.
+		l.fail(fp+"claimKeyPath", "%q names no handle: the claim key must already be in the TPM: name its handle (handle:0x81000000 or tpm:handle=0x81000000)", v)
+	} else if IsKeyURI(v) {
 		c.ClaimKeyPath = l.keyURI(fp+"claimKeyPath", v) // a key in a token or a TPM
 	} else {
 		c.ClaimKeyPath = l.path(fp+"claimKeyPath", "")

@@ -158,6 +158,7 @@ func TestLoadErrors(t *testing.T) {
 		{name: "endpoint too long", set: map[string]string{"iotDataEndpoint": long(129)}, want: fpk + "iotDataEndpoint is 129 characters long; an endpoint may have at most 128: check the value"},
 		{name: "endpoint with scheme", set: map[string]string{"iotDataEndpoint": "mqtts://x.example"}, want: fpk + `iotDataEndpoint "mqtts://x.example" is not a host name: write only the host (or host:port), e.g. xxxx-ats.iot.us-east-1.amazonaws.com`},
 		{name: "endpoint bad port", set: map[string]string{"iotDataEndpoint": "x.example:99999"}, want: fpk + `iotDataEndpoint "x.example:99999" is not host or host:port: write e.g. xxxx-ats.iot.us-east-1.amazonaws.com or [::1]:8883`},
+		{name: "claim key tpm: without handle", set: map[string]string{"claimKeyPath": `"tpm:"`}, want: fpk + `claimKeyPath "tpm:" names no handle: the claim key must already be in the TPM: name its handle (handle:0x81000000 or tpm:handle=0x81000000)`},
 		{name: "claim key missing", set: map[string]string{"claimKeyPath": `"nokey.pem"`}, want: fpk + "claimKeyPath {dir}/nokey.pem does not exist: set it to the claim private key's PEM file"},
 		{name: "claim key permission denied", prepare: func(t *testing.T, p pki) { chmod(t, p.key, 0) },
 			want: fpk + "claimKeyPath {dir}/claim.key cannot be read (permission denied): run as a user that can read it"},

@@ -5,6 +5,7 @@ package tpm
 // (with this key store registered), so a run can be killed with SIGKILL.
 
 import (
+	"context"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
@@ -22,15 +23,31 @@ import (
 	"github.com/fleetprov/fleetprov/config"
 	"github.com/fleetprov/fleetprov/engine"
 	"github.com/fleetprov/fleetprov/internal/cloudtest"
+	"github.com/fleetprov/fleetprov/internal/faultpoint"
 )
 
 // envBeCLI makes the test binary behave as fleetprov with the TPM key
 // store registered (see TestMain).
 const envBeCLI = "FLEETPROV_TEST_BE_CLI"
 
+// envKillAt makes the test binary, as fleetprov, kill itself with SIGKILL
+// at a durable write: "POINT:SUFFIX" (a faultpoint name and the end of the
+// path written).
+const envKillAt = "FLEETPROV_TEST_KILL_AT"
+
 func TestMain(m *testing.M) {
 	if os.Getenv(envBeCLI) == "1" {
 		Register()
+		if at := os.Getenv(envKillAt); at != "" {
+			point, suffix, _ := strings.Cut(at, ":")
+			faultpoint.Set(func(_ context.Context, name, detail string) error {
+				if name == point && strings.HasSuffix(detail, suffix) {
+					_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+					select {}
+				}
+				return nil
+			})
+		}
 		os.Exit(cli.Build{}.Main(os.Args, os.Stdout, os.Stderr))
 	}
 	code := m.Run()
@@ -271,11 +288,22 @@ func (s *softTPM) importKey(t *testing.T, keyFile, handle string) {
 
 // A run killed while CreateCertificate waits for the cloud, after the key
 // was persisted, resumes with that key: the certificate is for it, and the
-// TPM holds that one key.
+// TPM holds that one key of fleetprov's. With tpm: alone, the handle the
+// first run picked is found again (0x81000002 holds another's key, so it
+// is 0x81000003).
 func TestResumeKilledInCreateCertificate(t *testing.T) {
+	for _, tc := range []struct{ uri, handle string }{
+		{"tpm:handle=0x81000010", "0x81000010"},
+		{"tpm:", "0x81000003"},
+	} {
+		t.Run(tc.uri, func(t *testing.T) { resumeKilledInCreateCertificate(t, tc.uri, tc.handle) })
+	}
+}
+
+func resumeKilledInCreateCertificate(t *testing.T, uri, handle string) {
 	sw := startSoftTPM(t)
+	sw.makeKeyByHand(t, "0x81000002")
 	c := startCloud(t, "CreateCertificateFromCsr:delay=20s:times=1")
-	const uri = "tpm:handle=0x81000010"
 
 	first := fleetprov(sw, uri, "run", "--config", c.config)
 	var out1 cloudtest.Output
@@ -289,20 +317,78 @@ func TestResumeKilledInCreateCertificate(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = first.Wait()
-	keyBefore := sw.publicKey(t, "0x81000010")
+	keyBefore := sw.publicKey(t, handle)
+	recs, _, err := engine.ReadJournal(c.journal)
+	if err != nil || len(recs) == 0 {
+		t.Fatalf("journal after the kill: %v", err)
+	}
+	if got, want := recs[len(recs)-1].Data.KeyURI, "tpm:handle="+handle; got != want {
+		t.Errorf("the journal names the key %q, want %q", got, want)
+	}
 
 	out2 := run(t, fleetprov(sw, uri, "run", "--config", c.config))
 	if !strings.Contains(out2, "resuming at CreateCertificate") {
 		t.Errorf("the second run did not resume in CreateCertificate:\n%s", out2)
 	}
-	if !equalKeys(sw.publicKey(t, "0x81000010"), keyBefore) {
+	if !equalKeys(sw.publicKey(t, handle), keyBefore) {
 		t.Error("the resumed run made another key")
 	}
 	if !equalKeys(c.deviceCert(t).PublicKey, keyBefore) {
 		t.Error("the certificate is not for the key the killed run persisted")
 	}
-	if got := strings.TrimSpace(sw.tool(t, "tpm2_getcap", "handles-persistent")); got != "- 0x81000010" {
-		t.Errorf("persistent handles after the resumed run:\n%s\nwant only 0x81000010", got)
+	if got, want := strings.Fields(sw.tool(t, "tpm2_getcap", "handles-persistent")), []string{"-", "0x81000002", "-", handle}; strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("persistent handles after the resumed run: %v, want %v", got, want)
+	}
+	cfg, err := config.Load(config.LoadOptions{Path: c.config, SkipFileChecks: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.PrivateKeyPath != "handle:"+handle {
+		t.Errorf("system.privateKeyPath = %q, want handle:%s", cfg.PrivateKeyPath, handle)
 	}
 	checkNoDeviceKeyFile(t, c.dir)
+}
+
+// A run killed in PrepareKey just after the key was persisted, before the
+// state was journaled as done (while the CSR is being written), finds the
+// key again: tpm: alone by fleetprov's mark.
+func TestResumeKilledRightAfterPersisting(t *testing.T) {
+	sw := startSoftTPM(t)
+	c := startCloud(t)
+	first := fleetprov(sw, "tpm:", "run", "--config", c.config)
+	first.Env = append(first.Env, envKillAt+"="+faultpoint.FileCreated+":"+config.CSRFileName)
+	out, err := first.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		t.Fatalf("the first run was not killed: %v\n%s", err, out)
+	}
+	key := sw.publicKey(t, "0x81000002")
+	recs, _, err := engine.ReadJournal(c.journal)
+	if err != nil || len(recs) == 0 || recs[len(recs)-1].State != engine.PrepareKey {
+		t.Fatalf("the first run was not killed inside PrepareKey (journal: %v, %d records)", err, len(recs))
+	}
+
+	run(t, fleetprov(sw, "tpm:", "run", "--config", c.config))
+	if !equalKeys(sw.publicKey(t, "0x81000002"), key) {
+		t.Error("the second run replaced the key")
+	}
+	if !equalKeys(c.deviceCert(t).PublicKey, key) {
+		t.Error("the certificate is not for the key the killed run persisted")
+	}
+	if got := strings.Fields(sw.tool(t, "tpm2_getcap", "handles-persistent")); strings.Join(got, " ") != "- 0x81000002" {
+		t.Errorf("persistent handles: %v, want only 0x81000002", got)
+	}
+}
+
+// config check says which handle tpm: alone will use.
+func TestConfigCheckShowsTheHandle(t *testing.T) {
+	sw := startSoftTPM(t)
+	c := startCloud(t)
+	out := run(t, fleetprov(sw, "tpm:", "config", "check", "--config", c.config))
+	if !strings.Contains(out, " at tpm:handle=0x81000002, ") {
+		t.Errorf("config check does not name the handle the key will be made at:\n%s", out)
+	}
+	if got := strings.TrimSpace(sw.tool(t, "tpm2_getcap", "handles-persistent")); got != "" {
+		t.Errorf("config check persisted something: %s", got)
+	}
 }

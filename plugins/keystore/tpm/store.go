@@ -21,6 +21,7 @@ import (
 	"io"
 	"math/big"
 	"net/url"
+	"strings"
 	"sync"
 
 	"github.com/google/go-tpm/tpm2"
@@ -59,9 +60,10 @@ var ownerMark = sha256.Sum256([]byte("fleetprov: key created by fleetprov\n"))
 type Store struct{}
 
 var (
-	_ keystore.KeyStore   = (*Store)(nil)
-	_ keystore.KeyDeleter = (*Store)(nil)
-	_ keystore.URIChecker = (*Store)(nil)
+	_ keystore.KeyStore    = (*Store)(nil)
+	_ keystore.KeyDeleter  = (*Store)(nil)
+	_ keystore.URIChecker  = (*Store)(nil)
+	_ keystore.URIResolver = (*Store)(nil)
 )
 
 // New returns a Store.
@@ -90,7 +92,84 @@ func open(uri string) (*session, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &session{u: u, device: d, tpm: t}, nil
+	s := &session{u: u, device: d, tpm: t}
+	if u.Handle == 0 {
+		if err := s.pickHandle(); err != nil {
+			s.Close()
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// The handles tpm: without handle= picks from: the owner's persistent
+// range, less 0x81000000 and 0x81000001 (where a TPM's storage root key
+// is kept by convention, and where Greengrass lite's guide puts its claim
+// key) and the endorsement keys' range (TCG's registry of reserved
+// handles).
+const (
+	pickFirst      = 0x81000002
+	endorsementLo  = 0x81010000
+	endorsementHi  = 0x8101FFFF
+	maxHandlesRead = 64
+)
+
+// pickHandle settles where tpm: without a handle is: the lowest handle
+// holding a key fleetprov made, or else the first free one.
+func (s *session) pickHandle() error {
+	used, err := s.persistentHandles()
+	if err != nil {
+		return err
+	}
+	inUse := map[uint32]bool{}
+	for _, h := range used {
+		inUse[h] = true
+		if h < persistentFirst || h > persistentOwnerLast {
+			continue
+		}
+		if pub, _, err := s.readPublic(h); err == nil && owned(pub) {
+			s.u.Handle = h
+			return nil
+		}
+	}
+	for h := uint32(pickFirst); h <= persistentOwnerLast; h++ {
+		if h == endorsementLo {
+			h = endorsementHi
+			continue
+		}
+		if !inUse[h] {
+			s.u.Handle = h
+			return nil
+		}
+	}
+	return fmt.Errorf("tpm key in %s: no free persistent handle (NV full): evict a key no longer used (tpm2_getcap handles-persistent lists them; tpm2_evictcontrol -C o -c HANDLE evicts one)", s.device)
+}
+
+// persistentHandles lists the handles in use in the persistent range,
+// lowest first, as the TPM gives them.
+func (s *session) persistentHandles() ([]uint32, error) {
+	var out []uint32
+	next := uint32(persistentFirst)
+	for {
+		rsp, err := tpm2.GetCapability{Capability: tpm2.TPMCapHandles, Property: next, PropertyCount: maxHandlesRead}.Execute(s.tpm)
+		if err != nil {
+			return nil, fmt.Errorf("tpm in %s: list persistent handles: %w", s.device, err)
+		}
+		hs, err := rsp.CapabilityData.Data.Handles()
+		if err != nil {
+			return nil, fmt.Errorf("tpm in %s: list persistent handles: %w", s.device, err)
+		}
+		for _, h := range hs.Handle {
+			if uint32(h) > persistentLast {
+				return out, nil
+			}
+			out = append(out, uint32(h))
+			next = uint32(h) + 1
+		}
+		if !rsp.MoreData || len(hs.Handle) == 0 {
+			return out, nil
+		}
+	}
 }
 
 func (s *session) Close() error { return s.tpm.Close() }
@@ -386,6 +465,21 @@ func (st *Store) DeleteKey(ctx context.Context, req *keystore.DeleteKeyRequest) 
 		return fmt.Errorf("%s: not evicted: fleetprov did not create it; evict it yourself if it is no longer needed (tpm2_evictcontrol -C o -c 0x%08x)", s.describe(), s.u.Handle)
 	}
 	return s.evict(s.u.Handle)
+}
+
+// ResolveURI says where a tpm: key without a handle is, or will be made:
+// tpm:handle=0x... with the URI's options. Any other URI gives itself.
+func (st *Store) ResolveURI(ctx context.Context, uri string) (string, error) {
+	u, err := ParseURI(uri)
+	if err != nil || u.Handle != 0 {
+		return uri, err
+	}
+	s, err := open(uri)
+	if err != nil {
+		return "", err
+	}
+	defer s.Close()
+	return fmt.Sprintf("%s:handle=0x%08x%s", Scheme, s.u.Handle, strings.TrimPrefix(uri, Scheme+":")), nil
 }
 
 // CheckURI checks uri's form without opening the TPM.

@@ -382,3 +382,49 @@ func fillPersistentMemory(t *testing.T, sw *softTPM) int {
 	t.Fatal("the TPM took 10000 persistent keys without filling up")
 	return 0
 }
+
+// tpm: alone names fleetprov's key in the TPM: the lowest handle holding
+// one, or else the first free handle from 0x81000002.
+func TestFirstFreeHandle(t *testing.T) {
+	sw := startSoftTPM(t)
+	t.Setenv(EnvDevice, sw.device)
+	ctx := context.Background()
+	s := New()
+	sw.makeKeyByHand(t, "0x81000002")
+	sw.makeKeyByHand(t, "0x81000003")
+
+	got, err := s.ResolveURI(ctx, "tpm:?auth-source=env:X")
+	if want := "tpm:handle=0x81000004?auth-source=env:X"; err != nil || got != want {
+		t.Fatalf("ResolveURI on a TPM with no key of fleetprov's: %q, %v; want %q", got, err, want)
+	}
+	if _, err := s.GetPublicKey(ctx, &keystore.GetPublicKeyRequest{URI: "tpm:"}); !errors.Is(err, keystore.ErrKeyNotFound) {
+		t.Errorf("GetPublicKey(tpm:) before any key: %v, want ErrKeyNotFound", err)
+	}
+	res, err := s.CreateKey(ctx, &keystore.CreateKeyRequest{URI: "tpm:", Algorithm: keystore.ECDSAP256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !equalKeys(res.PublicKey, sw.publicKey(t, "0x81000004")) {
+		t.Fatal("CreateKey(tpm:) did not persist the key at the first free handle, 0x81000004")
+	}
+	// A handle freed below it does not move the key.
+	sw.tool(t, "tpm2_evictcontrol", "-C", "o", "-c", "0x81000003")
+	if got, err := s.ResolveURI(ctx, "tpm:"); err != nil || got != "tpm:handle=0x81000004" {
+		t.Errorf("ResolveURI once fleetprov's key exists: %q, %v; want tpm:handle=0x81000004", got, err)
+	}
+	pub, err := s.GetPublicKey(ctx, &keystore.GetPublicKeyRequest{URI: "tpm:"})
+	if err != nil || !equalKeys(pub, res.PublicKey) {
+		t.Errorf("GetPublicKey(tpm:) = %v, want the key made (%v)", pub, err)
+	}
+	// Made afresh (a forced run), it stays at its handle.
+	again, err := s.CreateKey(ctx, &keystore.CreateKeyRequest{URI: "tpm:", Algorithm: keystore.ECDSAP256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if equalKeys(again.PublicKey, res.PublicKey) || !equalKeys(again.PublicKey, sw.publicKey(t, "0x81000004")) {
+		t.Error("CreateKey(tpm:) over fleetprov's key did not replace it in place")
+	}
+	if got, err := s.ResolveURI(ctx, "handle:0x81000002"); err != nil || got != "handle:0x81000002" {
+		t.Errorf("ResolveURI of a handle: URI: %q, %v", got, err)
+	}
+}

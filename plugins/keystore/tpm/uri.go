@@ -42,6 +42,8 @@ const (
 // URI names one key in a TPM.
 type URI struct {
 	// Handle is the persistent handle the key is at, or will be made at.
+	// Zero (tpm: without handle=) leaves it to fleetprov: its own key,
+	// found by its mark, or a new one at the first free handle.
 	Handle uint32
 	// Greengrass is true for the handle: form. Such a key is used as it is
 	// when it exists, and made there only when the handle is free.
@@ -102,11 +104,11 @@ func parseTPMURI(s string) (*URI, error) {
 		return nil, fmt.Errorf("tpm key URI %q: %w", s, err)
 	}
 	u2 := &URI{}
-	if u.Opaque == "" {
-		return nil, fmt.Errorf("tpm key URI %q names no handle: write tpm:handle=0x81000002", s)
-	}
 	seen := map[string]bool{}
 	for _, attr := range strings.Split(u.Opaque, ";") {
+		if u.Opaque == "" {
+			break // tpm: alone: fleetprov's key, wherever it is
+		}
 		name, val, _ := strings.Cut(attr, "=")
 		if seen[name] {
 			return nil, fmt.Errorf("tpm key URI %q: %s is given twice: give it once", s, name)
@@ -120,9 +122,6 @@ func parseTPMURI(s string) (*URI, error) {
 		default:
 			return nil, fmt.Errorf("tpm key URI %q: unknown attribute %q: the only one is handle=0x...", s, name)
 		}
-	}
-	if u2.Handle == 0 {
-		return nil, fmt.Errorf("tpm key URI %q names no handle: write tpm:handle=0x81000002", s)
 	}
 	q, err := url.ParseQuery(u.RawQuery)
 	if err != nil {

@@ -14,6 +14,8 @@ func TestParseURI(t *testing.T) {
 		{"handle:81000002", URI{Handle: 0x81000002, Greengrass: true}},
 		{"handle:0X8100000A", URI{Handle: 0x8100000a, Greengrass: true}},
 		{"tpm:handle=0x81000010", URI{Handle: 0x81000010}},
+		{"tpm:", URI{}},
+		{"tpm:?device=/dev/tpm0", URI{Device: "/dev/tpm0"}},
 		{"tpm:handle=0x81000010?device=/dev/tpm0&auth-source=file:/etc/fleetprov/tpm-auth", URI{Handle: 0x81000010, Device: "/dev/tpm0", AuthSource: "file:/etc/fleetprov/tpm-auth"}},
 		{"tpm:handle=0x81000010?device=swtpm:127.0.0.1:2321&auth-source=env:KEY_AUTH", URI{Handle: 0x81000010, Device: "swtpm:127.0.0.1:2321", AuthSource: "env:KEY_AUTH"}},
 	} {
@@ -35,7 +37,6 @@ func TestParseURIErrors(t *testing.T) {
 		{"handle:", `handle:: handle "" is not a hexadecimal number: write a persistent handle such as 0x81000002`},
 		{"handle:0xZZ", `handle:0xZZ: handle "0xZZ" is not a hexadecimal number: write a persistent handle such as 0x81000002`},
 		{"handle:0x80000001", "handle:0x80000001: handle 0x80000001 is not a persistent handle (0x81000000 to 0x81ffffff): keys fleetprov uses must be persisted; owner keys go at 0x81000000 to 0x817fffff"},
-		{"tpm:", `tpm key URI "tpm:" names no handle: write tpm:handle=0x81000002`},
 		{"tpm:object=device", `tpm key URI "tpm:object=device": unknown attribute "object": the only one is handle=0x...`},
 		{"tpm:handle=0x81000002;handle=0x81000003", `tpm key URI "tpm:handle=0x81000002;handle=0x81000003": handle is given twice: give it once`},
 		{"tpm:handle=0x81000002?module=x", `tpm key URI "tpm:handle=0x81000002?module=x": unknown option "module": the options are device and auth-source`},

@@ -1,6 +1,7 @@
 package tpm
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -250,6 +251,15 @@ func TestErrors(t *testing.T) {
 		if err == nil || err.Error() != want {
 			t.Errorf("got  %v\nwant %s", err, want)
 		}
+		notDevice := filepath.Join(t.TempDir(), "tpm0")
+		if err := os.WriteFile(notDevice, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err = s.GetPublicKey(ctx, &keystore.GetPublicKeyRequest{URI: "tpm:handle=0x81000002?device=" + notDevice})
+		want = "TPM device " + notDevice + " is not a device: set FLEETPROV_TPM_DEVICE (or device= in the key URI) to the TPM's device, /dev/tpmrm0"
+		if err == nil || err.Error() != want {
+			t.Errorf("got  %v\nwant %s", err, want)
+		}
 		// The handle: form takes the device from the environment.
 		t.Setenv(EnvDevice, "/nonexistent/tpm0")
 		_, err = s.CreateKey(ctx, &keystore.CreateKeyRequest{URI: "handle:0x81000002", Algorithm: keystore.ECDSAP256})
@@ -426,5 +436,114 @@ func TestFirstFreeHandle(t *testing.T) {
 	}
 	if got, err := s.ResolveURI(ctx, "handle:0x81000002"); err != nil || got != "handle:0x81000002" {
 		t.Errorf("ResolveURI of a handle: URI: %q, %v", got, err)
+	}
+}
+
+// A storage root key persisted at 0x81000001 is the parent of new keys;
+// being a restricted decryption key, it is refused as a signer.
+func TestPersistentSRK(t *testing.T) {
+	sw := startSoftTPM(t)
+	t.Setenv(EnvDevice, sw.device)
+	ctx := context.Background()
+	dir := t.TempDir()
+	sw.tool(t, "tpm2_createprimary", "-C", "o", "-G", "ecc256", "-c", filepath.Join(dir, "srk.ctx"))
+	sw.tool(t, "tpm2_evictcontrol", "-C", "o", "-c", filepath.Join(dir, "srk.ctx"), "0x81000001")
+	sw.tool(t, "tpm2_flushcontext", "-t")
+
+	s := New()
+	if _, err := s.CreateKey(ctx, &keystore.CreateKeyRequest{URI: "tpm:handle=0x81000010", Algorithm: keystore.ECDSAP256}); err != nil {
+		t.Fatal(err)
+	}
+	// The key's parent is the persistent SRK: its qualified name is
+	// derived from the SRK's, which a key made under a transient
+	// primary from another template would not share.
+	srkQN := qualifiedName(t, sw, "0x81000001")
+	keyOut := sw.tool(t, "tpm2_readpublic", "-c", "0x81000010")
+	_, name, err := func() (*tpm2.TPMTPublic, tpm2.TPM2BName, error) {
+		ss, err := open("tpm:handle=0x81000010")
+		if err != nil {
+			return nil, tpm2.TPM2BName{}, err
+		}
+		defer ss.Close()
+		return ss.readPublic(0x81000010)
+	}()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := sha256.Sum256(append(append([]byte{}, srkQN...), name.Buffer...))
+	if got := qualifiedName(t, sw, "0x81000010"); !bytes.Equal(got[2:], want[:]) {
+		t.Errorf("the key's qualified name is not derived from the SRK at 0x81000001:\n%s", keyOut)
+	}
+
+	_, err = s.CreateSigner(ctx, &keystore.CreateSignerRequest{URI: "handle:0x81000001"})
+	wantMsg := "tpm key 0x81000001 in " + sw.device + " is not a key that signs what it is given (sign false, restricted true): name an unrestricted signing key"
+	if err == nil || err.Error() != wantMsg {
+		t.Errorf("got  %v\nwant %s", err, wantMsg)
+	}
+}
+
+// qualifiedName is what tpm2_readpublic says the object's qualified name
+// is, as bytes (hash algorithm first).
+func qualifiedName(t *testing.T, sw *softTPM, handle string) []byte {
+	t.Helper()
+	for _, line := range strings.Split(sw.tool(t, "tpm2_readpublic", "-c", handle), "\n") {
+		if v, ok := strings.CutPrefix(line, "qualified name: "); ok {
+			b, err := hex.DecodeString(strings.TrimSpace(v))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return b
+		}
+	}
+	t.Fatalf("tpm2_readpublic shows no qualified name for %s", handle)
+	return nil
+}
+
+// Too many wrong passwords put the TPM in lockout, and the message says so.
+func TestLockout(t *testing.T) {
+	sw := startSoftTPM(t)
+	ctx := context.Background()
+	sw.tool(t, "tpm2_dictionarylockout", "-s", "-n", "1", "-t", "600", "-l", "600")
+	sw.makeKeyByHand(t, "0x81000040", "-p", "right-password")
+	wrong := writeSecret(t, "wrong", "wrong-password", 0o600)
+	uri := "tpm:handle=0x81000040?device=" + sw.device + "&auth-source=file:" + wrong
+	signer, err := New().CreateSigner(ctx, &keystore.CreateSignerRequest{URI: uri})
+	if err != nil {
+		t.Fatal(err)
+	}
+	digest := sha256.Sum256([]byte("lockout"))
+	var last error
+	for i := 0; i < 3; i++ {
+		_, last = signer.Sign(rand.Reader, digest[:], crypto.SHA256)
+	}
+	want := "tpm key 0x81000040 in " + sw.device + ": sign: the TPM is in dictionary-attack lockout after too many wrong passwords: wait for it to recover, or reset it with the lockout password (tpm2_dictionarylockout -c)"
+	if last == nil || last.Error() != want {
+		t.Errorf("got  %v\nwant %s", last, want)
+	}
+}
+
+// docs/tpm.md shows the mark fleetprov's keys carry, and every message
+// this package's tests check.
+func TestDocs(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "..", "..", "docs", "tpm.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(b)
+	if !strings.Contains(doc, hex.EncodeToString(ownerMark[:])) {
+		t.Error("docs/tpm.md does not show fleetprov's mark")
+	}
+	for _, msg := range []string{
+		"the handle holds a key fleetprov did not create, and fleetprov never evicts such a key",
+		"the TPM has no room for another persistent key (NV full)",
+		"(wrong auth): give the key's password with auth-source=file:/path",
+		"the TPM refused the owner hierarchy's empty password (wrong auth)",
+		"the TPM is in dictionary-attack lockout after too many wrong passwords",
+		"no TPM device /dev/tpmrm0: enable the TPM in the firmware and load its driver",
+		"names a TPM key (handle:), but this fleetprov has no TPM key store",
+	} {
+		if !strings.Contains(doc, msg) {
+			t.Errorf("docs/tpm.md does not show %q", msg)
+		}
 	}
 }

@@ -1,7 +1,10 @@
 package tpm
 
 import (
+	"path/filepath"
 	"testing"
+
+	"github.com/fleetprov/fleetprov/config"
 )
 
 func TestParseURI(t *testing.T) {
@@ -65,5 +68,22 @@ func TestGreengrassKeyPath(t *testing.T) {
 		if got := u.GreengrassKeyPath(); got != want {
 			t.Errorf("%s: GreengrassKeyPath() = %s, want %s", in, got, want)
 		}
+	}
+}
+
+// The sample in configs/ names its keys with URIs this store accepts, and
+// Greengrass gets the device key as handle:.
+func TestSampleConfig(t *testing.T) {
+	c, err := config.Load(config.LoadOptions{Path: filepath.Join("..", "..", "..", "configs", "tpm.yaml"), SkipFileChecks: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, uri := range []string{c.KeyURI, c.ClaimKeyPath} {
+		if _, err := ParseURI(uri); err != nil {
+			t.Error(err)
+		}
+	}
+	if c.KeyURI != "tpm:handle=0x81000002" || c.GreengrassKeyPath() != "handle:0x81000002" || c.ClaimKeyPath != "handle:0x81000000" {
+		t.Errorf("sample: key %q (Greengrass gets %q), claim key %q", c.KeyURI, c.GreengrassKeyPath(), c.ClaimKeyPath)
 	}
 }

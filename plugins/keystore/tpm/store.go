@@ -77,6 +77,9 @@ type session struct {
 	u      *URI
 	device string
 	tpm    transport.TPMCloser
+	// picked: the URI was tpm: alone, and the handle is the one it
+	// settled on.
+	picked bool
 }
 
 func open(uri string) (*session, error) {
@@ -94,6 +97,7 @@ func open(uri string) (*session, error) {
 	}
 	s := &session{u: u, device: d, tpm: t}
 	if u.Handle == 0 {
+		s.picked = true
 		if err := s.pickHandle(); err != nil {
 			s.Close()
 			return nil, err
@@ -176,6 +180,9 @@ func (s *session) Close() error { return s.tpm.Close() }
 
 // describe names the key for messages.
 func (s *session) describe() string {
+	if s.picked {
+		return fmt.Sprintf("tpm key 0x%08x (tpm: settles on it) in %s", s.u.Handle, s.device)
+	}
 	return fmt.Sprintf("tpm key 0x%08x in %s", s.u.Handle, s.device)
 }
 

@@ -269,6 +269,14 @@ func TestErrors(t *testing.T) {
 		}
 	})
 
+	t.Run("no software TPM", func(t *testing.T) {
+		_, err := s.GetPublicKey(ctx, &keystore.GetPublicKeyRequest{URI: "tpm:handle=0x81000002?device=swtpm:127.0.0.1:1"})
+		want := "no TPM at swtpm:127.0.0.1:1: connect: connection refused: start the software TPM (swtpm socket --tpm2 --server type=tcp,port=PORT ...) or set FLEETPROV_TPM_DEVICE to the TPM device"
+		if err == nil || err.Error() != want {
+			t.Errorf("got  %v\nwant %s", err, want)
+		}
+	})
+
 	t.Run("a missing key", func(t *testing.T) {
 		_, err := s.GetPublicKey(ctx, &keystore.GetPublicKeyRequest{URI: "tpm:handle=0x81000077?device=" + sw.device})
 		want := "tpm key 0x81000077 in " + sw.device + ": key not found"
@@ -407,8 +415,9 @@ func TestFirstFreeHandle(t *testing.T) {
 	if want := "tpm:handle=0x81000004?auth-source=env:X"; err != nil || got != want {
 		t.Fatalf("ResolveURI on a TPM with no key of fleetprov's: %q, %v; want %q", got, err, want)
 	}
-	if _, err := s.GetPublicKey(ctx, &keystore.GetPublicKeyRequest{URI: "tpm:"}); !errors.Is(err, keystore.ErrKeyNotFound) {
-		t.Errorf("GetPublicKey(tpm:) before any key: %v, want ErrKeyNotFound", err)
+	_, err = s.GetPublicKey(ctx, &keystore.GetPublicKeyRequest{URI: "tpm:"})
+	if want := "tpm key 0x81000004 (tpm: settles on it) in " + sw.device + ": key not found"; !errors.Is(err, keystore.ErrKeyNotFound) || err.Error() != want {
+		t.Errorf("GetPublicKey(tpm:) before any key: %v, want ErrKeyNotFound: %s", err, want)
 	}
 	res, err := s.CreateKey(ctx, &keystore.CreateKeyRequest{URI: "tpm:", Algorithm: keystore.ECDSAP256})
 	if err != nil {

@@ -2,6 +2,7 @@ package tpm
 
 import (
 	"bytes"
+	"context"
 	"crypto"
 	"crypto/x509"
 	"encoding/pem"
@@ -13,6 +14,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/fleetprov/fleetprov/internal/syncbuf"
 )
 
 // softTPM is a software TPM (Debian's swtpm) started for one test, with
@@ -39,74 +42,93 @@ func requireTool(t testing.TB, name, pkg string) string {
 	return ""
 }
 
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// startSoftTPM starts swtpm with a fresh state and waits until its command
-// port answers. It is stopped when the test ends.
+// startSoftTPM starts swtpm with a fresh state and waits until it
+// answers. It is stopped when the test ends.
+//
+// tpm2-tools' swtpm TCTI finds the control port next to the command
+// port. The control socket is opened here and handed to swtpm, so no
+// other program can take it; the command port is only known free when
+// chosen, so swtpm may find it taken (it then exits, and another pair is
+// tried).
 func startSoftTPM(t testing.TB) *softTPM {
 	t.Helper()
 	bin := requireTool(t, "swtpm", "swtpm swtpm-tools")
 	requireTool(t, "tpm2_readpublic", "tpm2-tools")
 	for attempt := 1; ; attempt++ {
-		dir := t.TempDir()
-		// tpm2-tools' swtpm TCTI finds the control port next to the
-		// command port.
-		port := freePort(t)
-		ctrl := port + 1
-		cmd := exec.Command(bin, "socket", "--tpm2",
-			"--server", "type=tcp,bindaddr=127.0.0.1,port="+strconv.Itoa(port),
-			"--ctrl", "type=tcp,bindaddr=127.0.0.1,port="+strconv.Itoa(ctrl),
-			"--tpmstate", "dir="+dir,
-			"--flags", "not-need-init,startup-clear")
-		var out bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &out
-		if err := cmd.Start(); err != nil {
+		sw, err := trySoftTPM(t, bin)
+		if err == nil {
+			return sw
+		}
+		if attempt == 10 {
 			t.Fatal(err)
 		}
-		exited := make(chan error, 1)
-		go func() { exited <- cmd.Wait() }()
-		up := false
-		deadline := time.Now().Add(60 * time.Second)
-		for !up && time.Now().Before(deadline) {
-			select {
-			case err := <-exited:
-				// Most likely a port taken between freePort and now.
-				if attempt < 5 {
-					t.Logf("swtpm exited (%v), trying other ports: %s", err, out.String())
-					goto again
-				}
-				t.Fatalf("swtpm exited: %v\n%s", err, out.String())
-			default:
-			}
-			if c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port)); err == nil {
-				c.Close()
-				up = true
-				break
-			}
-			time.Sleep(20 * time.Millisecond)
+		t.Logf("%v; trying other ports", err)
+	}
+}
+
+func trySoftTPM(t testing.TB, bin string) (*softTPM, error) {
+	var ctrl *net.TCPListener
+	port := 0
+	for ctrl == nil {
+		l, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
 		}
-		if !up {
-			_ = cmd.Process.Kill()
-			t.Fatalf("swtpm did not open port %d within 60s:\n%s", port, out.String())
+		port = l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		ctrl, _ = net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port + 1})
+	}
+	ctrlFile, err := ctrl.File()
+	ctrl.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ctrlFile.Close()
+	cmd := exec.Command(bin, "socket", "--tpm2",
+		"--server", "type=tcp,bindaddr=127.0.0.1,port="+strconv.Itoa(port),
+		"--ctrl", "type=tcp,fd=3",
+		"--tpmstate", "dir="+t.TempDir(),
+		"--flags", "not-need-init,startup-clear")
+	cmd.ExtraFiles = []*os.File{ctrlFile}
+	var out syncbuf.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	stop := func() {
+		_ = cmd.Process.Kill()
+		<-exited
+	}
+	sw := &softTPM{
+		port:   port,
+		device: "swtpm:127.0.0.1:" + strconv.Itoa(port),
+		tcti:   "swtpm:host=127.0.0.1,port=" + strconv.Itoa(port),
+	}
+	// A command answered through the control socket, with swtpm still
+	// running afterwards, is this swtpm's answer: one that could not
+	// bind the command port would have exited.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		_, err := sw.toolErr("tpm2_getcap", "handles-persistent")
+		if err == nil {
+			time.Sleep(100 * time.Millisecond)
 		}
-		t.Cleanup(func() {
-			_ = cmd.Process.Kill()
-			<-exited
-		})
-		return &softTPM{
-			port:   port,
-			device: "swtpm:127.0.0.1:" + strconv.Itoa(port),
-			tcti:   "swtpm:host=127.0.0.1,port=" + strconv.Itoa(port),
+		select {
+		case werr := <-exited:
+			return nil, fmt.Errorf("swtpm on port %d exited (%v): %s", port, werr, out.String())
+		default:
 		}
-	again:
+		if err == nil {
+			t.Cleanup(stop)
+			return sw, nil
+		}
+		if time.Now().After(deadline) {
+			stop()
+			t.Fatalf("swtpm did not answer within 60s:\n%s", out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
@@ -122,7 +144,10 @@ func (s *softTPM) tool(t testing.TB, name string, args ...string) string {
 }
 
 func (s *softTPM) toolErr(name string, args ...string) (string, error) {
-	cmd := exec.Command(name, args...)
+	// Bounded generously: only a stuck TPM takes this long.
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Env = append(os.Environ(), "TPM2TOOLS_TCTI="+s.tcti)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr

@@ -35,7 +35,19 @@ const envBeCLI = "FLEETPROV_TEST_BE_CLI"
 // path written).
 const envKillAt = "FLEETPROV_TEST_KILL_AT"
 
+// envOpenTPM makes the test binary open the TPM device it names and print
+// the error, if any (see TestDevicePermissionDenied).
+const envOpenTPM = "FLEETPROV_TEST_OPEN_TPM"
+
 func TestMain(m *testing.M) {
+	if d := os.Getenv(envOpenTPM); d != "" {
+		if t, err := openTPM(d); err != nil {
+			os.Stdout.WriteString(err.Error() + "\n")
+		} else {
+			t.Close()
+		}
+		os.Exit(0)
+	}
 	if os.Getenv(envBeCLI) == "1" {
 		Register()
 		if at := os.Getenv(envKillAt); at != "" {

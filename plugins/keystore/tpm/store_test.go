@@ -17,8 +17,10 @@ import (
 	"math/big"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -550,9 +552,61 @@ func TestDocs(t *testing.T) {
 		"the TPM is in dictionary-attack lockout after too many wrong passwords",
 		"no TPM device /dev/tpmrm0: enable the TPM in the firmware and load its driver",
 		"names a TPM key (handle:), but this fleetprov has no TPM key store",
+		"permission denied: run fleetprov as a user of the device's group (tss on Debian)",
+		"is not a key that signs what it is given (sign false, restricted true): name an unrestricted signing key",
 	} {
 		if !strings.Contains(doc, msg) {
 			t.Errorf("docs/tpm.md does not show %q", msg)
 		}
+	}
+}
+
+// A TPM device the user may not open is named, with what to do. Only root
+// can make the device node this needs, and only another user is refused:
+// the test runs the check as nobody.
+func TestDevicePermissionDenied(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("skipping: making a device node needs root")
+	}
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		t.Skip("skipping: setpriv (util-linux) is not installed")
+	}
+	dir, err := os.MkdirTemp("", "tpm-perm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dev := filepath.Join(dir, "tpmrm0")
+	// A character device (the null device's numbers, 1:3, encoded as
+	// Linux does for small numbers) only root may open, as /dev/tpmrm0 is
+	// to a user outside the tss group.
+	if err := syscall.Mknod(dev, syscall.S_IFCHR|0o600, 1<<8|3); err != nil {
+		t.Skipf("skipping: cannot make a device node here: %v", err)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "tpm.test")
+	b, err := os.ReadFile(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", bin)
+	cmd.Env = append(os.Environ(), envOpenTPM+"="+dev)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	want := "TPM device " + dev + ": permission denied: run fleetprov as a user of the device's group (tss on Debian)\n"
+	if string(out) != want {
+		t.Errorf("got  %q\nwant %q", out, want)
 	}
 }

@@ -404,3 +404,22 @@ func TestConfigCheckShowsTheHandle(t *testing.T) {
 		t.Errorf("config check persisted something: %s", got)
 	}
 }
+
+// tpm: alone, once provisioned: the next run finds the certificate is for
+// fleetprov's key in the TPM and stops there; with that key gone, it says
+// the device is not what the config claims.
+func TestProvisionedWithTPMAlone(t *testing.T) {
+	sw := startSoftTPM(t)
+	c := startCloud(t)
+	run(t, fleetprov(sw, "tpm:", "run", "--config", c.config))
+	out := run(t, fleetprov(sw, "tpm:", "run", "--config", c.config))
+	if strings.Contains(out, "private key:") {
+		t.Errorf("the second run provisioned again:\n%s", out)
+	}
+	sw.tool(t, "tpm2_evictcontrol", "-C", "o", "-c", "0x81000002")
+	b, err := fleetprov(sw, "tpm:", "run", "--config", c.config).CombinedOutput()
+	want := "tpm key 0x81000002 (tpm: settles on it) in " + sw.device + ": key not found: run `fleetprov reset`, then `fleetprov run` to provision afresh"
+	if code := exitCode(err); code != 1 || !strings.Contains(string(b), want) {
+		t.Errorf("run with the key evicted: exit %d, want 1 and %q in:\n%s", code, want, b)
+	}
+}

@@ -6,6 +6,7 @@ package tpm
 
 import (
 	"context"
+	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
@@ -421,5 +422,22 @@ func TestProvisionedWithTPMAlone(t *testing.T) {
 	want := "tpm key 0x81000002 (tpm: settles on it) in " + sw.device + ": key not found: run `fleetprov reset`, then `fleetprov run` to provision afresh"
 	if code := exitCode(err); code != 1 || !strings.Contains(string(b), want) {
 		t.Errorf("run with the key evicted: exit %d, want 1 and %q in:\n%s", code, want, b)
+	}
+}
+
+// An RSA-2048 device key in the TPM: the CSR and the certificate are for
+// it.
+func TestProvisionWithRSAKey(t *testing.T) {
+	sw := startSoftTPM(t)
+	c := startCloud(t)
+	cmd := fleetprov(sw, "tpm:handle=0x81000010", "run", "--config", c.config)
+	cmd.Env = append(cmd.Env, "FLEETPROV_KEY_ALGORITHM=rsa-2048")
+	run(t, cmd)
+	key := sw.publicKey(t, "0x81000010")
+	if _, ok := key.(*rsa.PublicKey); !ok {
+		t.Fatalf("the key at 0x81000010 is %T, want RSA", key)
+	}
+	if !equalKeys(c.deviceCert(t).PublicKey, key) {
+		t.Error("the certificate is not for the TPM's RSA key")
 	}
 }

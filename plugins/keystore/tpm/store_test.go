@@ -42,7 +42,7 @@ func TestCreatedKeyAsTPM2ToolsSeesIt(t *testing.T) {
 	for _, tc := range []struct {
 		alg    keystore.Algorithm
 		handle string
-	}{{keystore.ECDSAP256, "0x81000010"}, {keystore.RSA2048, "0x81000011"}} {
+	}{{keystore.ECDSAP256, "0x81000010"}, {keystore.RSA2048, "0x81000011"}, {keystore.ECDSAP384, "0x81000012"}, {keystore.RSA3072, "0x81000013"}} {
 		uri := "tpm:handle=" + tc.handle + "?device=" + sw.device
 		res, err := New().CreateKey(ctx, &keystore.CreateKeyRequest{URI: uri, Algorithm: tc.alg})
 		if err != nil {

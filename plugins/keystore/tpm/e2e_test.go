@@ -25,6 +25,8 @@ import (
 	"github.com/fleetprov/fleetprov/engine"
 	"github.com/fleetprov/fleetprov/internal/cloudtest"
 	"github.com/fleetprov/fleetprov/internal/faultpoint"
+	"github.com/fleetprov/fleetprov/internal/iotclient"
+	"github.com/fleetprov/fleetprov/plugins/keystore"
 )
 
 // envBeCLI makes the test binary behave as fleetprov with the TPM key
@@ -185,6 +187,42 @@ func TestProvisionWithTPMKey(t *testing.T) {
 	if cfg.PrivateKeyPath != "handle:0x81000010" {
 		t.Errorf("system.privateKeyPath = %q, want handle:0x81000010, as Greengrass lite reads it", cfg.PrivateKeyPath)
 	}
+	// The device key works over mutual TLS with the local cloud, every
+	// signature made in the TPM; another TPM key with the same
+	// certificate is refused.
+	certPEM, err := os.ReadFile(filepath.Join(c.dir, "device", "credentials", "certificate.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(EnvDevice, sw.device)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		key    string
+		active bool
+	}{{"handle:0x81000010", true}, {"handle:0x81000011", false}} {
+		if !tc.active {
+			if _, err := New().CreateKey(ctx, &keystore.CreateKeyRequest{URI: tc.key, Algorithm: keystore.ECDSAP256}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		signer, err := New().CreateSigner(ctx, &keystore.CreateSignerRequest{URI: tc.key})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ok, err := iotclient.CertificateActive(ctx, iotclient.ProbeOptions{
+			Endpoint: cfg.IoTDataHost, Port: cfg.MQTTPort, RootCAPath: cfg.RootCAPath,
+			CertificatePEM: string(certPEM), Key: signer, Timeout: time.Minute,
+		})
+		switch {
+		case tc.active && (err != nil || !ok):
+			t.Errorf("mutual TLS with the device certificate and its key at %s: accepted %v (%v)", tc.key, ok, err)
+		case !tc.active && (ok || err == nil || !strings.Contains(err.Error(), "tls: error decrypting message")):
+			// The cloud finds the handshake's signature does not
+			// verify with the certificate's key (a decrypt_error alert).
+			t.Errorf("mutual TLS with the device certificate and another key at %s: accepted %v (%v), want the signature refused", tc.key, ok, err)
+		}
+	}
+
 	st := run(t, fleetprov(sw, uri, "status", "--config", c.config))
 	if !strings.Contains(st, "key:         "+uri+"\n") {
 		t.Errorf("status does not show the key URI:\n%s", st)

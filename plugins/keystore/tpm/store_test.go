@@ -317,7 +317,11 @@ func TestErrors(t *testing.T) {
 
 	t.Run("auth-source problems", func(t *testing.T) {
 		open := writeSecret(t, "open", "pw", 0o644)
+		long := writeSecret(t, "long", strings.Repeat("x", 33), 0o600)
+		t.Setenv("FLEETPROV_TEST_LONG_TPM_AUTH", strings.Repeat("y", 33))
 		for _, tc := range []struct{ src, want string }{
+			{"file:" + long, "auth-source file:" + long + ": the password is longer than 32 bytes, more than a TPM key's authorization value can hold: use a shorter one"},
+			{"env:FLEETPROV_TEST_LONG_TPM_AUTH", "auth-source env:FLEETPROV_TEST_LONG_TPM_AUTH: the password is longer than 32 bytes, more than a TPM key's authorization value can hold: use a shorter one"},
 			{"file:" + open, "auth-source file:" + open + ": the file is readable by every user (mode 0644): chmod 0600 it"},
 			{"file:/nonexistent/pw", "auth-source file:/nonexistent/pw: the file does not exist: write the TPM key's password into it (mode 0600)"},
 			{"env:FLEETPROV_TEST_UNSET_TPM_AUTH", "auth-source env:FLEETPROV_TEST_UNSET_TPM_AUTH: the environment variable FLEETPROV_TEST_UNSET_TPM_AUTH is unset or empty: set it to the TPM key's password"},

@@ -197,7 +197,7 @@ func (u *URI) authValue() ([]byte, error) {
 		if v == "" {
 			return nil, fmt.Errorf("auth-source %s: the environment variable %s is unset or empty: set it to the TPM key's password", src, name)
 		}
-		return []byte(v), nil
+		return checkAuthLen(src, v)
 	}
 	path := strings.TrimPrefix(src, "file:")
 	fi, err := os.Stat(path)
@@ -215,9 +215,12 @@ func (u *URI) authValue() ([]byte, error) {
 		return nil, fmt.Errorf("auth-source %s: %w", src, err)
 	}
 	line, _, _ := strings.Cut(string(b), "\n")
-	line = strings.TrimSuffix(line, "\r")
-	if len(line) > maxAuthValueInSource {
+	return checkAuthLen(src, strings.TrimSuffix(line, "\r"))
+}
+
+func checkAuthLen(src, v string) ([]byte, error) {
+	if len(v) > maxAuthValueInSource {
 		return nil, fmt.Errorf("auth-source %s: the password is longer than %d bytes, more than a TPM key's authorization value can hold: use a shorter one", src, maxAuthValueInSource)
 	}
-	return []byte(line), nil
+	return []byte(v), nil
 }

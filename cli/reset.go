@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -58,7 +59,13 @@ func newResetCmd(app *App) *cobra.Command {
 			// No run holds the journal now: what killed runs left
 			// half-written can go.
 			removeStaleTemps(app, cfg)
-			if cfg.KeyPath == "" {
+			switch {
+			case strings.HasPrefix(cfg.KeyURI, "tpm:"):
+				// The TPM store replaces only a key it marked as its own.
+				fmt.Fprintf(app.Stdout, "device key %s stays in the TPM; the next run evicts it and makes a new one there if fleetprov made it, and stops if it did not\n", cfg.KeyURI)
+			case strings.HasPrefix(cfg.KeyURI, "handle:"):
+				fmt.Fprintf(app.Stdout, "device key %s stays in the TPM; the next run uses it again\n", cfg.KeyURI)
+			case cfg.KeyPath == "":
 				// A key in a token cannot be set aside like a file, and a
 				// fresh run will not replace it: say so now.
 				fmt.Fprintf(app.Stdout, "device key %s stays in its token; the next run will not replace it: delete it there, or name another object in keyPath\n", cfg.KeyURI)

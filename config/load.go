@@ -391,10 +391,12 @@ func (l *loader) build() *Config {
 	}
 
 	c.ClaimCertPath = l.path(fp+"claimCertPath", "")
-	if v := strings.TrimSpace(l.str(fp + "claimKeyPath")); strings.HasPrefix(v, "handle:") {
-		c.ClaimKeyPath = v // a TPM handle, not a path; Check says it is not supported
+	if v := strings.TrimSpace(l.str(fp + "claimKeyPath")); strings.HasPrefix(v, "tpm:") && tpmHandleForm(v) == v {
+		// tpm: alone is the key fleetprov makes; the claim key comes
+		// with its certificate and must be in the TPM already.
+		l.fail(fp+"claimKeyPath", "%q names no handle: the claim key must already be in the TPM: name its handle (handle:0x81000000 or tpm:handle=0x81000000)", v)
 	} else if IsKeyURI(v) {
-		c.ClaimKeyPath = l.keyURI(fp+"claimKeyPath", v) // a key in a token
+		c.ClaimKeyPath = l.keyURI(fp+"claimKeyPath", v) // a key in a token or a TPM
 	} else {
 		c.ClaimKeyPath = l.path(fp+"claimKeyPath", "")
 	}
@@ -536,8 +538,11 @@ func (l *loader) keyPath(key, def string) (string, string) {
 // URI (pkcs11:..., or plugin:NAME/... for a key store plugin), from a key
 // file's path.
 func IsKeyURI(v string) bool {
-	if strings.HasPrefix(v, "pkcs11:") || strings.HasPrefix(v, "plugin:") {
-		return true
+	// handle:0x... is how Greengrass lite names a TPM key; tpm: is ours.
+	for _, p := range []string{"pkcs11:", "plugin:", "handle:", "tpm:"} {
+		if strings.HasPrefix(v, p) {
+			return true
+		}
 	}
 	// A scheme a build registered in-process (keystore.Register) names a
 	// key in its store; file: stays a path, as Greengrass writes it.
@@ -561,7 +566,24 @@ func (c *Config) GreengrassKeyPath() string {
 			return key
 		}
 	}
-	return c.KeyURI
+	return tpmHandleForm(c.KeyURI)
+}
+
+// tpmHandleForm turns fleetprov's name for a TPM key,
+// tpm:handle=0x81000010?..., into the one Greengrass nucleus lite's OpenSSL
+// provider reads, handle:0x81000010. Anything else is returned as it is.
+func tpmHandleForm(uri string) string {
+	rest, ok := strings.CutPrefix(uri, "tpm:")
+	if !ok {
+		return uri
+	}
+	rest, _, _ = strings.Cut(rest, "?")
+	for _, attr := range strings.Split(rest, ";") {
+		if h, ok := strings.CutPrefix(attr, "handle="); ok {
+			return "handle:" + h
+		}
+	}
+	return uri
 }
 
 // keyURI returns a key URI as written, refusing one that holds a PIN: key
@@ -911,10 +933,6 @@ func (c *Config) checkFiles() error {
 	keyKey := ProvisionPrefix + "claimKeyPath"
 	certKey := ProvisionPrefix + "claimCertPath"
 	caKey := ProvisionPrefix + "rootCaPath"
-	if strings.HasPrefix(c.ClaimKeyPath, "handle:") {
-		return o.fail(keyKey, "%q names a TPM key: TPM claim keys are not supported yet: use a PEM key file", c.ClaimKeyPath)
-	}
-
 	// A claim key in a token is checked against the certificate when the
 	// claim connection is made: reading it needs its key store.
 	var keyPub crypto.PublicKey

@@ -158,7 +158,7 @@ func TestLoadErrors(t *testing.T) {
 		{name: "endpoint too long", set: map[string]string{"iotDataEndpoint": long(129)}, want: fpk + "iotDataEndpoint is 129 characters long; an endpoint may have at most 128: check the value"},
 		{name: "endpoint with scheme", set: map[string]string{"iotDataEndpoint": "mqtts://x.example"}, want: fpk + `iotDataEndpoint "mqtts://x.example" is not a host name: write only the host (or host:port), e.g. xxxx-ats.iot.us-east-1.amazonaws.com`},
 		{name: "endpoint bad port", set: map[string]string{"iotDataEndpoint": "x.example:99999"}, want: fpk + `iotDataEndpoint "x.example:99999" is not host or host:port: write e.g. xxxx-ats.iot.us-east-1.amazonaws.com or [::1]:8883`},
-		{name: "claim key TPM handle", set: map[string]string{"claimKeyPath": `"handle:0x81000001"`}, want: fpk + `claimKeyPath "handle:0x81000001" names a TPM key: TPM claim keys are not supported yet: use a PEM key file`},
+		{name: "claim key tpm: without handle", set: map[string]string{"claimKeyPath": `"tpm:"`}, want: fpk + `claimKeyPath "tpm:" names no handle: the claim key must already be in the TPM: name its handle (handle:0x81000000 or tpm:handle=0x81000000)`},
 		{name: "claim key missing", set: map[string]string{"claimKeyPath": `"nokey.pem"`}, want: fpk + "claimKeyPath {dir}/nokey.pem does not exist: set it to the claim private key's PEM file"},
 		{name: "claim key permission denied", prepare: func(t *testing.T, p pki) { chmod(t, p.key, 0) },
 			want: fpk + "claimKeyPath {dir}/claim.key cannot be read (permission denied): run as a user that can read it"},
@@ -645,5 +645,24 @@ func TestKeyPathPKCS11URI(t *testing.T) {
 	c, _ = load(t, map[string]string{"keyPath": `"/keys/device.key"`}, nil)
 	if c.KeyPath != "/keys/device.key" || c.KeyURI != "file:/keys/device.key" || c.GreengrassKeyPath() != "/keys/device.key" {
 		t.Errorf("a path: KeyPath %q KeyURI %q", c.KeyPath, c.KeyURI)
+	}
+}
+
+// keyPath and claimKeyPath name a TPM key as Greengrass lite does
+// (handle:0x...) or by fleetprov's tpm: URI; Greengrass gets the handle:
+// form either way.
+func TestKeyPathTPM(t *testing.T) {
+	for _, tc := range []struct{ keyPath, greengrass string }{
+		{"handle:0x81000002", "handle:0x81000002"},
+		{"tpm:handle=0x81000010?device=/dev/tpm0&auth-source=file:/etc/fleetprov/tpm-auth", "handle:0x81000010"},
+	} {
+		c, _ := load(t, map[string]string{"keyPath": q(tc.keyPath)}, nil)
+		if c.KeyPath != "" || c.KeyURI != tc.keyPath || c.GreengrassKeyPath() != tc.greengrass {
+			t.Errorf("keyPath %s: KeyPath %q KeyURI %q GreengrassKeyPath %q, want no path, the URI as written and %s", tc.keyPath, c.KeyPath, c.KeyURI, c.GreengrassKeyPath(), tc.greengrass)
+		}
+	}
+	c, _ := load(t, map[string]string{"claimKeyPath": q("handle:0x81000000")}, nil)
+	if c.ClaimKeyPath != "handle:0x81000000" {
+		t.Errorf("ClaimKeyPath %q, want the handle as written", c.ClaimKeyPath)
 	}
 }

@@ -103,6 +103,15 @@ type URIChecker interface {
 	CheckURI(uri string) error
 }
 
+// URIResolver is an optional ability: a store whose URIs may leave the
+// key's place to the store (tpm: without a handle: the TPM store's own key,
+// or the first free handle) says where the key is, or will be made. The
+// answer names the same key for good, so it is what a run journals and
+// writes into config. A URI that already says where gives itself back.
+type URIResolver interface {
+	ResolveURI(ctx context.Context, uri string) (string, error)
+}
+
 // ErrKeyNotFound is returned (wrapped) when a URI names no existing key.
 var ErrKeyNotFound = errors.New("key not found")
 

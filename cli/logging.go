@@ -10,7 +10,7 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/term"
+	"golang.org/x/sys/unix"
 
 	"github.com/fleetprov/fleetprov/failure"
 	"github.com/fleetprov/fleetprov/internal/logjournal"
@@ -49,6 +49,8 @@ type output struct {
 	// was asked for but is not there).
 	format string
 	level  slog.Level
+	// terminal: a person reads the records as they come.
+	terminal bool
 	// closer releases the journal connection.
 	closer io.Closer
 }
@@ -97,8 +99,8 @@ func (app *App) setupOutput(cmd *cobra.Command) error {
 			format = FormatText
 		}
 	}
-	o := output{progress: progress, format: format, level: level}
-	logger, closer, err := newHandler(app.Stderr, &o, terminal)
+	o := output{progress: progress, format: format, level: level, terminal: terminal}
+	logger, closer, err := newHandler(app.Stderr, &o)
 	if err != nil {
 		return err
 	}
@@ -119,7 +121,7 @@ func (app *App) Quiet(level string) error {
 	if o.closer != nil {
 		o.closer.Close()
 	}
-	logger, closer, err := newHandler(app.Stderr, &o, false)
+	logger, closer, err := newHandler(app.Stderr, &o)
 	if err != nil {
 		return err
 	}
@@ -131,9 +133,9 @@ func (app *App) Quiet(level string) error {
 // newHandler makes the logger of o. A journal that is not there falls
 // back to text on stderr, and says so once: a journal handler with no
 // socket would drop every record without a word.
-func newHandler(stderr io.Writer, o *output, terminal bool) (*slog.Logger, io.Closer, error) {
+func newHandler(stderr io.Writer, o *output) (*slog.Logger, io.Closer, error) {
 	opts := &slog.HandlerOptions{Level: o.level}
-	if terminal {
+	if o.terminal {
 		// A person reads it as it comes: the time adds nothing.
 		opts.ReplaceAttr = func(groups []string, a slog.Attr) slog.Attr {
 			if len(groups) == 0 && a.Key == slog.TimeKey {
@@ -174,7 +176,11 @@ func isTerminal(w io.Writer) bool {
 		return is
 	}
 	f, ok := w.(*os.File)
-	return ok && term.IsTerminal(int(f.Fd()))
+	if !ok {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
 }
 
 // underSystemd reports whether stderr is the journal's stream: systemd

@@ -314,7 +314,7 @@ func (e *Engine) fail(ctx context.Context, j *Journal, state string, attempt int
 		// there exactly as after a power cut; hooks still hear of it.
 		e.emit(Event{Type: EventInterrupted, State: state, Duration: dur, Err: cause})
 		e.report(ctx, hook.Failed, state, attempt, data, cause)
-		return fmt.Errorf("%s: %w", state, ErrInterrupted)
+		return &StateError{State: state, Err: ErrInterrupted}
 	}
 	e.emit(Event{Type: EventFailed, State: state, Duration: dur, Err: cause})
 	entries := attempt

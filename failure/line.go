@@ -1,7 +1,9 @@
 package failure
 
 import (
+	"context"
 	"errors"
+	"os"
 	"strings"
 )
 
@@ -56,6 +58,10 @@ func chain(err error) []string {
 		}
 		inner := flatten(next.Error())
 		switch {
+		case unwrapFirst(next) == nil && isDeadline(next):
+			// "context deadline exceeded" says only that a wait ended:
+			// what was waited for, the wrapper's words, is the cause.
+			return append(segs, text)
 		case text == inner:
 			// A mark (transient, unreached) that adds no words.
 		case strings.HasSuffix(text, ": "+inner):
@@ -103,6 +109,10 @@ func shorten(ctx []string) string {
 		return all
 	}
 	return first + ": ...: " + strings.Join(rest[i:], ": ")
+}
+
+func isDeadline(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) || errors.Is(err, os.ErrDeadlineExceeded)
 }
 
 func flatten(s string) string {

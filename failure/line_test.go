@@ -1,6 +1,7 @@
 package failure
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -26,6 +27,8 @@ func TestLineCauseFirst(t *testing.T) {
 			fmt.Errorf("library: failed to connect to tls://some-long-host.example.com:8883: %w", fmt.Errorf("dial tcp 10.0.0.1:8883: %w", root)))),
 			"connection refused; gave up after 4 attempts: ...: dial tcp 10.0.0.1:8883"},
 		{"where it happened stays in front", Transient(where{"CreateCertificate", fmt.Errorf("connect: %w", root)}), "CreateCertificate: connection refused; connect"},
+		{"a deadline is no cause: what was waited for is", fmt.Errorf("gave up: %w", fmt.Errorf("connect to h:8883 within 2s: %w", fmt.Errorf("failed to connect: %w", context.DeadlineExceeded))),
+			"failed to connect: context deadline exceeded; gave up: connect to h:8883 within 2s"},
 		{"several lines become one", errors.New("a\nb"), "a; b"},
 		{"joined errors stand whole", errors.Join(errors.New("a"), errors.New("b")), "a; b"},
 	}

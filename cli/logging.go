@@ -149,7 +149,8 @@ func newHandler(stderr io.Writer, o *output) (*slog.Logger, io.Closer, error) {
 		return slog.New(slog.NewJSONHandler(stderr, opts)), nil, nil
 	case FormatJournal:
 		socket := outputseam.JournalSocket(logjournal.DefaultSocket)
-		h, err := logjournal.New(socket, logjournal.Options{Level: o.level, Identifier: "fleetprov"})
+		h, err := logjournal.New(socket, logjournal.Options{Level: o.level, Identifier: "fleetprov",
+			Fallback: slog.NewTextHandler(stderr, opts)})
 		if err == nil {
 			return slog.New(h), h, nil
 		}

@@ -5,7 +5,8 @@
 //
 // It dials the journal's socket when made: a socket that is not there is
 // an error the caller can act on (fall back to stderr), where a handler that
-// dialled lazily would drop every record without a word.
+// dialled lazily would drop every record without a word. A journal that
+// goes away later hands the records to Options.Fallback.
 package logjournal
 
 import (
@@ -18,6 +19,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unicode"
@@ -34,15 +36,23 @@ type Options struct {
 	Level slog.Leveler
 	// Identifier is the entry's SYSLOG_IDENTIFIER (journalctl -t).
 	Identifier string
+	// Fallback takes the records once the journal stops taking them
+	// (journald stopped or restarted), after a warning saying why; nil
+	// drops them.
+	Fallback slog.Handler
 }
 
 // Handler sends records to the journal. Its methods are safe for
 // concurrent use: each entry is one datagram.
 type Handler struct {
-	conn   *net.UnixConn
-	opts   Options
-	pre    []byte // fields of WithAttrs, encoded
-	prefix string // field name prefix of WithGroup
+	conn     *net.UnixConn
+	opts     Options
+	pre      []byte // fields of WithAttrs, encoded
+	prefix   string // field name prefix of WithGroup
+	fallback slog.Handler
+	// failed is shared by the handlers WithAttrs and WithGroup derive:
+	// the journal is gone for all of them.
+	failed *atomic.Bool
 }
 
 var _ slog.Handler = (*Handler)(nil)
@@ -57,7 +67,7 @@ func New(socket string, opts Options) (*Handler, error) {
 	if opts.Level == nil {
 		opts.Level = slog.LevelInfo
 	}
-	return &Handler{conn: conn, opts: opts}, nil
+	return &Handler{conn: conn, opts: opts, fallback: opts.Fallback, failed: new(atomic.Bool)}, nil
 }
 
 // Close closes the connection to the journal.
@@ -67,7 +77,10 @@ func (h *Handler) Enabled(_ context.Context, l slog.Level) bool {
 	return l >= h.opts.Level.Level()
 }
 
-func (h *Handler) Handle(_ context.Context, r slog.Record) error {
+func (h *Handler) Handle(ctx context.Context, r slog.Record) error {
+	if h.failed.Load() && h.fallback != nil {
+		return h.fallback.Handle(ctx, r)
+	}
 	b := make([]byte, 0, 512)
 	b = appendField(b, "MESSAGE", r.Message)
 	b = appendField(b, "PRIORITY", strconv.Itoa(Priority(r.Level)))
@@ -79,7 +92,22 @@ func (h *Handler) Handle(_ context.Context, r slog.Record) error {
 		b = appendAttr(b, h.prefix, a)
 		return true
 	})
-	return h.send(b)
+	err := h.send(b)
+	if err == nil || h.fallback == nil {
+		return err
+	}
+	if h.failed.CompareAndSwap(false, true) {
+		w := slog.NewRecord(time.Now(), slog.LevelWarn, "the journal stopped taking records: logging to stderr instead", 0)
+		// The errno says it ("connection refused"); the socket
+		// address around it adds nothing.
+		var errno syscall.Errno
+		if errors.As(err, &errno) {
+			err = errno
+		}
+		w.AddAttrs(slog.String("err", err.Error()))
+		_ = h.fallback.Handle(ctx, w)
+	}
+	return h.fallback.Handle(ctx, r)
 }
 
 func (h *Handler) WithAttrs(attrs []slog.Attr) slog.Handler {
@@ -87,6 +115,9 @@ func (h *Handler) WithAttrs(attrs []slog.Attr) slog.Handler {
 	h2.pre = slices.Clip(h.pre)
 	for _, a := range attrs {
 		h2.pre = appendAttr(h2.pre, h.prefix, a)
+	}
+	if h.fallback != nil {
+		h2.fallback = h.fallback.WithAttrs(attrs)
 	}
 	return &h2
 }
@@ -97,6 +128,9 @@ func (h *Handler) WithGroup(name string) slog.Handler {
 	}
 	h2 := *h
 	h2.prefix = h.prefix + FieldName(name) + "_"
+	if h.fallback != nil {
+		h2.fallback = h.fallback.WithGroup(name)
+	}
 	return &h2
 }
 

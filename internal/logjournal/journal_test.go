@@ -216,3 +216,36 @@ func TestFieldName(t *testing.T) {
 		t.Errorf("a 100-character key maps to %d characters", len(got))
 	}
 }
+
+// A journal that stops listening mid-run: the records that follow reach
+// the fallback, after one warning saying why.
+func TestHandlerFallsBackWhenTheJournalGoes(t *testing.T) {
+	path, conn := listen(t)
+	var out strings.Builder
+	fallback := slog.NewTextHandler(&out, &slog.HandlerOptions{ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+		if a.Key == slog.TimeKey {
+			return slog.Attr{}
+		}
+		return a
+	}})
+	h, err := New(path, Options{Fallback: fallback})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	lg := slog.New(h).With("run", 1)
+	lg.Info("first")
+	if got := receive(t, conn)["MESSAGE"]; got != "first" {
+		t.Fatalf("journal got %q", got)
+	}
+	conn.Close()
+	lg.Info("second", "state", "Persist")
+	lg.Info("third")
+	want := `level=WARN msg="the journal stopped taking records: logging to stderr instead" run=1 err="connection refused"
+level=INFO msg=second run=1 state=Persist
+level=INFO msg=third run=1
+`
+	if out.String() != want {
+		t.Errorf("fallback got\n%s\nwant\n%s", out.String(), want)
+	}
+}

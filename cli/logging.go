@@ -100,10 +100,7 @@ func (app *App) setupOutput(cmd *cobra.Command) error {
 		}
 	}
 	o := output{progress: progress, format: format, level: level, terminal: terminal}
-	logger, closer, err := newHandler(app.Stderr, &o)
-	if err != nil {
-		return err
-	}
+	logger, closer := newHandler(app.Stderr, &o)
 	o.closer = closer
 	app.Logger, app.out = logger, o
 	return nil
@@ -121,10 +118,7 @@ func (app *App) Quiet(level string) error {
 	if o.closer != nil {
 		o.closer.Close()
 	}
-	logger, closer, err := newHandler(app.Stderr, &o)
-	if err != nil {
-		return err
-	}
+	logger, closer := newHandler(app.Stderr, &o)
 	o.closer = closer
 	app.Logger, app.out = logger, o
 	return nil
@@ -133,7 +127,7 @@ func (app *App) Quiet(level string) error {
 // newHandler makes the logger of o. A journal that is not there falls
 // back to text on stderr, and says so once: a journal handler with no
 // socket would drop every record without a word.
-func newHandler(stderr io.Writer, o *output) (*slog.Logger, io.Closer, error) {
+func newHandler(stderr io.Writer, o *output) (*slog.Logger, io.Closer) {
 	opts := &slog.HandlerOptions{Level: o.level}
 	if o.terminal {
 		// A person reads it as it comes: the time adds nothing.
@@ -146,20 +140,20 @@ func newHandler(stderr io.Writer, o *output) (*slog.Logger, io.Closer, error) {
 	}
 	switch o.format {
 	case FormatJSON:
-		return slog.New(slog.NewJSONHandler(stderr, opts)), nil, nil
+		return slog.New(slog.NewJSONHandler(stderr, opts)), nil
 	case FormatJournal:
 		socket := outputseam.JournalSocket(logjournal.DefaultSocket)
 		h, err := logjournal.New(socket, logjournal.Options{Level: o.level, Identifier: "fleetprov",
 			Fallback: slog.NewTextHandler(stderr, opts)})
 		if err == nil {
-			return slog.New(h), h, nil
+			return slog.New(h), h
 		}
 		o.format = FormatText
 		lg := slog.New(slog.NewTextHandler(stderr, opts))
 		lg.Warn("no journal to log to: logging to stderr instead", "socket", socket, "err", rootCause(err))
-		return lg, nil, nil
+		return lg, nil
 	}
-	return slog.New(slog.NewTextHandler(stderr, opts)), nil, nil
+	return slog.New(slog.NewTextHandler(stderr, opts)), nil
 }
 
 // rootCause is the innermost error's text ("no such file or directory").

@@ -36,6 +36,7 @@ type App struct {
 	LogFormat      string
 	Logger         *slog.Logger
 	build          Build
+	out            output
 }
 
 // LoadOptions returns where this build reads its configuration from, for
@@ -47,16 +48,6 @@ func (app *App) LoadOptions(fs *pflag.FlagSet) config.LoadOptions {
 func (app *App) loadOptions(fs *pflag.FlagSet, skipFileChecks bool) config.LoadOptions {
 	return config.LoadOptions{Flags: fs, Environ: os.Environ(), Defaults: app.build.Defaults,
 		DefaultPath: app.build.ConfigPath, SkipFileChecks: skipFileChecks}
-}
-
-// Quiet replaces the logger with one at level, in the format asked for.
-func (app *App) Quiet(level string) error {
-	lg, err := newLogger(app.Stderr, level, app.LogFormat)
-	if err != nil {
-		return err
-	}
-	app.Logger = lg
-	return nil
 }
 
 // Build describes one fleetprov binary: the standard one (cmd/fleetprov),
@@ -100,10 +91,17 @@ func (b Build) Main(args []string, stdout, stderr io.Writer) int {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	err := root.Execute()
+	app.closeOutput()
 	if err == nil {
 		return ExitOK
 	}
-	fmt.Fprintf(stderr, "fleetprov: %s\n", oneLine(err))
+	// A failed step is said once: as its log record when the events are
+	// logged, else as this line.
+	var failed *engine.StateError
+	logged := (errors.As(err, &failed) && !failure.IsUsage(err)) || errors.Is(err, engine.ErrInterrupted)
+	if !logged || !app.out.eventsLogged() {
+		fmt.Fprintf(stderr, "fleetprov: %s\n", failure.Line(err))
+	}
 	var se *signalError
 	if errors.As(err, &se) {
 		return 128 + int(se.sig)
@@ -125,10 +123,6 @@ type flagError struct{ err error }
 func (e *flagError) Error() string { return e.err.Error() + " (see --help)" }
 func (e *flagError) Unwrap() error { return e.err }
 
-func oneLine(err error) string {
-	return strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n", "; ")
-}
-
 func newRootCmd(app *App) *cobra.Command {
 	root := &cobra.Command{
 		Use:           "fleetprov",
@@ -136,40 +130,20 @@ func newRootCmd(app *App) *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
-			logger, err := newLogger(app.Stderr, app.LogLevel, app.LogFormat)
-			if err != nil {
-				return err
-			}
-			app.Logger = logger
-			return nil
+			return app.setupOutput(cmd)
 		},
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &flagError{err: err} })
 	root.Version = engine.Version()
 	root.SetVersionTemplate("fleetprov {{.Version}}\n")
-	root.PersistentFlags().StringVar(&app.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
-	root.PersistentFlags().StringVar(&app.LogFormat, "log-format", "text", "log format: text or json")
+	root.PersistentFlags().StringVar(&app.LogLevel, "log-level", "", "log level: debug, info, warn or error (default info; warn beside progress lines on a terminal)")
+	root.PersistentFlags().StringVar(&app.LogFormat, "log-format", "", "log format: text, json or journal (default journal under systemd, else text; given, it replaces the progress lines)")
 	root.AddCommand(
-		newRunCmd(app),
+		ShowsProgress(newRunCmd(app)),
 		newStatusCmd(app),
 		newResetCmd(app),
 		newConfigCmd(app),
 		newGraphCmd(app),
 	)
 	return root
-}
-
-func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		return nil, failure.Usage(fmt.Sprintf("--log-level %q is not a level: use debug, info, warn or error", level))
-	}
-	opts := &slog.HandlerOptions{Level: lv}
-	switch format {
-	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
-	}
-	return nil, failure.Usage(fmt.Sprintf("--log-format %q is not a format: use text or json", format))
 }

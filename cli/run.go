@@ -96,7 +96,7 @@ func Provision(ctx context.Context, app *App, o ProvisionOptions) (*engine.Resul
 		Hooks:       runHooks(app.build.Hooks, plugins.Hooks(), scripts),
 		Logger:      app.Logger,
 		Force:       o.Force,
-		Subscribers: []engine.Subscriber{engine.LogSubscriber{Logger: app.Logger}, &engine.Progress{W: app.Stdout}},
+		Subscribers: []engine.Subscriber{app.subscriber()},
 	})
 	if err != nil {
 		return nil, err
@@ -112,10 +112,9 @@ func Provision(ctx context.Context, app *App, o ProvisionOptions) (*engine.Resul
 			return nil, fmt.Errorf("the device looks provisioned (%s), but %w: run `fleetprov reset`, then `fleetprov run` to provision afresh", res.Reason, err)
 		}
 	}
-	if !res.AlreadyProvisioned {
-		// Greengrass nucleus lite prints this line and its users' scripts
-		// look for it.
-		app.Logger.Info("Process Complete, Your device is now provisioned")
+	if !res.AlreadyProvisioned && app.out.progress {
+		// Logged events end with this line already (subscriber).
+		app.Logger.Info(processComplete)
 		c := res.Config
 		key := c.KeyPath
 		if key == "" {
@@ -125,6 +124,19 @@ func Provision(ctx context.Context, app *App, o ProvisionOptions) (*engine.Resul
 			shown(res.Data.ThingName), c.CertPath, key, c.RootCAOutPath, c.File)
 	}
 	return res, nil
+}
+
+// Greengrass nucleus lite logs this line when it has provisioned a device,
+// and its users' scripts look for it.
+const processComplete = "Process Complete, Your device is now provisioned"
+
+// subscriber says each step once: as a progress line, or as a log record
+// (the last one the line Greengrass users look for).
+func (app *App) subscriber() engine.Subscriber {
+	if app.out.progress {
+		return &engine.Progress{W: app.Stdout}
+	}
+	return engine.LogSubscriber{Logger: app.Logger, Done: processComplete}
 }
 
 // newPluginHost serves the config's plugins section: key URIs

@@ -142,11 +142,15 @@ func provisionedExit(app *App, rep statusReport) error {
 func printStatus(app *App, rep statusReport) {
 	w := app.Stdout
 	fmt.Fprintf(w, "config:      %s\njournal:     %s\n", rep.Config, rep.Journal)
-	state := rep.State
+	state := shown(rep.State)
 	if rep.FailedState != "" {
-		state = fmt.Sprintf("%s (in %s: %s)", shown(rep.State), shown(rep.FailedState), shown(rep.Error))
+		state += " in " + shown(rep.FailedState)
 	}
 	fmt.Fprintf(w, "state:       %s\n", state)
+	if rep.Error != "" {
+		// Said once, here: the last transition is this failure.
+		fmt.Fprintf(w, "error:       %s\n", shown(rep.Error))
+	}
 	if rep.ThingName != "" {
 		fmt.Fprintf(w, "thing:       %s\n", shown(rep.ThingName))
 	}
@@ -181,9 +185,9 @@ func printStatus(app *App, rep statusReport) {
 		return
 	}
 	fmt.Fprintln(w, "transitions:")
-	for _, t := range rep.Transitions {
+	for i, t := range rep.Transitions {
 		fmt.Fprintf(w, "  %3d  %s  %-18s entry %d", t.Seq, t.Time.Local().Format(time.RFC3339), shown(t.State), t.Attempt)
-		if t.Error != "" {
+		if t.Error != "" && (i < len(rep.Transitions)-1 || t.Error != rep.Error) {
 			fmt.Fprintf(w, "  error: %s", shown(t.Error))
 		}
 		fmt.Fprintln(w)

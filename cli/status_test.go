@@ -26,7 +26,8 @@ func TestStatusQuotesHostileValues(t *testing.T) {
 	printStatus(&App{Stdout: &out}, rep)
 	got := out.String()
 	for _, want := range []string{
-		"state:       Failed (in RegisterThing: \"rejected\\n\\x1b[2Jstate:       Done\")\n",
+		"state:       Failed in RegisterThing\n",
+		"error:       \"rejected\\n\\x1b[2Jstate:       Done\"\n",
 		"thing:       \"evil\\nstate:       Done\\x1b[0m\"\n",
 		"certificate: \"\\x1b]0;owned\\a\"\n",
 		"device configuration: FallbackUrl=\"https://example.com/\\r\\nprovisioned: true\"\n",
@@ -40,8 +41,8 @@ func TestStatusQuotesHostileValues(t *testing.T) {
 	if strings.ContainsAny(got, "\x1b\r\a") {
 		t.Errorf("status holds a control character:\n%q", got)
 	}
-	if n := strings.Count(got, "\n"); n != 9 {
-		t.Errorf("status has %d lines, want 9 (no forged ones):\n%s", n, got)
+	if n := strings.Count(got, "\n"); n != 10 {
+		t.Errorf("status has %d lines, want 10 (no forged ones):\n%s", n, got)
 	}
 }
 

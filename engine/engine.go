@@ -259,7 +259,6 @@ func (e *Engine) Provision(ctx context.Context) (*Result, error) {
 			transition = step.transition()
 		case detour:
 			detours[d.Transition]++
-			e.opts.Logger.Warn("taking detour", "state", state, "transition", d.Transition, "to", d.To, "err", err)
 			if d.Forget != nil {
 				d.Forget(data)
 			}
@@ -315,7 +314,7 @@ func (e *Engine) fail(ctx context.Context, j *Journal, state string, attempt int
 		// there exactly as after a power cut; hooks still hear of it.
 		e.emit(Event{Type: EventInterrupted, State: state, Duration: dur, Err: cause})
 		e.report(ctx, hook.Failed, state, attempt, data, cause)
-		return fmt.Errorf("%s: %w", state, ErrInterrupted)
+		return &StateError{State: state, Err: ErrInterrupted}
 	}
 	e.emit(Event{Type: EventFailed, State: state, Duration: dur, Err: cause})
 	entries := attempt
@@ -325,14 +324,14 @@ func (e *Engine) fail(ctx context.Context, j *Journal, state string, attempt int
 		// nothing there (an offline device must not lock itself out).
 		entries--
 	}
-	rec := Record{State: Failed, Time: e.opts.Now(), Attempt: entries, Event: TransitionFail, FailedState: state, Error: cause.Error(), Data: *data}
+	rec := Record{State: Failed, Time: e.opts.Now(), Attempt: entries, Event: TransitionFail, FailedState: state, Error: failure.Line(cause), Data: *data}
 	if err := j.Append(rec); err != nil {
 		return errors.Join(cause, err)
 	}
 	// Hooks hear of the failure once it is journaled, so a hook that hangs
 	// or kills the process cannot lose it.
 	e.report(ctx, hook.Failed, state, attempt, data, cause)
-	return fmt.Errorf("%s: %w", state, cause)
+	return &StateError{State: state, Err: cause}
 }
 
 // phase says how far a step got: its Enter hooks, its work, its Leave

@@ -56,8 +56,14 @@ type SubscriberFunc func(Event)
 
 func (f SubscriberFunc) HandleEvent(e Event) { f(e) }
 
-// LogSubscriber writes events to a slog logger.
-type LogSubscriber struct{ Logger *slog.Logger }
+// LogSubscriber writes events to a slog logger, one record per event;
+// errors are written cause first (failure.Line).
+type LogSubscriber struct {
+	Logger *slog.Logger
+	// Done is the message of the record of a finished run; "" is
+	// "provisioned".
+	Done string
+}
 
 func (l LogSubscriber) HandleEvent(e Event) {
 	lg := l.Logger
@@ -70,12 +76,12 @@ func (l LogSubscriber) HandleEvent(e Event) {
 		lg.Debug("state entered", "state", e.State, "entry", e.Attempt)
 	case EventLeft:
 		if e.Err != nil {
-			lg.Warn("state left for another", "state", e.State, "to", e.Reason, "duration", e.Duration.Round(time.Millisecond), "err", e.Err)
+			lg.Warn("state left for another", "state", e.State, "to", e.Reason, "duration", e.Duration.Round(time.Millisecond), "err", failure.Line(e.Err))
 			break
 		}
 		lg.Info("state done", "state", e.State, "duration", e.Duration.Round(time.Millisecond))
 	case EventRetrying:
-		lg.Warn("attempt failed, retrying", "state", e.State, "attempt", e.Attempt, "retryIn", e.Wait.Round(time.Millisecond), "err", e.Err)
+		lg.Warn("attempt failed, retrying", "state", e.State, "attempt", e.Attempt, "retryIn", e.Wait.Round(time.Millisecond), "err", failure.Line(e.Err))
 	case EventInterrupted:
 		lg.Warn("interrupted; the journal keeps where it stopped", "state", e.State)
 	case EventFailed:
@@ -84,13 +90,17 @@ func (l LogSubscriber) HandleEvent(e Event) {
 			// would say it twice.
 			return
 		}
-		lg.Error("state failed", "state", e.State, "duration", e.Duration.Round(time.Millisecond), "err", e.Err)
+		lg.Error("state failed", "state", e.State, "duration", e.Duration.Round(time.Millisecond), "err", failure.Line(e.Err))
 	case EventDone:
 		attrs := []any{"duration", e.Duration.Round(time.Millisecond)}
 		if e.Data != nil {
 			attrs = append(attrs, "thing", e.Data.ThingName, "certificateId", e.Data.CertificateID)
 		}
-		lg.Info("provisioned", attrs...)
+		msg := l.Done
+		if msg == "" {
+			msg = "provisioned"
+		}
+		lg.Info(msg, attrs...)
 	}
 }
 
@@ -112,13 +122,13 @@ func (p *Progress) HandleEvent(e Event) {
 	case EventLeft:
 		if e.Err != nil {
 			// A detour: the step did not do its work, the run goes back.
-			fmt.Fprintf(p.W, "  back  %-18s %s, to %s: %v\n", e.State, fmtDuration(e.Duration), e.Reason, e.Err)
+			fmt.Fprintf(p.W, "  back  %-18s %s, to %s: %s\n", e.State, fmtDuration(e.Duration), e.Reason, failure.Line(e.Err))
 			break
 		}
 		fmt.Fprintf(p.W, "  ok    %-18s %s\n", e.State, fmtDuration(e.Duration))
 	case EventRetrying:
 		// The attempt that failed, numbered as the log numbers it.
-		fmt.Fprintf(p.W, "  retry %-18s attempt %d failed, next in %s: %v\n", e.State, e.Attempt, fmtDuration(e.Wait), e.Err)
+		fmt.Fprintf(p.W, "  retry %-18s attempt %d failed, next in %s: %s\n", e.State, e.Attempt, fmtDuration(e.Wait), failure.Line(e.Err))
 	case EventInterrupted:
 		fmt.Fprintf(p.W, "  stop  %-18s interrupted: run again to resume\n", e.State)
 	case EventFailed:

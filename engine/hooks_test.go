@@ -311,7 +311,7 @@ func TestHookRetryLaterGivesUpAtDeadline(t *testing.T) {
 		return nil, nil
 	}}}
 	_, err := f.run(t, false)
-	if err == nil || !strings.HasPrefix(err.Error(), "Persist: gave up after ") || !strings.HasSuffix(err.Error(), "(retryDeadline): enter deferred by clock: asked to retry later") {
+	if err == nil || !strings.HasPrefix(err.Error(), "Persist: enter deferred by clock: asked to retry later; gave up after ") || !strings.HasSuffix(err.Error(), "(retryDeadline)") {
 		t.Fatalf("err = %v", err)
 	}
 	if f.states[Persist].runs != 0 {
@@ -334,7 +334,7 @@ func TestHookErrorNamesTheHook(t *testing.T) {
 			return nil, nil
 		}}}
 		_, err := f.run(t, false)
-		if err == nil || err.Error() != "Persist: hook broken failed at enter: exec format error" {
+		if err == nil || err.Error() != "Persist: exec format error; hook broken failed at enter" {
 			t.Fatalf("err = %v", err)
 		}
 		if calls != 1 || f.states[Persist].runs != 0 {

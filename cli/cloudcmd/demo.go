@@ -78,5 +78,5 @@ step, the thing name and where the files went. Needs no AWS account.`,
 		},
 	}
 	cmd.Flags().StringVar(&dir, "dir", "", "directory for the emulator and the device's files (default: a new temporary directory, kept)")
-	return cmd
+	return cli.ShowsProgress(cmd)
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/fleetprov/fleetprov/internal/faultpoint"
+	"github.com/fleetprov/fleetprov/internal/outputseam"
 )
 
 // The test binary, run as fleetprov, reads these; a release build has no
@@ -31,6 +32,12 @@ const (
 	// envCrashAt N: the process sends itself SIGKILL at the N-th
 	// durable-write point (counting from 1), once its line is recorded.
 	envCrashAt = "FLEETPROV_TEST_CRASH_AT"
+	// envTerminal 1 or 0: the run takes its stdout for a terminal, or
+	// not, whatever it is.
+	envTerminal = "FLEETPROV_TEST_TERMINAL"
+	// envJournalSocket: the socket the journal handler sends to, in
+	// place of journald's.
+	envJournalSocket = "FLEETPROV_TEST_JOURNAL_SOCKET"
 )
 
 // testCLI runs the test binary as fleetprov with the test seams the
@@ -44,6 +51,16 @@ func testCLI(b func() int) {
 }
 
 func installTestSeams() error {
+	switch v := os.Getenv(envTerminal); v {
+	case "":
+	case "0", "1":
+		outputseam.SetTerminal(v == "1")
+	default:
+		return fmt.Errorf("%s=%q is not 0 or 1", envTerminal, v)
+	}
+	if p := os.Getenv(envJournalSocket); p != "" {
+		outputseam.SetJournalSocket(p)
+	}
 	hold, err := parseHold(os.Getenv(envTestHold))
 	if err != nil {
 		return err

@@ -565,7 +565,9 @@ func (c *Client) decodeRejection(op string, a answer) error {
 	}
 	// Bounded here so that no caller can print a flood from the cloud.
 	r := &Rejection{Operation: op, StatusCode: *p.StatusCode, ErrorCode: truncate(p.ErrorCode, maxErrorCode), ErrorMessage: truncate(p.ErrorMessage, maxErrorMessage)}
-	c.log.Warn("request rejected", slog.String("operation", op), slog.Int("statusCode", r.StatusCode),
+	// Debug: the error returned says it, once, as the run's retry or
+	// failure.
+	c.log.Debug("request rejected", slog.String("operation", op), slog.Int("statusCode", r.StatusCode),
 		slog.String("errorCode", r.ErrorCode), slog.String("errorMessage", r.ErrorMessage))
 	return classifyRejection(r)
 }

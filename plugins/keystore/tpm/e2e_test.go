@@ -286,7 +286,7 @@ func TestForceReplacesOnlyItsOwnKey(t *testing.T) {
 	theirs := sw.publicKey(t, "0x81000011")
 	const other = "tpm:handle=0x81000011"
 	out, err := fleetprov(sw, other, "run", "--force", "--config", c.config).CombinedOutput()
-	want := "PrepareKey: create device key: tpm key 0x81000011 in " + sw.device + ": the handle holds a key fleetprov did not create, and fleetprov never evicts such a key: name a free handle in the key URI (tpm2_getcap handles-persistent lists those in use), or use that key with handle:0x81000011"
+	want := "PrepareKey: tpm key 0x81000011 in " + sw.device + ": the handle holds a key fleetprov did not create, and fleetprov never evicts such a key: name a free handle in the key URI (tpm2_getcap handles-persistent lists those in use), or use that key with handle:0x81000011; create device key"
 	if code := exitCode(err); code != 1 || !strings.Contains(string(out), want) {
 		t.Errorf("run --force over a key fleetprov did not make: exit %d, want 1 and %q in:\n%s", code, want, out)
 	}

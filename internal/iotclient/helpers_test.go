@@ -243,6 +243,12 @@ func (f *fakeAWS) received() []request {
 
 func startBroker(t *testing.T, tlsCfg *tls.Config) *fakeAWS {
 	t.Helper()
+	return startBrokerOn(t, "127.0.0.1:0", tlsCfg)
+}
+
+// startBrokerOn is startBroker listening on addr.
+func startBrokerOn(t *testing.T, addr string, tlsCfg *tls.Config) *fakeAWS {
+	t.Helper()
 	srv := mqtt.New(&mqtt.Options{InlineClient: true, Logger: slog.New(slog.DiscardHandler)})
 	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
 		t.Fatal(err)
@@ -251,7 +257,7 @@ func startBroker(t *testing.T, tlsCfg *tls.Config) *fakeAWS {
 	if err := srv.AddHook(f.rec, nil); err != nil {
 		t.Fatal(err)
 	}
-	l := listeners.NewTCP(listeners.Config{ID: "tls", Address: "127.0.0.1:0", TLSConfig: tlsCfg})
+	l := listeners.NewTCP(listeners.Config{ID: "tls", Address: addr, TLSConfig: tlsCfg})
 	if err := srv.AddListener(l); err != nil {
 		t.Fatal(err)
 	}

@@ -171,6 +171,13 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 	endpoint := net.JoinHostPort(host, strconv.Itoa(port))
 	logger = logger.With(slog.String("endpoint", endpoint))
 
+	attrs := []any{slog.String("clientId", clientID), slog.Duration("timeout", timeout)}
+	if pu, err := o.Proxy.proxyFor(endpoint); err != nil {
+		return nil, err
+	} else if pu != nil {
+		attrs = append(attrs, slog.String("proxy", pu.Host))
+	}
+
 	now := o.Now
 	if now == nil {
 		now = time.Now
@@ -224,7 +231,7 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 	// Close ends it.
 	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	c.stop = stop
-	logger.Info("connecting to AWS IoT", slog.String("clientId", clientID), slog.Duration("timeout", timeout))
+	logger.Info("connecting to AWS IoT", attrs...)
 	cm, err := autopaho.NewConnection(runCtx, cfg)
 	if err != nil {
 		stop()

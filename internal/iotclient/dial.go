@@ -28,8 +28,9 @@ type Proxy struct {
 	Username string
 	Password string
 	// NoProxy lists the hosts reached directly, spelled as no_proxy is:
-	// comma-separated names (a leading dot or none matches subdomains
-	// too), IP addresses and CIDR ranges, each with an optional :port.
+	// comma-separated names ("example.com" matches it and its
+	// subdomains, ".example.com" its subdomains only), IP addresses and
+	// CIDR ranges, each with an optional :port, or "*" for all.
 	// localhost and loopback addresses are always reached directly.
 	NoProxy string
 }

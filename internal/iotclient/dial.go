@@ -115,6 +115,10 @@ func (e *ProxyError) unreachable() bool {
 
 var errNotHTTP = errors.New("the answer is not HTTP")
 
+// maxNotHTTPShown bounds how much of an answer that is not HTTP an error
+// quotes.
+const maxNotHTTPShown = 120
+
 // maxConnectAnswer bounds what is read of a proxy's answer to CONNECT:
 // a status line and a few headers.
 const maxConnectAnswer = 64 << 10
@@ -201,7 +205,9 @@ func (d dialer) tunnel(ctx context.Context, pu *url.URL, addr string) (net.Conn,
 	resp, err := http.ReadResponse(br, req)
 	if err != nil {
 		if ctx.Err() == nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) && !isNetError(err) {
-			err = fmt.Errorf("%w: %v", errNotHTTP, err)
+			// The parser quotes what it could not parse: whatever the
+			// other side sent, so bounded.
+			err = fmt.Errorf("%w: %s", errNotHTTP, strings.ToValidUTF8(truncate(err.Error(), maxNotHTTPShown), "?"))
 		}
 		return fail(err)
 	}

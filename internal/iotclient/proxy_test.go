@@ -275,7 +275,7 @@ func TestProxyNotHTTP(t *testing.T) {
 			if err != nil {
 				return
 			}
-			_, _ = c.Write([]byte("SSH-2.0-OpenSSH_9.2\r\n"))
+			_, _ = c.Write([]byte("SSH-2.0-OpenSSH_9.2" + strings.Repeat("x", 5000) + "\r\n"))
 			_ = c.Close()
 		}
 	}()
@@ -288,6 +288,9 @@ func TestProxyNotHTTP(t *testing.T) {
 	want := fmt.Sprintf("iotclient: connect to %s:8883: proxy %s: no answer to CONNECT %s:8883: the answer is not HTTP", hiddenName, l.Addr(), hiddenName)
 	if !strings.HasPrefix(err.Error(), want) {
 		t.Errorf("error:\n got %s\nwant %s...", err, want)
+	}
+	if n := len(err.Error()); n > 400 {
+		t.Errorf("the error quotes %d bytes of what the other side sent", n)
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -66,6 +67,9 @@ type ProxyError struct {
 	StatusCode int    // the proxy's answer to CONNECT; 0 if it gave none
 	// Credentials says whether the CONNECT carried any.
 	Credentials bool
+	// AuthSchemes are the authentication schemes a 407 offered
+	// (Proxy-Authenticate), when none of them is Basic.
+	AuthSchemes []string
 	Err         error // the cause when StatusCode is 0
 }
 
@@ -76,6 +80,8 @@ func (e *ProxyError) Error() string {
 		return fmt.Sprintf("connecting to proxy %s: %v", e.Proxy, e.Err)
 	case e.StatusCode == 0:
 		return fmt.Sprintf("proxy %s: no answer to CONNECT %s: %v", e.Proxy, e.Target, e.Err)
+	case e.StatusCode == http.StatusProxyAuthRequired && len(e.AuthSchemes) > 0:
+		return fmt.Sprintf("proxy %s accepts only %s authentication, and fleetprov sends Basic: allow Basic authentication for this device on the proxy", e.Proxy, strings.Join(e.AuthSchemes, " or "))
 	case e.StatusCode == http.StatusProxyAuthRequired && !e.Credentials:
 		return fmt.Sprintf("proxy %s wants credentials: set networkProxy.proxy.username/password", e.Proxy)
 	case e.StatusCode == http.StatusProxyAuthRequired:
@@ -215,6 +221,9 @@ func (d dialer) tunnel(ctx context.Context, pu *url.URL, addr string) (net.Conn,
 	if resp.StatusCode != http.StatusOK {
 		_ = conn.Close()
 		perr.StatusCode = resp.StatusCode
+		if resp.StatusCode == http.StatusProxyAuthRequired {
+			perr.AuthSchemes = otherAuthSchemes(resp.Header.Values("Proxy-Authenticate"))
+		}
 		return nil, perr
 	}
 	if stop(); ctx.Err() != nil {
@@ -241,3 +250,28 @@ type prefixConn struct {
 }
 
 func (c *prefixConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// otherAuthSchemes returns the schemes a proxy's challenges name (NTLM,
+// Negotiate, Digest), or none if one of them is Basic: the only scheme
+// fleetprov speaks. Each is a short token, never the challenge itself.
+func otherAuthSchemes(challenges []string) []string {
+	var out []string
+	for _, c := range challenges {
+		scheme, _, _ := strings.Cut(strings.TrimSpace(c), " ")
+		if strings.EqualFold(scheme, "basic") {
+			return nil
+		}
+		if len(scheme) == 0 || len(scheme) > 20 || strings.IndexFunc(scheme, func(r rune) bool {
+			return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_')
+		}) >= 0 {
+			continue
+		}
+		if !slices.Contains(out, scheme) {
+			out = append(out, scheme)
+		}
+		if len(out) == 4 {
+			break
+		}
+	}
+	return out
+}

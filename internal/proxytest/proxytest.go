@@ -27,6 +27,9 @@ type Options struct {
 	// the address the proxy dials instead: how a test gives the cloud a
 	// name or address only the proxy can reach.
 	Routes map[string]string
+	// Challenges are the Proxy-Authenticate headers of a 407; none
+	// means one Basic challenge.
+	Challenges []string
 	// Answer, when not 0, is the status every CONNECT gets (after the
 	// credentials check) instead of a tunnel: 403, 502 and so on.
 	Answer int
@@ -122,7 +125,13 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 	if p.opts.Username != "" || p.opts.Password != "" {
 		want := "Basic " + base64.StdEncoding.EncodeToString([]byte(p.opts.Username+":"+p.opts.Password))
 		if r.Header.Get("Proxy-Authorization") != want {
-			w.Header().Set("Proxy-Authenticate", `Basic realm="proxytest"`)
+			challenges := p.opts.Challenges
+			if len(challenges) == 0 {
+				challenges = []string{`Basic realm="proxytest"`}
+			}
+			for _, c := range challenges {
+				w.Header().Add("Proxy-Authenticate", c)
+			}
 			w.WriteHeader(http.StatusProxyAuthRequired)
 			return
 		}

@@ -23,8 +23,9 @@ import (
 // with CONNECT. TLS runs inside the tunnel, end to end with the endpoint:
 // the proxy sees neither the certificates' keys nor the MQTT traffic.
 type Proxy struct {
-	// URL is http://host[:port]; credentials go in Username and Password,
-	// never in the URL, so that the URL can be shown.
+	// URL is http://host[:port]. Credentials belong in Username and
+	// Password, so that the URL can be shown; ones in the URL are used
+	// when those are empty.
 	URL      string
 	Username string
 	Password string
@@ -45,7 +46,8 @@ func (p *Proxy) proxyFor(addr string) (*url.URL, error) {
 	pick := (&httpproxy.Config{HTTPSProxy: p.URL, NoProxy: p.NoProxy}).ProxyFunc()
 	u, err := pick(&url.URL{Scheme: "https", Host: addr})
 	if err != nil {
-		return nil, fmt.Errorf("iotclient: proxy URL: %w", err)
+		// Its message quotes the URL, credentials and all.
+		return nil, errors.New("iotclient: the proxy URL is not a valid URL: write it like http://proxy.example.com:3128")
 	}
 	if u == nil {
 		return nil, nil
@@ -191,6 +193,11 @@ func (d dialer) tunnel(ctx context.Context, pu *url.URL, addr string) (net.Conn,
 		Header: http.Header{},
 	}
 	user, pass := d.proxy.Username, d.proxy.Password
+	if user == "" && pass == "" && pu.User != nil {
+		// Credentials written in the URL, as in https_proxy.
+		user = pu.User.Username()
+		pass, _ = pu.User.Password()
+	}
 	if user != "" || pass != "" {
 		perr.Credentials = true
 		token := base64.StdEncoding.EncodeToString([]byte(user + ":" + pass))

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"slices"
 	"strconv"
@@ -100,6 +101,10 @@ func TestDialThroughProxy(t *testing.T) {
 			logger, logs := debugLogger()
 			o := p.options(endpoint, logger)
 			o.Proxy = &Proxy{URL: px.URL(), Username: user, Password: pass}
+			if endpoint == hiddenIPv6 {
+				// Credentials in the URL, as https_proxy carries them.
+				o.Proxy = &Proxy{URL: "http://" + url.UserPassword(user, pass).String() + "@" + px.Addr()}
+			}
 			c, err := Dial(context.Background(), o)
 			if err != nil {
 				t.Fatalf("Dial through the proxy: %v", err)

@@ -43,20 +43,24 @@ func (p *Proxy) proxyFor(addr string) (*url.URL, error) {
 	if p == nil || p.URL == "" {
 		return nil, nil
 	}
-	pick := (&httpproxy.Config{HTTPSProxy: p.URL, NoProxy: p.NoProxy}).ProxyFunc()
-	u, err := pick(&url.URL{Scheme: "https", Host: addr})
+	// Parsed here, not by httpproxy: it ignores a URL it cannot parse,
+	// and the device would then bypass the proxy without a word.
+	u, err := url.Parse(p.URL)
 	if err != nil {
 		// Its message quotes the URL, credentials and all.
 		return nil, errors.New("iotclient: the proxy URL is not a valid URL: write it like http://proxy.example.com:3128")
-	}
-	if u == nil {
-		return nil, nil
 	}
 	if u.Scheme != "http" {
 		return nil, fmt.Errorf("iotclient: proxy scheme %q is not supported: use an http:// proxy", u.Scheme)
 	}
 	if u.Hostname() == "" {
 		return nil, fmt.Errorf("iotclient: proxy URL %s has no host", u.Redacted())
+	}
+	// httpproxy decides only whether the no-proxy list (and its rule that
+	// loopback is never proxied) sends addr around the proxy.
+	pick := (&httpproxy.Config{HTTPSProxy: u.String(), NoProxy: p.NoProxy}).ProxyFunc()
+	if via, err := pick(&url.URL{Scheme: "https", Host: addr}); err != nil || via == nil {
+		return nil, err
 	}
 	return u, nil
 }

@@ -335,6 +335,10 @@ func TestProxyFor(t *testing.T) {
 	if u, err := none.proxyFor("iot.example.com:8883"); u != nil || err != nil {
 		t.Errorf("no proxy: proxyFor = %v, %v", u, err)
 	}
+	broken := &Proxy{URL: "http://u:hunter2@[::1"}
+	if _, err := broken.proxyFor("iot.example.com:8883"); err == nil || strings.Contains(err.Error(), "hunter2") {
+		t.Errorf("a proxy URL that does not parse: err = %v; want an error that does not quote it", err)
+	}
 	bad := &Proxy{URL: "socks5://proxy.example.net:1080"}
 	if _, err := bad.proxyFor("iot.example.com:8883"); err == nil || !strings.Contains(err.Error(), `proxy scheme "socks5" is not supported`) {
 		t.Errorf("socks5 proxy: err = %v", err)

@@ -608,13 +608,12 @@ func (l *loader) endpoint(key, v string) (string, int) {
 	if strings.Contains(v, "://") || strings.ContainsAny(v, "/ \t") {
 		return notHost()
 	}
-	// An IPv6 address without a port, bare or in brackets.
-	bare := v
+	// An IPv6 address without a port, in brackets. A bare one is refused
+	// below: "::1:8883" may mean ::1 port 8883 or the address itself.
 	if strings.HasPrefix(v, "[") && strings.HasSuffix(v, "]") {
-		bare = v[1 : len(v)-1]
-	}
-	if ip := net.ParseIP(bare); ip != nil && strings.Contains(bare, ":") {
-		return ip.String(), 0
+		if ip := net.ParseIP(v[1 : len(v)-1]); ip != nil && strings.Contains(v, ":") {
+			return ip.String(), 0
+		}
 	}
 	if !strings.Contains(v, ":") {
 		if !isHost(v) {

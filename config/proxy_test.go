@@ -2,6 +2,7 @@ package config
 
 import (
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -181,10 +182,11 @@ func TestNetworkProxyErrors(t *testing.T) {
 	}
 }
 
-// An IPv6 endpoint may be written bare or in brackets, with mqttPort
-// giving the port: the way `cloud init --listen [::1]:PORT` writes it.
+// An IPv6 endpoint may be written in brackets without a port, mqttPort
+// giving the port: the way `cloud init --listen [::1]:PORT` writes it. A
+// bare one is refused, as "::1:8883" could mean either.
 func TestIPv6EndpointWithoutPort(t *testing.T) {
-	for _, v := range []string{`"::1"`, `"[::1]"`, `"fd00:0::2"`, `"[fd00::2]"`} {
+	for _, v := range []string{`"[::1]"`, `"[fd00:0::2]"`} {
 		c, _ := load(t, map[string]string{"iotDataEndpoint": v, "mqttPort": "18884"}, nil)
 		want := "::1"
 		if strings.Contains(v, "fd00") {
@@ -194,11 +196,14 @@ func TestIPv6EndpointWithoutPort(t *testing.T) {
 			t.Errorf("%s: host %q port %d, want %q 18884", v, c.IoTDataHost, c.MQTTPort, want)
 		}
 	}
-	dir := t.TempDir()
-	keys := goodKeys(newPKI(t, dir))
-	keys["iotDataEndpoint"] = `"[::1"`
-	_, err := Load(LoadOptions{Path: writeFile(t, filepath.Join(dir, "config.yaml"), fp(dir, keys))})
-	if err == nil || !strings.Contains(err.Error(), `iotDataEndpoint "[::1" is not host or host:port`) {
-		t.Errorf("an unclosed bracket: err = %v", err)
+	for _, v := range []string{"::1", "[::1", "fd00::2"} {
+		dir := t.TempDir()
+		keys := goodKeys(newPKI(t, dir))
+		keys["iotDataEndpoint"] = strconv.Quote(v)
+		_, err := Load(LoadOptions{Path: writeFile(t, filepath.Join(dir, "config.yaml"), fp(dir, keys))})
+		want := "iotDataEndpoint " + strconv.Quote(v) + " is not host or host:port: write e.g. xxxx-ats.iot.us-east-1.amazonaws.com or [::1]:8883"
+		if err == nil || !strings.HasSuffix(err.Error(), want) {
+			t.Errorf("%s: err = %v, want ...%s", v, err, want)
+		}
 	}
 }

@@ -34,7 +34,7 @@ const (
 
 // useServerHosts gives the broker a certificate for hosts (names or IP
 // addresses) from the device's root CA.
-func (p *pki) useServerHosts(t *testing.T, hosts ...string) {
+func (p *pki) useServerHosts(t testing.TB, hosts ...string) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -69,10 +69,10 @@ func (p *pki) useServerHosts(t *testing.T, hosts ...string) {
 
 // hiddenBroker is a broker whose certificate names hiddenName and
 // hiddenIPv6, and a proxy that routes both (port 8883) to it.
-func hiddenBroker(t *testing.T, po proxytest.Options) (*pki, *fakeAWS, *proxytest.Proxy) {
+func hiddenBroker(t testing.TB, po proxytest.Options) (*pki, *fakeAWS, *proxytest.Proxy) {
 	t.Helper()
 	p := newPKI(t)
-	p.useServerHosts(t, hiddenName, hiddenIPv6)
+	p.useServerHosts(t, hiddenName, hiddenIPv6, "127.0.0.1")
 	f := startBroker(t, p.serverTLS(t))
 	po.Routes = map[string]string{
 		hiddenName + ":8883":        f.addr,
@@ -83,7 +83,7 @@ func hiddenBroker(t *testing.T, po proxytest.Options) (*pki, *fakeAWS, *proxytes
 	return p, f, startProxy(t, po)
 }
 
-func startProxy(t *testing.T, po proxytest.Options) *proxytest.Proxy {
+func startProxy(t testing.TB, po proxytest.Options) *proxytest.Proxy {
 	t.Helper()
 	px, err := proxytest.Start(po)
 	if err != nil {
@@ -422,4 +422,32 @@ func pemBlock(typ string, der []byte) []byte {
 func startBroker6(t *testing.T, cfg *tls.Config) *fakeAWS {
 	t.Helper()
 	return startBrokerOn(t, "[::1]:0", cfg)
+}
+
+// BenchmarkDialThroughProxy is the claim connection to one broker,
+// directly and through the test proxy with credentials: what the tunnel
+// adds to TCP, mutual TLS and MQTT CONNECT.
+func BenchmarkDialThroughProxy(b *testing.B) {
+	p, f, px := hiddenBroker(b, proxytest.Options{Username: "u", Password: "p"})
+	b.Run("direct", func(b *testing.B) {
+		o := p.options(f.addr, nil)
+		for b.Loop() {
+			c, err := Dial(context.Background(), o)
+			if err != nil {
+				b.Fatal(err)
+			}
+			_ = c.Close()
+		}
+	})
+	b.Run("proxy", func(b *testing.B) {
+		o := p.options(hiddenName, nil)
+		o.Proxy = &Proxy{URL: px.URL(), Username: "u", Password: "p"}
+		for b.Loop() {
+			c, err := Dial(context.Background(), o)
+			if err != nil {
+				b.Fatal(err)
+			}
+			_ = c.Close()
+		}
+	})
 }

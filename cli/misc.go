@@ -79,6 +79,9 @@ value here (a command source runs), but the cloud is not contacted.`,
 			}
 			fmt.Fprintf(app.Stdout, "config %s: ok\n  endpoint %s, template %s, key %s at %s, journal %s, restart %s\n",
 				cfg.File, net.JoinHostPort(cfg.IoTDataHost, strconv.Itoa(cfg.MQTTPort)), cfg.TemplateName, cfg.KeyAlgorithm, key, cfg.JournalPath, cfg.RestartStrategy)
+			if cfg.ProxyURL != "" {
+				fmt.Fprintf(app.Stdout, "  proxy %s (from %s)%s\n", cfg.ProxyURL, cfg.ProxyFrom, proxyDetails(cfg))
+			}
 			printParams(app.Stdout, "  parameter ", d.Params, d.From)
 			// What run would warn about (an unknown key, a claim
 			// certificate about to expire), said here too.
@@ -102,4 +105,17 @@ value here (a command source runs), but the cloud is not contacted.`,
 	check.Flags().Lookup(config.FlagConfig).Usage = "Greengrass config.yaml to check (env " + config.EnvConfig + ")"
 	cmd.AddCommand(check)
 	return cmd
+}
+
+// proxyDetails says whether the proxy gets credentials and what bypasses
+// it, without showing the credentials.
+func proxyDetails(cfg *config.Config) string {
+	var s string
+	if cfg.ProxyUsername != "" || cfg.ProxyPassword != "" {
+		s += ", with credentials"
+	}
+	if cfg.NoProxy != "" {
+		s += ", not for " + cfg.NoProxy
+	}
+	return s
 }

@@ -209,7 +209,12 @@ func Init(opts InitOptions) error {
 	if err != nil {
 		return fmt.Errorf("encode settings: %w", err)
 	}
-	devConf, err := deviceConfig(dir, deviceHost, port)
+	endpointHost := deviceHost
+	if strings.Contains(endpointHost, ":") {
+		// An IPv6 address: in brackets, or its last group reads as a port.
+		endpointHost = "[" + endpointHost + "]"
+	}
+	devConf, err := deviceConfig(dir, endpointHost, port)
 	if err != nil {
 		return err
 	}

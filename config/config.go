@@ -69,6 +69,14 @@ type Config struct {
 	IoTRoleAlias string // iotRoleAlias
 	PosixUser    string // runWithDefault.posixUser, "user[:group]"
 
+	// networkProxy (NucleusLite configuration), or HTTPS_PROXY and
+	// NO_PROXY from the environment when it names no proxy url.
+	ProxyURL      string // http://host[:port], without credentials; "" = connect directly
+	ProxyUsername string // networkProxy.proxy.username, or the URL's
+	ProxyPassword string // networkProxy.proxy.password, or the URL's; never shown
+	NoProxy       string // noProxyAddresses (or NO_PROXY): comma-separated hosts reached directly
+	ProxyFrom     string // where ProxyURL came from, for messages
+
 	// aws.greengrass.fleet_provisioning configuration: Greengrass lite's keys
 	IoTDataEndpoint string             // iotDataEndpoint (host, or host:port)
 	IoTDataHost     string             // IoTDataEndpoint's host: without the port, if it named one

@@ -211,7 +211,7 @@ func Load(opts LoadOptions) (*Config, error) {
 		}
 	}
 
-	l := &loader{k: k, o: o, dir: filepath.Dir(abs)}
+	l := &loader{k: k, o: o, dir: filepath.Dir(abs), env: opts.Environ}
 	cfg := l.build()
 	if l.err != nil {
 		return nil, l.err
@@ -269,6 +269,7 @@ type loader struct {
 	k   *koanf.Koanf
 	o   *origin
 	dir string
+	env []string // the environment, for the proxy variables
 	err error
 }
 
@@ -469,6 +470,7 @@ func (l *loader) build() *Config {
 	if port != 0 {
 		c.MQTTPort = port // the endpoint's own port wins
 	}
+	l.networkProxy(c)
 	c.ClientID = l.str(fp + "clientId")
 	if n := len(c.ClientID); n > maxClientID {
 		l.fail(fp+"clientId", "is %d bytes long; AWS IoT accepts client ids of at most %d: shorten it or leave it empty for a random one", n, maxClientID)
@@ -627,6 +629,13 @@ func (l *loader) endpoint(key, v string) (string, int) {
 	}
 	if strings.Contains(v, "://") || strings.ContainsAny(v, "/ \t") {
 		return notHost()
+	}
+	// An IPv6 address without a port, in brackets. A bare one is refused
+	// below: "::1:8883" may mean ::1 port 8883 or the address itself.
+	if strings.HasPrefix(v, "[") && strings.HasSuffix(v, "]") {
+		if ip := net.ParseIP(v[1 : len(v)-1]); ip != nil && strings.Contains(v, ":") {
+			return ip.String(), 0
+		}
 	}
 	if !strings.Contains(v, ":") {
 		if !isHost(v) {

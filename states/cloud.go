@@ -61,6 +61,7 @@ func DialIoT(ctx context.Context, r *engine.Run) (Cloud, error) {
 		Logger:         r.Log,
 		Format:         cfg.PayloadFormat,
 		ALPN:           cfg.MQTTALPN,
+		Proxy:          EndpointProxy(cfg),
 	})
 	if err != nil {
 		if ks != nil {
@@ -168,7 +169,18 @@ func ProbeIoT(ctx context.Context, r *engine.Run, certPEM string) (bool, error) 
 		Key:            signer,
 		ALPN:           cfg.MQTTALPN,
 		Timeout:        cfg.ConnectTimeout,
+		Proxy:          EndpointProxy(cfg),
 	})
+}
+
+// EndpointProxy is the HTTP proxy that every connection to the endpoint
+// goes through (the claim connection, the probe, and any connection with
+// the device's own certificate), or nil to connect directly.
+func EndpointProxy(cfg *config.Config) *iotclient.Proxy {
+	if cfg.ProxyURL == "" {
+		return nil
+	}
+	return &iotclient.Proxy{URL: cfg.ProxyURL, Username: cfg.ProxyUsername, Password: cfg.ProxyPassword, NoProxy: cfg.NoProxy}
 }
 
 func (s *Session) probe(ctx context.Context, r *engine.Run, certPEM string) (bool, error) {

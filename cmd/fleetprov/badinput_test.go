@@ -64,5 +64,5 @@ func condition(cond string) (bool, error) {
 	case "root":
 		return os.Geteuid() == 0, nil
 	}
-	return false, fmt.Errorf("unknown condition %q", cond)
+	return netCondition(cond)
 }

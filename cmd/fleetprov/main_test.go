@@ -78,6 +78,14 @@ func TestScripts(t *testing.T) {
 			// For the bad-input scripts (badinput_test.go).
 			"expiredcert": cmdExpiredCert,
 			"journalrec":  cmdJournalRec,
+			// For the proxy and IPv6 scripts (netproxy_test.go).
+			"proxy":      cmdProxy,
+			"proxysaw":   cmdProxySaw,
+			"netproxy":   cmdNetProxy,
+			"servercert": cmdServerCert,
+			"certsan":    cmdCertSAN,
+			"hostaddr":   cmdHostAddr,
+			"freeport6":  cmdFreePort6,
 		},
 		Condition: condition,
 	})

@@ -73,6 +73,9 @@ type Options struct {
 	// either connects or gives up: how a load test counts throttled
 	// CONNECTs (0x9F) that a retry then got past.
 	OnConnectRefused func(reasonCode byte)
+	// Proxy, if set, is the HTTP proxy to reach the endpoint through
+	// (unless its NoProxy list names the endpoint).
+	Proxy *Proxy
 }
 
 // KeysResult is an accepted CreateKeysAndCertificate answer: the cloud
@@ -168,6 +171,13 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 	endpoint := net.JoinHostPort(host, strconv.Itoa(port))
 	logger = logger.With(slog.String("endpoint", endpoint))
 
+	attrs := []any{slog.String("clientId", clientID), slog.Duration("timeout", timeout)}
+	if pu, err := o.Proxy.proxyFor(endpoint); err != nil {
+		return nil, err
+	} else if pu != nil {
+		attrs = append(attrs, slog.String("proxy", pu.Host))
+	}
+
 	now := o.Now
 	if now == nil {
 		now = time.Now
@@ -206,7 +216,7 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 		// Packet Size): a conforming broker drops a larger one instead of
 		// sending it, and the connection refuses it from one that does not.
 		ConnectPacketBuilder: announceMaxPacketSize,
-		AttemptConnection:    dialLimited(MaxPacketSize, c.onPacketTooLarge),
+		AttemptConnection:    dialLimited(dialer{tls: tlsCfg, proxy: o.Proxy, log: logger}, MaxPacketSize, c.onPacketTooLarge),
 		Debug:                slogAdapter{l: logger, level: slog.LevelDebug, component: "autopaho"},
 		Errors:               slogAdapter{l: logger, level: slog.LevelWarn, component: "autopaho"},
 		PahoDebug:            slogAdapter{l: logger, level: slog.LevelDebug, component: "paho"},
@@ -221,7 +231,7 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 	// Close ends it.
 	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	c.stop = stop
-	logger.Info("connecting to AWS IoT", slog.String("clientId", clientID), slog.Duration("timeout", timeout))
+	logger.Info("connecting to AWS IoT", attrs...)
 	cm, err := autopaho.NewConnection(runCtx, cfg)
 	if err != nil {
 		stop()
@@ -243,6 +253,16 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 	select {
 	case <-cm.Done():
 	case <-time.After(closeTimeout):
+	}
+	var perr *ProxyError
+	if errors.As(lastErr, &perr) {
+		// The proxy's message says all there is; autopaho's wrapping would
+		// only repeat the endpoint.
+		err := fmt.Errorf("iotclient: connect to %s: %w", endpoint, perr)
+		if !perr.Transient() {
+			return nil, err
+		}
+		return nil, failure.Unreached(failure.Transient(err))
 	}
 	if isFatalConnectError(lastErr) {
 		return nil, fmt.Errorf("iotclient: connect to %s: %s: %w", endpoint, fatalConnectHint(lastErr, o), lastErr)

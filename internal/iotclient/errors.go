@@ -74,6 +74,12 @@ func isFatalConnectError(err error) bool {
 	if err == nil {
 		return false
 	}
+	// Before the text matching below: a proxy's answer is the proxy's
+	// verdict, whatever words it holds.
+	var perr *ProxyError
+	if errors.As(err, &perr) {
+		return !perr.Transient()
+	}
 	var (
 		verr  *tls.CertificateVerificationError
 		uaerr x509.UnknownAuthorityError
@@ -134,6 +140,12 @@ func fatalConnectHint(err error, o Options) string {
 func isDialError(err error) bool {
 	if err == nil {
 		return false
+	}
+	// A proxy that is down or cannot reach the endpoint now: the cloud was
+	// not reached either.
+	var perr *ProxyError
+	if errors.As(err, &perr) {
+		return perr.Transient()
 	}
 	var dnsErr *net.DNSError
 	if errors.As(err, &dnsErr) {

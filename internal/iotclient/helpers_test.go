@@ -46,7 +46,7 @@ func nextSerial() *big.Int {
 	return big.NewInt(serial)
 }
 
-func newCA(t *testing.T, cn string) *testCA {
+func newCA(t testing.TB, cn string) *testCA {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -73,7 +73,7 @@ func newCA(t *testing.T, cn string) *testCA {
 }
 
 // issue returns a leaf certificate and its PKCS#8 key, both PEM.
-func (ca *testCA) issue(t *testing.T, cn string, server bool) (certPEM, keyPEM []byte) {
+func (ca *testCA) issue(t testing.TB, cn string, server bool) (certPEM, keyPEM []byte) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -116,7 +116,7 @@ type pki struct {
 	rootCAPath            string
 }
 
-func newPKI(t *testing.T) *pki {
+func newPKI(t testing.TB) *pki {
 	t.Helper()
 	p := &pki{serverCA: newCA(t, "test server CA"), claimCA: newCA(t, "test claim CA"), dir: t.TempDir()}
 	p.serverCert, p.serverKey = p.serverCA.issue(t, "localhost", true)
@@ -127,7 +127,7 @@ func newPKI(t *testing.T) *pki {
 	return p
 }
 
-func (p *pki) write(t *testing.T, name string, data []byte) string {
+func (p *pki) write(t testing.TB, name string, data []byte) string {
 	t.Helper()
 	path := filepath.Join(p.dir, name)
 	if err := os.WriteFile(path, data, 0o600); err != nil {
@@ -136,7 +136,7 @@ func (p *pki) write(t *testing.T, name string, data []byte) string {
 	return path
 }
 
-func (p *pki) serverTLS(t *testing.T) *tls.Config {
+func (p *pki) serverTLS(t testing.TB) *tls.Config {
 	t.Helper()
 	cert, err := tls.X509KeyPair(p.serverCert, p.serverKey)
 	if err != nil {
@@ -241,7 +241,13 @@ func (f *fakeAWS) received() []request {
 	return append([]request(nil), f.requests...)
 }
 
-func startBroker(t *testing.T, tlsCfg *tls.Config) *fakeAWS {
+func startBroker(t testing.TB, tlsCfg *tls.Config) *fakeAWS {
+	t.Helper()
+	return startBrokerOn(t, "127.0.0.1:0", tlsCfg)
+}
+
+// startBrokerOn is startBroker listening on addr.
+func startBrokerOn(t testing.TB, addr string, tlsCfg *tls.Config) *fakeAWS {
 	t.Helper()
 	srv := mqtt.New(&mqtt.Options{InlineClient: true, Logger: slog.New(slog.DiscardHandler)})
 	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
@@ -251,7 +257,7 @@ func startBroker(t *testing.T, tlsCfg *tls.Config) *fakeAWS {
 	if err := srv.AddHook(f.rec, nil); err != nil {
 		t.Fatal(err)
 	}
-	l := listeners.NewTCP(listeners.Config{ID: "tls", Address: "127.0.0.1:0", TLSConfig: tlsCfg})
+	l := listeners.NewTCP(listeners.Config{ID: "tls", Address: addr, TLSConfig: tlsCfg})
 	if err := srv.AddListener(l); err != nil {
 		t.Fatal(err)
 	}

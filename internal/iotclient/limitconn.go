@@ -2,7 +2,6 @@ package iotclient
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
 	"net"
 	"net/url"
@@ -100,17 +99,16 @@ func (c *limitConn) scan(b []byte) *PacketTooLargeError {
 	return nil
 }
 
-// dialLimited opens the TLS connection as autopaho would (without its
-// all_proxy support: fleetprov has no proxy setting)
-// and puts the packet size check under paho.
-func dialLimited(max uint64, onLarge func(*PacketTooLargeError)) func(context.Context, autopaho.ClientConfig, *url.URL) (net.Conn, error) {
+// dialLimited opens the connection with d (directly or through the
+// proxy; autopaho's own all_proxy support is not used) and puts the packet
+// size check under paho.
+func dialLimited(d dialer, max uint64, onLarge func(*PacketTooLargeError)) func(context.Context, autopaho.ClientConfig, *url.URL) (net.Conn, error) {
 	return func(ctx context.Context, cfg autopaho.ClientConfig, u *url.URL) (net.Conn, error) {
 		// autopaho hands a custom dialer its whole-run context, not the
 		// attempt's: bound the attempt here.
 		ctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
 		defer cancel()
-		d := tls.Dialer{Config: cfg.TlsCfg}
-		conn, err := d.DialContext(ctx, "tcp", u.Host)
+		conn, err := d.dial(ctx, u.Host)
 		if err != nil {
 			return nil, err
 		}

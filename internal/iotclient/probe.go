@@ -25,6 +25,7 @@ type ProbeOptions struct {
 	Key            crypto.Signer
 	ALPN           string        // as Options.ALPN
 	Timeout        time.Duration // the whole handshake; 0 = 30 s
+	Proxy          *Proxy        // as Options.Proxy
 }
 
 // certificateRefusedAlerts are the TLS alerts a server sends when it will
@@ -89,8 +90,7 @@ func CertificateActive(ctx context.Context, o ProbeOptions) (bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	endpoint := net.JoinHostPort(host, strconv.Itoa(port))
-	d := tls.Dialer{Config: cfg}
-	conn, err := d.DialContext(ctx, "tcp", endpoint)
+	conn, err := dialer{tls: cfg, proxy: o.Proxy}.dial(ctx, endpoint)
 	if err == nil {
 		_ = conn.Close()
 		return true, nil
@@ -100,6 +100,10 @@ func CertificateActive(ctx context.Context, o ProbeOptions) (bool, error) {
 		if strings.Contains(msg, s) {
 			return false, nil
 		}
+	}
+	var perr *ProxyError
+	if errors.As(err, &perr) && !perr.Transient() {
+		return false, fmt.Errorf("iotclient: probe %s: %w", endpoint, perr)
 	}
 	if isFatalConnectError(err) {
 		// The server's own certificate does not verify: the same root CA

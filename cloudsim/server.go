@@ -623,7 +623,13 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	// the registry at every check.
 	s.principals.Store(cl, Principal{CertificateID: id, Claim: p.Claim, ThingName: p.ThingName, ClientID: cl.ID})
 	admitted(cl)
-	s.log.Debug("client connected", "client", cl.ID, "remote", cl.Net.Remote, "certificateId", id, "claim", p.Claim)
+	if p.Claim {
+		s.log.Debug("client connected", "client", cl.ID, "remote", cl.Net.Remote, "certificateId", id, "claim", true)
+	} else {
+		// A device on its own certificate: what its operator checks
+		// (the client id its policy allowed, the thing it connected as).
+		s.log.Info("device connected", "client", cl.ID, "thing", p.ThingName, "remote", cl.Net.Remote, "certificateId", id)
+	}
 	return nil
 }
 

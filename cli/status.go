@@ -32,12 +32,16 @@ type statusReport struct {
 	// PriorCertificateID is a certificate given up on after its
 	// registration went unanswered: the next run checks that the cloud
 	// did not activate it before asking for another.
-	PriorCertificateID string             `json:"priorCertificateId,omitempty"`
-	KeyURI             string             `json:"keyUri,omitempty"`
-	TokenAge           string             `json:"tokenAge,omitempty"`
-	Transitions        []statusTransition `json:"transitions"`
-	Skipped            int                `json:"skippedRecords,omitempty"`
-	DeviceConfig       map[string]string  `json:"deviceConfiguration,omitempty"`
+	PriorCertificateID string `json:"priorCertificateId,omitempty"`
+	KeyURI             string `json:"keyUri,omitempty"`
+	TokenAge           string `json:"tokenAge,omitempty"`
+	// VerifiedAt is when the new certificate was seen to connect;
+	// ClaimRetired the claim files deleted after that.
+	VerifiedAt   time.Time          `json:"verifiedAt,omitzero"`
+	ClaimRetired []string           `json:"claimRetired,omitempty"`
+	Transitions  []statusTransition `json:"transitions"`
+	Skipped      int                `json:"skippedRecords,omitempty"`
+	DeviceConfig map[string]string  `json:"deviceConfiguration,omitempty"`
 	// TemplateParams are the parameters journaled for RegisterThing;
 	// ParamSources names the source of each derived one.
 	TemplateParams map[string]string `json:"templateParams,omitempty"`
@@ -83,6 +87,7 @@ func newStatusCmd(app *App) *cobra.Command {
 				rep.KeyURI, rep.PriorCertificateID = last.Data.KeyURI, last.Data.PriorCertificateID
 				rep.DeviceConfig, rep.Files = last.Data.DeviceConfiguration, last.Data.Files
 				rep.TemplateParams, rep.ParamSources = last.Data.TemplateParams, last.Data.ParamSources
+				rep.VerifiedAt, rep.ClaimRetired = last.Data.VerifiedAt, last.Data.ClaimRetired
 				if age := last.Data.TokenAge(time.Now()); age > 0 {
 					rep.TokenAge = age.Round(time.Second).String()
 				}
@@ -129,6 +134,12 @@ func printStatus(app *App, rep statusReport) {
 	}
 	if rep.TokenAge != "" {
 		fmt.Fprintf(w, "token age:   %s\n", rep.TokenAge)
+	}
+	if !rep.VerifiedAt.IsZero() {
+		fmt.Fprintf(w, "verified:    %s (connected with client id = thing name)\n", rep.VerifiedAt.Local().Format(time.RFC3339))
+	}
+	if len(rep.ClaimRetired) > 0 {
+		fmt.Fprintf(w, "claim retired: %s\n", shown(strings.Join(rep.ClaimRetired, ", ")))
 	}
 	printParams(w, "parameter:   ", rep.TemplateParams, rep.ParamSources)
 	for _, k := range slices.Sorted(maps.Keys(rep.DeviceConfig)) {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -86,8 +87,8 @@ func newResetCmd(app *App) *cobra.Command {
 // leaves it once provisioned. The device keeps its working identity.
 func claimPresent(cfg *config.Config) error {
 	for _, c := range []struct{ key, path string }{{"claimCertPath", cfg.ClaimCertPath}, {"claimKeyPath", cfg.ClaimKeyPath}} {
-		if c.path == "" || config.IsKeyURI(c.path) {
-			continue // unset: Check says so on run; in a token: not a file
+		if c.path == "" || config.IsKeyURI(c.path) || strings.HasPrefix(c.path, "handle:") {
+			continue // unset: Check says so on run; in a token or a TPM: not a file
 		}
 		if _, err := os.Stat(c.path); errors.Is(err, fs.ErrNotExist) {
 			return failure.Usage(fmt.Sprintf("reset refused, nothing changed: the claim file %s (%s) does not exist, as after retireClaim, and without a claim a reset device cannot provision again: put the claim certificate and key back, then reset", c.path, c.key))

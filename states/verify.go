@@ -115,11 +115,14 @@ func verifyFailure(cfg *config.Config, d *engine.Data, leaf *x509.Certificate, e
 	id := certificateID(leaf)
 	code, alert, refused := iotclient.Refusal(err)
 	switch {
-	case refused && code != 0:
+	case refused && code == 0x87:
 		// AWS IoT says no more than "not authorized"; the policies are
 		// the ones the provisioning template attached.
-		return &verifyError{err: err, msg: fmt.Sprintf("the cloud refused client id %q for certificate %s (CONNACK 0x%02x %s): the policies template %s attaches to it must allow iot:Connect on client/%s",
-			d.ThingName, id, code, iotclient.ReasonName(code), cfg.TemplateName, d.ThingName)}
+		return &verifyError{err: err, msg: fmt.Sprintf("the cloud refused client id %q for certificate %s (CONNACK 0x87 not authorized): the policies template %s attaches to it must allow iot:Connect on client/%s",
+			d.ThingName, id, cfg.TemplateName, d.ThingName)}
+	case refused && code != 0:
+		return &verifyError{err: err, msg: fmt.Sprintf("the cloud refused client id %q for certificate %s (CONNACK 0x%02x %s)",
+			d.ThingName, id, code, iotclient.ReasonName(code))}
 	case refused:
 		return &verifyError{err: err, msg: fmt.Sprintf("the cloud refused certificate %s in the TLS handshake (alert %q): check that it is ACTIVE and that the cloud knows its CA",
 			id, alert)}

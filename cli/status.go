@@ -32,16 +32,12 @@ type statusReport struct {
 	// PriorCertificateID is a certificate given up on after its
 	// registration went unanswered: the next run checks that the cloud
 	// did not activate it before asking for another.
-	PriorCertificateID string `json:"priorCertificateId,omitempty"`
-	KeyURI             string `json:"keyUri,omitempty"`
-	TokenAge           string `json:"tokenAge,omitempty"`
-	// VerifiedAt is when the new certificate was seen to connect;
-	// ClaimRetired the claim files deleted after that.
-	VerifiedAt   time.Time          `json:"verifiedAt,omitzero"`
-	ClaimRetired []string           `json:"claimRetired,omitempty"`
-	Transitions  []statusTransition `json:"transitions"`
-	Skipped      int                `json:"skippedRecords,omitempty"`
-	DeviceConfig map[string]string  `json:"deviceConfiguration,omitempty"`
+	PriorCertificateID string             `json:"priorCertificateId,omitempty"`
+	KeyURI             string             `json:"keyUri,omitempty"`
+	TokenAge           string             `json:"tokenAge,omitempty"`
+	Transitions        []statusTransition `json:"transitions"`
+	Skipped            int                `json:"skippedRecords,omitempty"`
+	DeviceConfig       map[string]string  `json:"deviceConfiguration,omitempty"`
 	// TemplateParams are the parameters journaled for RegisterThing;
 	// ParamSources names the source of each derived one.
 	TemplateParams map[string]string `json:"templateParams,omitempty"`
@@ -51,6 +47,11 @@ type statusReport struct {
 	// its certificate or key is missing, or they do not belong together.
 	Warning string   `json:"warning,omitempty"`
 	Files   []string `json:"files,omitempty"`
+
+	// VerifiedAt is when the new certificate was seen to connect;
+	// ClaimRetired the claim files deleted after that.
+	VerifiedAt   time.Time `json:"verifiedAt,omitzero"`
+	ClaimRetired []string  `json:"claimRetired,omitempty"`
 }
 
 type statusTransition struct {

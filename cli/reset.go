@@ -6,6 +6,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"strings"
 	"time"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/fleetprov/fleetprov/config"
 	"github.com/fleetprov/fleetprov/engine"
+	"github.com/fleetprov/fleetprov/failure"
 )
 
 func newResetCmd(app *App) *cobra.Command {
@@ -40,6 +42,9 @@ func newResetCmd(app *App) *cobra.Command {
 			if !fresh {
 				fmt.Fprintf(app.Stdout, "finishing a reset that was interrupted (%s)\n", planPath)
 			} else {
+				if err := claimPresent(cfg); err != nil {
+					return err
+				}
 				p := newResetPlan(cfg, time.Now())
 				// The intent is on disk before the first move, so a reset
 				// killed half way is finished by the next reset or run.
@@ -81,6 +86,21 @@ func newResetCmd(app *App) *cobra.Command {
 	}
 	configFlag(cmd.Flags())
 	return cmd
+}
+
+// claimPresent refuses a reset that would leave the device unable to
+// provision: its claim certificate or key file is gone, as retireClaim
+// leaves it once provisioned. The device keeps its working identity.
+func claimPresent(cfg *config.Config) error {
+	for _, c := range []struct{ key, path string }{{"claimCertPath", cfg.ClaimCertPath}, {"claimKeyPath", cfg.ClaimKeyPath}} {
+		if c.path == "" || config.IsKeyURI(c.path) || strings.HasPrefix(c.path, "handle:") {
+			continue // unset: Check says so on run; in a token or a TPM: not a file
+		}
+		if _, err := os.Stat(c.path); errors.Is(err, fs.ErrNotExist) {
+			return failure.Usage(fmt.Sprintf("reset refused, nothing changed: the claim file %s (%s) does not exist, as after retireClaim, and without a claim a reset device cannot provision again: put the claim certificate and key back, then reset", c.path, c.key))
+		}
+	}
+	return nil
 }
 
 // provisionedCertificateID is the AWS IoT id (the SHA-256 of the DER) of

@@ -48,6 +48,11 @@ type statusReport struct {
 	// its certificate or key is missing, or they do not belong together.
 	Warning string   `json:"warning,omitempty"`
 	Files   []string `json:"files,omitempty"`
+
+	// VerifiedAt is when the new certificate was seen to connect;
+	// ClaimRetired the claim files deleted after that.
+	VerifiedAt   time.Time `json:"verifiedAt,omitzero"`
+	ClaimRetired []string  `json:"claimRetired,omitempty"`
 }
 
 type statusTransition struct {
@@ -87,6 +92,7 @@ func newStatusCmd(app *App) *cobra.Command {
 				rep.KeyURI, rep.PriorCertificateID = last.Data.KeyURI, last.Data.PriorCertificateID
 				rep.DeviceConfig, rep.Files = last.Data.DeviceConfiguration, last.Data.Files
 				rep.TemplateParams, rep.ParamSources = last.Data.TemplateParams, last.Data.ParamSources
+				rep.VerifiedAt, rep.ClaimRetired = last.Data.VerifiedAt, last.Data.ClaimRetired
 				if age := last.Data.TokenAge(time.Now()); age > 0 {
 					rep.TokenAge = age.Round(time.Second).String()
 				}
@@ -165,6 +171,12 @@ func printStatus(app *App, rep statusReport) {
 	}
 	if rep.TokenAge != "" {
 		fmt.Fprintf(w, "token age:   %s\n", rep.TokenAge)
+	}
+	if !rep.VerifiedAt.IsZero() {
+		fmt.Fprintf(w, "verified:    %s (connected with client id = thing name)\n", rep.VerifiedAt.Local().Format(time.RFC3339))
+	}
+	if len(rep.ClaimRetired) > 0 {
+		fmt.Fprintf(w, "claim retired: %s\n", shown(strings.Join(rep.ClaimRetired, ", ")))
 	}
 	printParams(w, "parameter:   ", rep.TemplateParams, rep.ParamSources)
 	for _, k := range slices.Sorted(maps.Keys(rep.DeviceConfig)) {

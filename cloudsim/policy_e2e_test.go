@@ -3,9 +3,11 @@ package cloudsim
 import (
 	"context"
 	"crypto/tls"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -14,6 +16,8 @@ import (
 
 	"github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/fleetprov/fleetprov/internal/syncbuf"
 )
 
 // dialWithID is dial with a chosen MQTT client id: device policies decide
@@ -322,5 +326,32 @@ func (e *env) setCertStatus(t *testing.T, id, status string) {
 	})
 	if rej != nil {
 		t.Fatalf("set status of %s: %v", id, rej)
+	}
+}
+
+// The log shows a device's connection with its client id and thing, and a
+// refused one with the policies that refused it: what an operator (or a
+// test of fleetprov's Verify step) reads.
+func TestDeviceConnectionsLogged(t *testing.T) {
+	var logs syncbuf.Buffer
+	e := startEnv(t, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	c := e.dialClaim(t)
+	p := createCert(t, c)
+	register(t, c, &p, "d1")
+	if _, err := e.dialWithID(t, p.tlsCert(t), "gg_d1"); err != nil {
+		t.Fatalf("client id = thing name refused: %v", err)
+	}
+	if _, err := e.dialWithID(t, p.tlsCert(t), "gg_d2"); err == nil {
+		t.Fatal("another client id let in")
+	}
+	out := logs.String()
+	if !regexp.MustCompile(`level=INFO msg="device connected" client=gg_d1 thing=gg_d1 remote=\S+ certificateId=` + p.certID + `\n`).MatchString(out) {
+		t.Errorf("no info line for the device's connection:\n%s", out)
+	}
+	if !regexp.MustCompile(`level=WARN msg="connection refused" client=gg_d2 remote=\S+ certificateId=` + p.certID + ` policies=GreengrassV2IoTThingPolicy-GreengrassFleetProvisioning,GreengrassV2TokenExchangeRoleAliasPolicy-GreengrassFleetProvisioning reason="iot:Connect not allowed by the certificate's policies"\n`).MatchString(out) {
+		t.Errorf("no warning naming the refused client id and its policies:\n%s", out)
+	}
+	if strings.Contains(out, `msg="device connected" client=gg_d2`) {
+		t.Errorf("the refused connection is logged as connected:\n%s", out)
 	}
 }

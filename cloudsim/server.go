@@ -548,6 +548,17 @@ func (s *Server) refuseInactive(cs tls.ConnectionState) error {
 	return nil
 }
 
+// policyNames lists policies for a log line: which ones refused.
+func policyNames(ps []*Policy) string {
+	names := make([]string, 0, len(ps))
+	for _, p := range ps {
+		if p != nil {
+			names = append(names, p.Name)
+		}
+	}
+	return strings.Join(names, ",")
+}
+
 // certificateOf returns the client certificate of a TLS connection.
 func certificateOf(cl *mqtt.Client) (*x509.Certificate, error) {
 	c := cl.Net.Conn
@@ -615,7 +626,7 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	// iot:Connect on client/ID: a device policy such as Greengrass's
 	// admits only client ids that start with the thing name.
 	if !s.auth.Authorize(p, ActionConnect, cl.ID) {
-		s.log.Warn("connection refused", "client", cl.ID, "remote", cl.Net.Remote, "certificateId", id, "reason", "iot:Connect not allowed by the certificate's policies")
+		s.log.Warn("connection refused", "client", cl.ID, "remote", cl.Net.Remote, "certificateId", id, "policies", policyNames(p.Policies), "reason", "iot:Connect not allowed by the certificate's policies")
 		_ = s.broker.SendConnack(cl, packets.ErrNotAuthorized, false, nil)
 		return packets.ErrNotAuthorized
 	}
@@ -623,7 +634,13 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	// the registry at every check.
 	s.principals.Store(cl, Principal{CertificateID: id, Claim: p.Claim, ThingName: p.ThingName, ClientID: cl.ID})
 	admitted(cl)
-	s.log.Debug("client connected", "client", cl.ID, "remote", cl.Net.Remote, "certificateId", id, "claim", p.Claim)
+	if p.Claim {
+		s.log.Debug("client connected", "client", cl.ID, "remote", cl.Net.Remote, "certificateId", id, "claim", true)
+	} else {
+		// A device on its own certificate: what its operator checks
+		// (the client id its policy allowed, the thing it connected as).
+		s.log.Info("device connected", "client", cl.ID, "thing", p.ThingName, "remote", cl.Net.Remote, "certificateId", id)
+	}
 	return nil
 }
 

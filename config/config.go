@@ -111,6 +111,8 @@ type Config struct {
 	RetryDeadline   time.Duration // retryDeadline, default 5m: total time a step may spend retrying
 	TokenLifetime   time.Duration // tokenLifetime, default 1h: how long the cloud honours a token
 	TokenMargin     time.Duration // tokenMargin, default 5m: a token older than lifetime-margin is not reused
+	Verify          bool          // verify, default true: connect once with the new certificate, client id = thing name, before Restart
+	RetireClaim     bool          // retireClaim, default false: once verified, delete the claim certificate and key files
 	RestartStrategy string        // restartStrategy: systemd (default), command, none
 	RestartUnits    []string      // restartUnits, default [greengrass-lite.target]
 	RestartCommand  string        // restartCommand, run with /bin/sh -c

@@ -53,6 +53,8 @@ var provisionKeys = []Key{
 	{Name: "retryDeadline"},
 	{Name: "tokenLifetime"},
 	{Name: "tokenMargin"},
+	{Name: "verify"},
+	{Name: "retireClaim"},
 	{Name: "restartStrategy"},
 	{Name: "restartUnits"},
 	{Name: "restartCommand"},

@@ -371,6 +371,28 @@ func (l *loader) duration(key string, def time.Duration, allowZero bool) time.Du
 	return d
 }
 
+// boolean reads true or false: a YAML boolean, or the words from the
+// environment or a flag.
+func (l *loader) boolean(key string, def bool) bool {
+	switch v := l.k.Get(key).(type) {
+	case nil:
+		return def
+	case bool:
+		return v
+	}
+	v := strings.TrimSpace(l.str(key))
+	switch strings.ToLower(v) {
+	case "":
+		return def
+	case "true":
+		return true
+	case "false":
+		return false
+	}
+	l.fail(key, "%s is not true or false: write true or false", shownValue(v))
+	return def
+}
+
 func (l *loader) build() *Config {
 	c := &Config{File: l.o.file, origin: l.o}
 	const fp = ProvisionPrefix
@@ -488,6 +510,17 @@ func (l *loader) build() *Config {
 		l.fail(fp+"tokenMargin", "(%s) is not shorter than tokenLifetime (%s): make it shorter, or no token could ever be reused", c.TokenMargin, c.TokenLifetime)
 	}
 
+	c.Verify = l.boolean(fp+"verify", true)
+	c.RetireClaim = l.boolean(fp+"retireClaim", false)
+	if c.RetireClaim && !c.Verify {
+		l.fail(fp+"retireClaim", "is true while verify is false: the claim is retired only once the new certificate is seen to connect; set verify to true, or retireClaim to false")
+	}
+	if c.RetireClaim && (IsKeyURI(c.ClaimKeyPath) || strings.HasPrefix(c.ClaimKeyPath, "handle:")) {
+		// A key in a token is no file to overwrite, and deleting only
+		// the certificate would leave a claim that looks retired and is
+		// not.
+		l.fail(fp+"retireClaim", "is true, but claimKeyPath names a key in a token, which fleetprov cannot overwrite and delete like a file: set retireClaim to false and delete the claim key with the token's own tools once the device is provisioned")
+	}
 	c.RestartStrategy = strings.ToLower(strings.TrimSpace(l.strOr(fp+"restartStrategy", DefaultRestartStrategy)))
 	switch c.RestartStrategy {
 	case RestartSystemd, RestartCommand, RestartNone:

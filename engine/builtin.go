@@ -8,7 +8,7 @@ import (
 // Builtins is the work of the built-in steps. Package states provides it
 // (states.Builtins); a vendor build may replace any of them.
 type Builtins struct {
-	LoadConfig, DeriveParams, PrepareKey, CreateCertificate, RegisterThing, Persist, Restart State
+	LoadConfig, DeriveParams, PrepareKey, CreateCertificate, RegisterThing, Persist, Verify, Restart State
 }
 
 // Steps declares the built-in machine: each step's name, transition,
@@ -42,6 +42,12 @@ func Steps(b Builtins) []Step {
 			// Registered: the cloud side is done. Writing files is
 			// idempotent.
 			Resume: ResumeHere(Persist, "thing registered, files not confirmed written")},
+		{Name: Verify, State: b.Verify, Transition: "verified",
+			// Connecting again proves no less; a claim retirement cut
+			// short is finished (a claim file already gone is done).
+			// Services are not restarted onto an identity not seen to
+			// work.
+			Resume: ResumeHere(Verify, "files written, new certificate not confirmed to connect")},
 		{Name: Restart, State: b.Restart, Transition: "restarted",
 			// Files are written; restarting services again is harmless.
 			Resume: ResumeHere(Restart, "files written, services not confirmed restarted")},

@@ -46,6 +46,13 @@ type Data struct {
 	ThingName           string            `json:"thingName,omitempty"`
 	DeviceConfiguration map[string]string `json:"deviceConfiguration,omitempty"`
 
+	// VerifiedAt is when Verify connected with the new certificate and
+	// key, client id = ThingName; zero before, or with verify off.
+	VerifiedAt time.Time `json:"verifiedAt,omitzero"`
+	// ClaimRetired lists the claim files Verify deleted (overwritten,
+	// then unlinked) once the new identity connected: retireClaim.
+	ClaimRetired []string `json:"claimRetired,omitempty"`
+
 	// Files lists what Persist wrote, so that status can show it and reset
 	// can keep backups of it.
 	Files []string `json:"files,omitempty"`

@@ -44,7 +44,7 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	f := &fixture{journal: filepath.Join(t.TempDir(), "journal"), states: map[string]*stepState{}}
-	for _, n := range []string{LoadConfig, DeriveParams, PrepareKey, CreateCertificate, RegisterThing, Persist, Restart} {
+	for _, n := range []string{LoadConfig, DeriveParams, PrepareKey, CreateCertificate, RegisterThing, Persist, Verify, Restart} {
 		f.states[n] = &stepState{name: n}
 	}
 	f.states[LoadConfig].fn = func(r *Run) error {
@@ -63,7 +63,7 @@ func (f *fixture) run(t *testing.T, force bool) (*Result, error) {
 	}
 	e, err := New(Options{
 		Steps: Steps(Builtins{LoadConfig: st[LoadConfig], DeriveParams: st[DeriveParams], PrepareKey: st[PrepareKey], CreateCertificate: st[CreateCertificate],
-			RegisterThing: st[RegisterThing], Persist: st[Persist], Restart: st[Restart]}),
+			RegisterThing: st[RegisterThing], Persist: st[Persist], Verify: st[Verify], Restart: st[Restart]}),
 		Force:       force,
 		Hooks:       f.hooks,
 		Backoff:     backoff,
@@ -78,7 +78,7 @@ func (f *fixture) run(t *testing.T, force bool) (*Result, error) {
 func TestEngineRunsInOrderAndJournalsBeforeEachState(t *testing.T) {
 	f := newFixture(t)
 	var seen []string
-	for _, n := range []string{DeriveParams, PrepareKey, CreateCertificate, RegisterThing, Persist, Restart} {
+	for _, n := range []string{DeriveParams, PrepareKey, CreateCertificate, RegisterThing, Persist, Verify, Restart} {
 		n := n
 		f.states[n].fn = func(r *Run) error {
 			// The entry record must already be on disk when the state runs.
@@ -97,7 +97,7 @@ func TestEngineRunsInOrderAndJournalsBeforeEachState(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if strings.Join(seen, ",") != "DeriveParams,PrepareKey,CreateCertificate,RegisterThing,Persist,Restart" {
+	if strings.Join(seen, ",") != "DeriveParams,PrepareKey,CreateCertificate,RegisterThing,Persist,Verify,Restart" {
 		t.Errorf("order %v", seen)
 	}
 	if res.Data.ThingName != "gg_1" {
@@ -310,7 +310,7 @@ func TestVendorStepJournaledAndResumed(t *testing.T) {
 	f.states[RegisterThing].fn = func(r *Run) error { r.Data.ThingName = "gg_1"; return nil }
 	st := f.states
 	steps := Steps(Builtins{LoadConfig: st[LoadConfig], DeriveParams: st[DeriveParams], PrepareKey: st[PrepareKey], CreateCertificate: st[CreateCertificate],
-		RegisterThing: st[RegisterThing], Persist: st[Persist], Restart: st[Restart]})
+		RegisterThing: st[RegisterThing], Persist: st[Persist], Verify: st[Verify], Restart: st[Restart]})
 	steps, err := InsertAfter(steps, RegisterThing, Step{Name: "RegisterWithVendor", State: vendor, Transition: "vendor_registered"})
 	if err != nil {
 		t.Fatal(err)
@@ -337,7 +337,7 @@ func TestVendorStepJournaledAndResumed(t *testing.T) {
 	for _, r := range recs {
 		order = append(order, r.State)
 	}
-	if got := strings.Join(order, ","); got != "DeriveParams,PrepareKey,CreateCertificate,RegisterThing,RegisterWithVendor,Failed,RegisterWithVendor,Persist,Restart,Done" {
+	if got := strings.Join(order, ","); got != "DeriveParams,PrepareKey,CreateCertificate,RegisterThing,RegisterWithVendor,Failed,RegisterWithVendor,Persist,Verify,Restart,Done" {
 		t.Errorf("journal %s", got)
 	}
 }
@@ -386,7 +386,7 @@ func TestInterruptedRunJournalsNoFailure(t *testing.T) {
 	}
 	e, err := New(Options{
 		Steps: Steps(Builtins{LoadConfig: st[LoadConfig], DeriveParams: st[DeriveParams], PrepareKey: st[PrepareKey], CreateCertificate: st[CreateCertificate],
-			RegisterThing: st[RegisterThing], Persist: st[Persist], Restart: st[Restart]}),
+			RegisterThing: st[RegisterThing], Persist: st[Persist], Verify: st[Verify], Restart: st[Restart]}),
 		Subscribers: []Subscriber{&Progress{W: &f.out}},
 	})
 	if err != nil {
@@ -428,7 +428,7 @@ func TestUnreachedCloudDoesNotCountTowardTheCap(t *testing.T) {
 	run := func() error {
 		e, err := New(Options{
 			Steps: Steps(Builtins{LoadConfig: st[LoadConfig], DeriveParams: st[DeriveParams], PrepareKey: st[PrepareKey], CreateCertificate: st[CreateCertificate],
-				RegisterThing: st[RegisterThing], Persist: st[Persist], Restart: st[Restart]}),
+				RegisterThing: st[RegisterThing], Persist: st[Persist], Verify: st[Verify], Restart: st[Restart]}),
 			Backoff: Backoff{Initial: time.Millisecond, Max: time.Millisecond}, MaxAttempts: 3,
 		})
 		if err != nil {

@@ -77,6 +77,7 @@ func TestHookSeesEveryEventInOrder(t *testing.T) {
 		"enter CreateCertificate", "leave CreateCertificate",
 		"enter RegisterThing", "leave RegisterThing",
 		"enter Persist", "leave Persist",
+		"enter Verify", "leave Verify",
 		"enter Restart", "leave Restart",
 		"done Done",
 	}
@@ -160,6 +161,8 @@ func TestEveryDataFieldIsClassifiedForHooks(t *testing.T) {
 		// Certificates are public; a hook may want to know one is in doubt.
 		"priorCertificateId", "priorCertificatePem",
 		"templateName", "thingName", "deviceConfiguration", "files",
+		// When the new identity connected, and which claim files went.
+		"verifiedAt", "claimRetired",
 		// Sent to the cloud as they are, and shown by status.
 		"templateParams", "paramSources",
 		// A vendor's steps' own data: their hooks may need it, and Put

@@ -12,6 +12,7 @@ const (
 	CreateCertificate = "CreateCertificate"
 	RegisterThing     = "RegisterThing"
 	Persist           = "Persist"
+	Verify            = "Verify"
 	Restart           = "Restart"
 	// Done and Failed end a run; every machine has them.
 	Done   = "Done"

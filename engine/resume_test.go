@@ -34,6 +34,8 @@ func TestResumeRules(t *testing.T) {
 		{name: "token expired", in: ResumeInput{Last: rec(RegisterThing, withToken(2*time.Hour))}, start: CreateCertificate, reason: "too old"},
 		{name: "token from the future", in: ResumeInput{Last: rec(RegisterThing, withToken(-time.Hour))}, start: CreateCertificate},
 		{name: "killed in Persist", in: ResumeInput{Last: rec(Persist, withToken(3*time.Hour))}, start: Persist, keepToken: true},
+		{name: "killed in Verify", in: ResumeInput{Last: rec(Verify, withToken(0))}, start: Verify, keepToken: true, reason: "files written, new certificate not confirmed to connect"},
+		{name: "failed in Verify", in: ResumeInput{Last: &Record{State: Failed, FailedState: Verify, Error: "refused", Data: withToken(0)}}, start: Verify, keepToken: true, reason: "last run failed in Verify: refused"},
 		{name: "killed in Restart", in: ResumeInput{Last: rec(Restart, withToken(0))}, start: Restart, keepToken: true},
 		{name: "failed in RegisterThing", in: ResumeInput{Last: &Record{State: Failed, FailedState: RegisterThing, Error: "boom", Data: withToken(time.Minute)}}, start: RegisterThing, keepToken: true, reason: "last run failed in RegisterThing: boom"},
 	}

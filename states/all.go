@@ -21,6 +21,7 @@ func Builtins(load config.LoadOptions, force bool, dial DialFunc, plugins params
 		CreateCertificate: &CreateCertificate{Session: s},
 		RegisterThing:     &RegisterThing{Session: s},
 		Persist:           &Persist{},
+		Verify:            &Verify{},
 		Restart:           &Restart{},
 	}, s
 }

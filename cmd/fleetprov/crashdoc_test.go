@@ -40,6 +40,9 @@ var crashKinds = []crashKind{
 	{"old key set aside (`run --force`)",
 		"the journal says PrepareKey of a forced run: `run` resumes there, sets aside the old key if it is still in place, and makes the new one",
 		"the rotation happens, exit 0; the old key is kept as `priv_key.bak-<time>`"},
+	{"claim retirement (`retireClaim`)",
+		"the claim key, then the claim certificate, is overwritten with zeros and synced (`file.overwritten`), then unlinked (`file.removed`): `run` resumes at Verify, connects again with the new certificate, and finishes the retirement; a claim file already gone counts as retired",
+		"provisioned, exit 0; both claim files gone and `status` shows `claim retired`; a claim file killed between overwrite and unlink holds only zeros until then"},
 	{"reset plan",
 		"before the plan is renamed into place nothing has moved: `reset` starts afresh and removes the temporary plan. From then on `reset`, or `run` before it reads the journal, finishes the plan; once the plan is removed the reset is complete",
 		"`finishing a reset that was interrupted`, then `reset: the next run provisions afresh`"},
@@ -64,6 +67,8 @@ func crashKindOf(scenario string, p crashPoint) string {
 		return "credential file write"
 	case faultpoint.ResetPlanRemoved:
 		return "reset plan"
+	case faultpoint.FileOverwritten, faultpoint.FileRemoved:
+		return "claim retirement (`retireClaim`)"
 	case faultpoint.DirCreated:
 		return "directory creation"
 	case faultpoint.DirSynced:
@@ -79,10 +84,11 @@ func crashKindOf(scenario string, p crashPoint) string {
 
 // crashScenarioTitles head the doc's count columns.
 var crashScenarioTitles = map[string]string{
-	"run":             "`run`",
-	"run-create-keys": "`run` (create-keys)",
-	"run-force":       "`run --force`",
-	"reset":           "`reset`",
+	"run":              "`run`",
+	"run-create-keys":  "`run` (create-keys)",
+	"run-retire-claim": "`run` (retireClaim)",
+	"run-force":        "`run --force`",
+	"reset":            "`reset`",
 }
 
 const (

@@ -23,6 +23,7 @@ import (
 	"github.com/fleetprov/fleetprov/config"
 	"github.com/fleetprov/fleetprov/engine"
 	"github.com/fleetprov/fleetprov/internal/cloudtest"
+	"github.com/fleetprov/fleetprov/internal/faultpoint"
 	"github.com/fleetprov/fleetprov/plugins/keystore"
 )
 
@@ -40,11 +41,20 @@ type crashScenario struct {
 	// next are the commands a user runs after the crash, in order; each
 	// must exit 0 and the last leaves the device provisioned.
 	next [][]string
+	// from, if set, kills only at the points from the journal record of
+	// this state on: what is before it is the matrix of another scenario.
+	from string
+	// retires: the claim files must be gone once the device is
+	// provisioned (retireClaim).
+	retires bool
 }
 
 var allCrashScenarios = []crashScenario{
 	{name: "run", args: []string{"run"}, next: [][]string{{"run"}}},
 	{name: "run-create-keys", env: []string{"FLEETPROV_CERTIFICATE_MODE=create-keys"}, prepare: allowCreateKeys, args: []string{"run"}, next: [][]string{{"run"}}},
+	// Retiring the claim, killed at each of its points and at the
+	// records around it, is finished by the next run.
+	{name: "run-retire-claim", env: []string{"FLEETPROV_RETIRE_CLAIM=true"}, args: []string{"run"}, next: [][]string{{"run"}}, from: engine.Verify, retires: true},
 	{name: "run-force", provisioned: true, args: []string{"run", "--force"}, next: [][]string{{"run"}}},
 	{name: "reset", provisioned: true, args: []string{"reset"}, next: [][]string{{"reset"}, {"run"}}},
 	// A run, not a reset, finishes a reset that was interrupted.
@@ -95,7 +105,7 @@ func TestCrashMatrix(t *testing.T) {
 				if seen[name] > 1 {
 					name += fmt.Sprintf("_%d", seen[name])
 				}
-				if !crashSubset(points, i) {
+				if !crashSubset(points, i) || i < crashFrom(points, sc.from) {
 					continue
 				}
 				wg.Add(1)
@@ -126,6 +136,20 @@ func crashSubset(points []crashPoint, i int) bool {
 		}
 	}
 	return same[len(same)/2] == i
+}
+
+// crashFrom is the index of the first point of the journal record
+// entering state, 0 for "" (every point).
+func crashFrom(points []crashPoint, state string) int {
+	if state == "" {
+		return 0
+	}
+	for i, p := range points {
+		if p.name == faultpoint.JournalAppend && p.detail == state {
+			return i
+		}
+	}
+	return len(points)
 }
 
 func shortDetail(d string) string {
@@ -160,6 +184,30 @@ func crashAt(t *testing.T, self string, sc crashScenario, points []crashPoint) {
 		dev.checkFiles(t, fmt.Sprintf("after %v", args), before)
 	}
 	dev.checkProvisioned(t, activeBefore)
+	if sc.retires {
+		dev.checkClaimRetired(t)
+	}
+}
+
+// checkClaimRetired: both claim files are gone and the journal says so.
+func (d *crashDevice) checkClaimRetired(t *testing.T) {
+	t.Helper()
+	cfg, err := config.Load(config.LoadOptions{Path: d.cfg, SkipFileChecks: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{cfg.ClaimCertPath, cfg.ClaimKeyPath} {
+		if _, err := os.Lstat(p); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("claim file %s is still there (%v), want it retired", p, err)
+		}
+	}
+	recs, _, err := engine.ReadJournal(cfg.JournalPath)
+	if err != nil || len(recs) == 0 {
+		t.Fatalf("journal: %d records, %v", len(recs), err)
+	}
+	if last := recs[len(recs)-1]; last.State != engine.Done || len(last.Data.ClaimRetired) != 2 {
+		t.Errorf("journal ends in %s with claim retired %q, want Done with both claim files", last.State, last.Data.ClaimRetired)
+	}
 }
 
 // crashDevice is a local cloud and a device configured for it.
@@ -306,7 +354,8 @@ func (d *crashDevice) wholeFile(p string, b []byte) error {
 // most one more ACTIVE certificate. No temporary file is left behind.
 func (d *crashDevice) checkProvisioned(t *testing.T, activeBefore int) {
 	t.Helper()
-	cfg, err := config.Load(config.LoadOptions{Path: d.cfg})
+	// Without the claim checks: a retired claim is gone.
+	cfg, err := config.Load(config.LoadOptions{Path: d.cfg, SkipFileChecks: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/fleetprov/fleetprov/cloudsim"
+	"github.com/fleetprov/fleetprov/engine"
 	"github.com/fleetprov/fleetprov/internal/mosquittotest"
 )
 
@@ -60,6 +61,15 @@ func TestProvisionThroughMosquitto(t *testing.T) {
 			topic := map[string]string{"csr": "$aws/certificates/create-from-csr/", "create-keys": "$aws/certificates/create/"}[tc.mode] + tc.format
 			if !strings.Contains(string(out), topic) {
 				t.Errorf("no request on %s in the run's log", topic)
+			}
+			// No policy in broker mode: Verify's connection with the new
+			// certificate, client id = the thing name, is simply taken.
+			recs, _, err := engine.ReadJournal(filepath.Join(dir, "device", "journal"))
+			if err != nil || len(recs) == 0 || recs[len(recs)-1].Data.VerifiedAt.IsZero() {
+				t.Errorf("the journal does not say the new certificate was verified (%d records, %v)\n%s", len(recs), err, out)
+			}
+			if log := b.Log(); !strings.Contains(log, " as gg_a2_b9_d2_5a_fd_f9 ") {
+				t.Errorf("mosquitto saw no connection with client id gg_a2_b9_d2_5a_fd_f9:\n%s", log)
 			}
 			creds := filepath.Join(dir, "device", "credentials")
 			if err := certOK(filepath.Join(creds, "certificate.pem"), filepath.Join(dir, "AmazonRootCA1.pem"), filepath.Join(creds, "priv_key")); err != nil {

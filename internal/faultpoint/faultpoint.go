@@ -30,6 +30,12 @@ const (
 	FileSynced  = "file.synced"
 	FileRenamed = "file.renamed"
 
+	// A secret file deleted for good (atomicfile.RemoveSecret): its
+	// content overwritten with zeros and synced, before the unlink; the
+	// unlink done, before its directory is synced.
+	FileOverwritten = "file.overwritten"
+	FileRemoved     = "file.removed"
+
 	// A directory made (before its parent is synced), and any directory
 	// fsync once it has returned.
 	DirCreated = "dir.created"

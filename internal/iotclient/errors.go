@@ -120,9 +120,15 @@ func isFatalConnectError(err error) bool {
 // what to check.
 func fatalConnectHint(err error, o Options) string {
 	var cerr *autopaho.ConnackError
+	// A device's own certificate (ClientCert) is not the claim: the
+	// hint must not send its user to the claim's policy or file.
 	switch {
+	case errors.As(err, &cerr) && o.ClientCert != nil:
+		return fmt.Sprintf("the server refused the MQTT connection (CONNACK reason 0x%02x); check the certificate's policy and the client id", cerr.ReasonCode)
 	case errors.As(err, &cerr):
 		return fmt.Sprintf("the server refused the MQTT connection (CONNACK reason 0x%02x); check the claim policy and client id", cerr.ReasonCode)
+	case strings.Contains(err.Error(), "remote error: tls:") && o.ClientCert != nil:
+		return "the server refused the certificate; check that it is registered and active"
 	case strings.Contains(err.Error(), "remote error: tls:"):
 		return fmt.Sprintf("the server refused the claim certificate %s; check that it is registered and active", o.ClaimCertPath)
 	default:

@@ -40,7 +40,7 @@ func Line(err error) string {
 	if len(segs) < 2 {
 		return whole
 	}
-	root, ctx := segs[len(segs)-1], shorten(segs[:len(segs)-1])
+	root, ctx := segs[len(segs)-1], shorten(dropRepeats(segs[:len(segs)-1]))
 	return root + "; " + ctx
 }
 
@@ -74,6 +74,45 @@ func chain(err error) []string {
 		err = next
 	}
 	return segs
+}
+
+// dropRepeats leaves out the wrappers that only name again an address an
+// outer wrapper named ("failed to connect to tls://ADDR", "dial tcp ADDR"
+// under "connect to ADDR"), and the bare system call name ("connect",
+// "read") after them. What is left names each address once, so the part
+// that says which one failed ("connecting to proxy HOST:PORT") is not the
+// part cut for length.
+func dropRepeats(ctx []string) []string {
+	var kept []string
+	dropped := false
+	for i, seg := range ctx {
+		if dropped && !strings.ContainsAny(seg, " :") {
+			continue
+		}
+		dropped = false
+		words := strings.Fields(seg)
+		if i > 0 && len(words) > 1 {
+			addr := words[len(words)-1]
+			if _, rest, ok := strings.Cut(addr, "://"); ok {
+				addr = rest
+			}
+			if strings.Contains(addr, ":") && namedBefore(kept, addr) {
+				dropped = true
+				continue
+			}
+		}
+		kept = append(kept, seg)
+	}
+	return kept
+}
+
+func namedBefore(segs []string, addr string) bool {
+	for _, s := range segs {
+		if strings.Contains(s, addr) {
+			return true
+		}
+	}
+	return false
 }
 
 // unwrapFirst follows Unwrap() error, or the first of Unwrap() []error

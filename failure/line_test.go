@@ -23,9 +23,14 @@ func TestLineCauseFirst(t *testing.T) {
 		{"a wrapper that puts the cause in the middle stands whole",
 			fmt.Errorf("the device looks provisioned, but %w: run reset", root), "the device looks provisioned, but connection refused: run reset"},
 		{"usage as written", fmt.Errorf("flag -e: %w", Usage("bad endpoint")), "flag -e: bad endpoint"},
-		{"a long chain keeps its ends", fmt.Errorf("gave up after 4 attempts: %w", fmt.Errorf("client: connect to some-long-host.example.com:8883: %w",
+		{"an address named again is named once", fmt.Errorf("gave up after 4 attempts: %w", fmt.Errorf("client: connect to some-long-host.example.com:8883: %w",
 			fmt.Errorf("library: failed to connect to tls://some-long-host.example.com:8883: %w", fmt.Errorf("dial tcp 10.0.0.1:8883: %w", root)))),
-			"connection refused; gave up after 4 attempts: ...: dial tcp 10.0.0.1:8883"},
+			"connection refused; gave up after 4 attempts: client: connect to some-long-host.example.com:8883: dial tcp 10.0.0.1:8883"},
+		{"a long chain keeps its ends", fmt.Errorf("gave up after 4 attempts: %w", fmt.Errorf("client: connect to some-long-host.example.com:8883: %w",
+			fmt.Errorf("connecting to proxy proxy.factory.example.com:3128: %w", fmt.Errorf("resolving the proxy's name at the site's DNS: %w", fmt.Errorf("dial udp 10.0.0.53:53: %w", root))))),
+			"connection refused; gave up after 4 attempts: ...: resolving the proxy's name at the site's DNS: dial udp 10.0.0.53:53"},
+		{"the proxy that failed is named, its dial is not", fmt.Errorf("iotclient: connect to iot.example.com:8883: %w", fmt.Errorf("connecting to proxy 127.0.0.1:1: %w", fmt.Errorf("dial tcp 127.0.0.1:1: %w", fmt.Errorf("connect: %w", root)))),
+			"connection refused; iotclient: connect to iot.example.com:8883: connecting to proxy 127.0.0.1:1"},
 		{"where it happened stays in front", Transient(where{"CreateCertificate", fmt.Errorf("connect: %w", root)}), "CreateCertificate: connection refused; connect"},
 		{"a deadline is no cause: what was waited for is", fmt.Errorf("gave up: %w", fmt.Errorf("connect to h:8883 within 2s: %w", fmt.Errorf("failed to connect: %w", context.DeadlineExceeded))),
 			"failed to connect: context deadline exceeded; gave up: connect to h:8883 within 2s"},
@@ -60,7 +65,7 @@ func TestLineRealDialError(t *testing.T) {
 	err = fmt.Errorf("gave up after 4 attempts over 2s (retryDeadline): %w",
 		Transient(fmt.Errorf("iotclient: connect to %s: %w", addr, fmt.Errorf("failed to connect to tls://%s: %w", addr, dialErr))))
 	got := Line(err)
-	if want := "connection refused; gave up after 4 attempts over 2s (retryDeadline): ...: dial tcp " + addr + ": connect"; got != want {
+	if want := "connection refused; gave up after 4 attempts over 2s (retryDeadline): iotclient: connect to " + addr; got != want {
 		t.Errorf("Line() = %q, want %q", got, want)
 	}
 	if len(got) > len("connection refused; ")+maxContext {

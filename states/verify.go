@@ -61,7 +61,7 @@ func (*Verify) Run(ctx context.Context, r *engine.Run) error {
 		return verifyFailure(cfg, d, cert.Leaf, err)
 	}
 	d.VerifiedAt = r.Now().UTC()
-	r.Log.Info("new certificate verified", "clientId", d.ThingName, "certificateId", certificateID(cert.Leaf))
+	r.Log.Info("new certificate verified", "endpoint", cfg.IoTDataHost, "clientId", d.ThingName, "certificateId", certificateID(cert.Leaf))
 	if cfg.RetireClaim {
 		return retireClaim(r)
 	}

@@ -162,7 +162,7 @@ func TestPipedRunPrintsEachStepOnce(t *testing.T) {
 	}
 	eachStepOnce(t, out)
 	for _, want := range []string{`level=INFO msg="connecting to AWS IoT" endpoint=`, `level=INFO msg="certificate created"`,
-		`level=INFO msg="thing registered"`, `level=INFO msg="Process Complete, Your device is now provisioned"`} {
+		`level=INFO msg="thing registered"`, `level=INFO msg="new certificate verified"`, `level=INFO msg="Process Complete, Your device is now provisioned"`} {
 		if n := strings.Count(out.stderr, want); n != 1 {
 			t.Errorf("stderr holds %q %d times, want 1:\n%s", want, n, out)
 		}

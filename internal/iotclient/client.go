@@ -68,6 +68,10 @@ type Options struct {
 	// Now is the clock an issued certificate's validity is checked
 	// against; nil means time.Now.
 	Now func() time.Time
+	// dialLevel is the level of the "connecting" and "connected" records:
+	// info (the zero Level), or debug where the caller reports the
+	// outcome itself (ConnectOnce), so that one event is one line.
+	dialLevel slog.Level
 	// OnConnectRefused, if set, is told of each connection attempt the
 	// server refused in its CONNACK (with the reason code) before Dial
 	// either connects or gives up: how a load test counts throttled
@@ -231,7 +235,7 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 	// Close ends it.
 	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	c.stop = stop
-	logger.Info("connecting to AWS IoT", attrs...)
+	logger.Log(ctx, o.dialLevel, "connecting to AWS IoT", attrs...)
 	cm, err := autopaho.NewConnection(runCtx, cfg)
 	if err != nil {
 		stop()
@@ -245,7 +249,7 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 	lastErr := c.lastErr
 	c.mu.Unlock()
 	if awaitErr == nil {
-		logger.Info("connected to AWS IoT", slog.String("clientId", clientID))
+		logger.Log(ctx, o.dialLevel, "connected to AWS IoT", slog.String("clientId", clientID))
 		return c, nil
 	}
 

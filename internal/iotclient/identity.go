@@ -14,6 +14,7 @@ import (
 // proof that the cloud takes that identity. It fails as Dial does: a
 // refusal (see Refusal) is fatal, no network is transient.
 func ConnectOnce(ctx context.Context, o Options) error {
+	o.dialLevel = slog.LevelDebug
 	c, err := Dial(ctx, o)
 	if err != nil {
 		return err

@@ -22,7 +22,7 @@ func TestInitWritesFiles(t *testing.T) {
 		"ca.pem": 0o644, "ca.key": 0o600, "AmazonRootCA1.pem": 0o644,
 		"server.pem.crt": 0o644, "server.pem.key": 0o600,
 		"claim.pem.crt": 0o644, "claim.pem.key": 0o600,
-		"registry.json": 0o600, "registry.log": 0o600, "cloud.json": 0o644, "config.yaml": 0o644,
+		"registry.cbor": 0o600, "registry.log": 0o600, "cloud.json": 0o644, "config.yaml": 0o644,
 		"templates/GreengrassFleetProvisioningTemplate.json":                                 0o644,
 		"policies/GreengrassProvisioningClaimPolicy.json":                                    0o644,
 		"policies/GreengrassV2IoTThingPolicy-GreengrassFleetProvisioning.json":               0o644,

@@ -253,11 +253,7 @@ func (s *Server) commit(mutate func(tx *regTx) *Rejection) *Rejection {
 // held and releases it: the change is queued for the log in the order it
 // is applied, so a later change is never durable before an earlier one.
 func (s *Server) persist(tx *regTx) error {
-	recs, err := tx.records()
-	if err != nil {
-		s.mu.Unlock()
-		return err
-	}
+	recs := tx.records()
 	tx.apply()
 	var done <-chan error
 	if s.regLog != nil {

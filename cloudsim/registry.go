@@ -112,16 +112,28 @@ func ReadRegistry(dir string) (*Registry, error) {
 
 func readSnapshot(dir string) (*Registry, error) {
 	path := filepath.Join(dir, fileRegistry)
+	r := newRegistry()
 	b, err := os.ReadFile(path)
-	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
+	switch {
+	case err == nil:
+		if err := regDec.Unmarshal(b, r); err != nil {
+			return nil, fmt.Errorf("%s: corrupt registry: %w", path, err)
+		}
+	case errors.Is(err, os.ErrNotExist):
+		// A directory of an earlier version has a JSON snapshot instead.
+		legacy := filepath.Join(dir, fileRegistryJSON)
+		b, lerr := os.ReadFile(legacy)
+		if errors.Is(lerr, os.ErrNotExist) {
 			return nil, fmt.Errorf("%s not found: %s is %w; run `fleetprov cloud init --dir %s` first", path, dir, ErrNotInitialised, dir)
 		}
+		if lerr != nil {
+			return nil, fmt.Errorf("read registry: %w", lerr)
+		}
+		if err := json.Unmarshal(b, r); err != nil {
+			return nil, fmt.Errorf("%s: corrupt registry: %w", legacy, err)
+		}
+	default:
 		return nil, fmt.Errorf("read registry: %w", err)
-	}
-	r := newRegistry()
-	if err := json.Unmarshal(b, r); err != nil {
-		return nil, fmt.Errorf("%s: corrupt registry: %w", path, err)
 	}
 	// A registry written by hand or by an older emulator may lack a map.
 	if r.Things == nil {
@@ -140,16 +152,19 @@ func readSnapshot(dir string) (*Registry, error) {
 }
 
 func writeSnapshot(dir string, r *Registry) error {
-	// Not indented: at fleet scale the snapshot is tens of megabytes, and
-	// `cloud things` and `cloud certs` are the way to read it.
-	b, err := json.Marshal(r)
+	b, err := regEnc.Marshal(r)
 	if err != nil {
 		return fmt.Errorf("encode registry: %w", err)
 	}
 	// 0600: the registry holds ownership tokens, which are credentials for
 	// as long as they live.
-	if err := atomicfile.WriteFile(filepath.Join(dir, fileRegistry), append(b, '\n'), 0o600); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(dir, fileRegistry), b, 0o600); err != nil {
 		return fmt.Errorf("save registry: %w", err)
+	}
+	// The snapshot of an earlier version is superseded (and still holds
+	// tokens): remove it once the new one is durable.
+	if err := os.Remove(filepath.Join(dir, fileRegistryJSON)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove the superseded registry: %w", err)
 	}
 	return nil
 }

@@ -1,34 +1,50 @@
 package cloudsim
 
 import (
-	"bufio"
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/crc32"
-	"io"
+	"math"
 	"os"
 	"path/filepath"
-	"strconv"
 	"sync"
+
+	"github.com/fxamacker/cbor/v2"
 
 	"github.com/fleetprov/fleetprov/atomicfile"
 )
 
-// The registry is kept as a snapshot (registry.json) and a log of changes
-// since (registry.log). A change appends one line per thing, certificate,
+// The registry is kept as a snapshot (registry.cbor) and a log of changes
+// since (registry.log). A change appends one record per thing, certificate,
 // token or policy it touched, holding that entity's new value (or its
 // deletion); nothing is ever re-serialised whole while the emulator runs.
 // Appends are group-committed: one write and one fsync cover every change
 // that arrived while the previous fsync ran, so many devices provisioning
 // at once share the disk's latency instead of queueing on it.
 //
+// Both files are CBOR, not JSON: a restart reads them whole, and at fleet
+// scale (10,000 devices: a 14 MB snapshot, a log twice that after a run)
+// decoding JSON took seconds where CBOR takes a tenth of the time.
+//
 // Open folds the log into a new snapshot. Both files carry a generation:
 // a log older than its snapshot is already folded in and is ignored; a
 // reader that catches a newer log with an older snapshot (a compaction in
 // between its two reads) reads again.
 const fileRegistryLog = "registry.log"
+
+// logMagic opens a registry log; frames follow, each a big-endian uint32
+// length, a big-endian uint32 CRC-32C of the payload, and the payload (a
+// CBOR logHeader first, then one logRecord each). A log without the magic
+// is of the earlier format, checksummed JSON lines, still read so that a
+// directory an older version left after a crash loses nothing.
+var logMagic = []byte("fleetprov registry log 2\n")
+
+// maxFrame bounds a frame's length: a larger one can only be a corrupt
+// length field, read as the end of the log rather than allocated.
+const maxFrame = 16 << 20
 
 // Entity kinds in the log.
 const (
@@ -38,83 +54,105 @@ const (
 	kindPolicy = "policy"
 )
 
-// logRecord is one line of registry.log after its checksum. V is null for
-// a deletion.
+// logRecord is one entity's new value: the field of its kind is set, or
+// none is for a deletion.
 type logRecord struct {
-	Kind string          `json:"t"`
-	Key  string          `json:"k"`
-	V    json.RawMessage `json:"v"`
+	Kind   string          `cbor:"t"`
+	Key    string          `cbor:"k"`
+	Thing  *Thing          `cbor:"th,omitempty"`
+	Cert   *Certificate    `cbor:"c,omitempty"`
+	Token  *Token          `cbor:"tk,omitempty"`
+	Policy json.RawMessage `cbor:"p,omitempty"`
 }
 
-// logHeader is the first line of registry.log.
+// logHeader is the first frame of registry.log.
 type logHeader struct {
-	Generation int64 `json:"registryLog"`
+	Generation int64 `cbor:"registryLog" json:"registryLog"`
 }
+
+// regEnc writes times with their nanoseconds and zone, as the JSON
+// registry did (the default, Unix seconds, would round CreatedAt).
+var regEnc = func() cbor.EncMode {
+	em, err := cbor.EncOptions{Time: cbor.TimeRFC3339Nano}.EncMode()
+	if err != nil {
+		panic(err) // constant options
+	}
+	return em
+}()
+
+// regDec reads what regEnc wrote. The registry's maps hold one entry per
+// device, far beyond the decoder's default limit of 131,072 pairs, which
+// guards against hostile input the emulator's own files are not.
+var regDec = func() cbor.DecMode {
+	dm, err := cbor.DecOptions{MaxMapPairs: math.MaxInt32, MaxArrayElements: math.MaxInt32}.DecMode()
+	if err != nil {
+		panic(err) // constant options
+	}
+	return dm
+}()
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// encodeLine frames b as "<crc32c hex> <b>\n".
-func encodeLine(b []byte) []byte {
-	line := make([]byte, 0, len(b)+10)
-	line = strconv.AppendUint(line, uint64(crc32.Checksum(b, castagnoli)), 16)
-	line = append(line, ' ')
-	line = append(line, b...)
-	return append(line, '\n')
+// appendFrame appends payload to buf as a frame.
+func appendFrame(buf, payload []byte) []byte {
+	buf = binary.BigEndian.AppendUint32(buf, uint32(len(payload)))
+	buf = binary.BigEndian.AppendUint32(buf, crc32.Checksum(payload, castagnoli))
+	return append(buf, payload...)
 }
 
-// decodeLine undoes encodeLine; ok is false for a torn or corrupt line.
-func decodeLine(line []byte) ([]byte, bool) {
-	sum, body, found := bytes.Cut(line, []byte{' '})
-	if !found {
-		return nil, false
+// nextFrame splits the first frame off b; ok is false for a torn or
+// corrupt frame, or none.
+func nextFrame(b []byte) (payload, rest []byte, ok bool) {
+	if len(b) < 8 {
+		return nil, nil, false
 	}
-	want, err := strconv.ParseUint(string(sum), 16, 32)
-	if err != nil || uint32(want) != crc32.Checksum(body, castagnoli) {
-		return nil, false
+	n := binary.BigEndian.Uint32(b)
+	if n > maxFrame || uint64(len(b)-8) < uint64(n) {
+		return nil, nil, false
 	}
-	return body, true
+	payload = b[8 : 8+n]
+	if binary.BigEndian.Uint32(b[4:]) != crc32.Checksum(payload, castagnoli) {
+		return nil, nil, false
+	}
+	return payload, b[8+n:], true
 }
 
 // readLog applies registry.log to r when the log is of r's generation. It
 // returns the log's generation (-1 when there is no log) and stops at the
-// first torn or corrupt line: only the tail of an append cut short by a
+// first torn or corrupt frame: only the tail of an append cut short by a
 // crash can be one, and nothing after it was acknowledged.
 func readLog(path string, r *Registry) (int64, error) {
-	f, err := os.Open(path)
+	b, err := os.ReadFile(path)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return -1, nil
 		}
 		return 0, fmt.Errorf("read registry log: %w", err)
 	}
-	defer f.Close()
-	br := bufio.NewReaderSize(f, 1<<16)
-	gen := int64(-1)
-	for n := 0; ; n++ {
-		line, err := br.ReadBytes('\n')
-		if errors.Is(err, io.EOF) {
-			return gen, nil // a last line without its newline is torn
+	if !bytes.HasPrefix(b, logMagic) {
+		if len(b) < len(logMagic) && bytes.HasPrefix(logMagic, b) {
+			return -1, nil // torn in its first write: nothing was logged
 		}
-		if err != nil {
-			return 0, fmt.Errorf("read registry log: %w", err)
-		}
-		body, ok := decodeLine(line[:len(line)-1])
-		if !ok {
-			return gen, nil
-		}
-		if n == 0 {
-			var h logHeader
-			if json.Unmarshal(body, &h) != nil {
-				return 0, fmt.Errorf("%s: not a registry log", path)
-			}
-			gen = h.Generation
-			if gen != r.Generation {
-				return gen, nil
-			}
-			continue
+		return readJSONLog(path, b, r)
+	}
+	b = b[len(logMagic):]
+	payload, b, ok := nextFrame(b)
+	if !ok {
+		return -1, nil // torn header: nothing was logged
+	}
+	var h logHeader
+	if err := regDec.Unmarshal(payload, &h); err != nil {
+		return 0, fmt.Errorf("%s: not a registry log: %w", path, err)
+	}
+	if h.Generation != r.Generation {
+		return h.Generation, nil
+	}
+	for n := 1; ; n++ {
+		if payload, b, ok = nextFrame(b); !ok {
+			return h.Generation, nil
 		}
 		var rec logRecord
-		if err := json.Unmarshal(body, &rec); err != nil {
+		if err := regDec.Unmarshal(payload, &rec); err != nil {
 			return 0, fmt.Errorf("%s: record %d: %w", path, n, err)
 		}
 		if err := r.applyRecord(rec); err != nil {
@@ -126,48 +164,44 @@ func readLog(path string, r *Registry) (int64, error) {
 
 // applyRecord puts one logged entity into r.
 func (r *Registry) applyRecord(rec logRecord) error {
-	del := len(rec.V) == 0 || string(rec.V) == "null"
 	switch rec.Kind {
 	case kindThing:
-		if del {
+		if rec.Thing == nil {
 			delete(r.Things, rec.Key)
-			return nil
+		} else {
+			r.Things[rec.Key] = rec.Thing
 		}
-		var t Thing
-		if err := json.Unmarshal(rec.V, &t); err != nil {
-			return err
-		}
-		r.Things[rec.Key] = &t
 	case kindCert:
-		if del {
+		if rec.Cert == nil {
 			delete(r.Certificates, rec.Key)
-			return nil
+		} else {
+			r.Certificates[rec.Key] = rec.Cert
 		}
-		var c Certificate
-		if err := json.Unmarshal(rec.V, &c); err != nil {
-			return err
-		}
-		r.Certificates[rec.Key] = &c
 	case kindToken:
-		if del {
+		if rec.Token == nil {
 			delete(r.Tokens, rec.Key)
-			return nil
+		} else {
+			r.Tokens[rec.Key] = rec.Token
 		}
-		var t Token
-		if err := json.Unmarshal(rec.V, &t); err != nil {
-			return err
-		}
-		r.Tokens[rec.Key] = &t
 	case kindPolicy:
-		if del {
+		if len(rec.Policy) == 0 {
 			delete(r.Policies, rec.Key)
-			return nil
+		} else {
+			r.Policies[rec.Key] = rec.Policy
 		}
-		r.Policies[rec.Key] = append(json.RawMessage(nil), rec.V...)
 	default:
 		return fmt.Errorf("unknown kind %q", rec.Kind)
 	}
 	return nil
+}
+
+// newLog is the content of an empty log of generation gen.
+func newLog(gen int64) ([]byte, error) {
+	h, err := regEnc.Marshal(logHeader{Generation: gen})
+	if err != nil {
+		return nil, err
+	}
+	return appendFrame(append([]byte(nil), logMagic...), h), nil
 }
 
 // compact writes r as the snapshot of a new generation, then starts an
@@ -178,11 +212,11 @@ func compact(dir string, r *Registry) error {
 	if err := writeSnapshot(dir, r); err != nil {
 		return err
 	}
-	h, err := json.Marshal(logHeader{Generation: r.Generation})
+	b, err := newLog(r.Generation)
 	if err != nil {
 		return err
 	}
-	if err := atomicfile.WriteFile(filepath.Join(dir, fileRegistryLog), encodeLine(h), 0o600); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(dir, fileRegistryLog), b, 0o600); err != nil {
 		return fmt.Errorf("start registry log: %w", err)
 	}
 	return nil
@@ -222,12 +256,12 @@ func (l *regLog) append(recs []logRecord) <-chan error {
 	ch := make(chan error, 1)
 	var buf []byte
 	for _, rec := range recs {
-		b, err := json.Marshal(rec)
+		b, err := regEnc.Marshal(rec)
 		if err != nil {
 			ch <- fmt.Errorf("encode registry change: %w", err)
 			return ch
 		}
-		buf = append(buf, encodeLine(b)...)
+		buf = appendFrame(buf, b)
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -124,7 +124,8 @@ type Server struct {
 	regLog   *regLog      // nil until Start
 	saveErr  error        // set when a change could not be made durable
 
-	regChanged bool // the claim policies changed the registry at open
+	regChanged bool            // the claim policies changed the registry at open
+	loadedFrom registryFileIDs // the registry files reg was read from
 
 	broker   *mqtt.Server
 	listener *guardedListener
@@ -218,11 +219,21 @@ func Open(opts Options) (*Server, error) {
 // loadRegistry reads the registry and sets the claim certificate's
 // policies in it. Start does it again once the directory is locked.
 func (s *Server) loadRegistry() error {
+	before := registryFiles(s.dir)
+	if s.reg != nil && before.same(s.loadedFrom) {
+		// Nothing changed the registry since Open read it: reading it
+		// again would double the start's cost at fleet scale.
+		return nil
+	}
 	reg, err := ReadRegistry(s.dir)
 	if err != nil {
 		return err
 	}
 	s.reg = reg
+	s.loadedFrom = registryFileIDs{}
+	if after := registryFiles(s.dir); after.same(before) {
+		s.loadedFrom = after
+	}
 	changed, err := s.applyClaimPolicies(s.claimPolicies)
 	if err != nil {
 		return fmt.Errorf("%s: %w", filepath.Join(s.dir, fileSettings), err)
@@ -841,6 +852,34 @@ func (s *Server) dispatch(fn func()) {
 		defer s.work.Done()
 		fn()
 	}()
+}
+
+// registryFileIDs tells apart versions of the registry files: both are
+// only ever replaced by rename (another file) or appended to (a new size
+// and modification time).
+type registryFileIDs struct {
+	snap, log os.FileInfo // nil when missing
+	valid     bool        // both stat'ed, the snapshot found
+}
+
+func registryFiles(dir string) registryFileIDs {
+	snap, serr := os.Stat(filepath.Join(dir, fileRegistry))
+	log, lerr := os.Stat(filepath.Join(dir, fileRegistryLog))
+	if errors.Is(lerr, os.ErrNotExist) {
+		log, lerr = nil, nil
+	}
+	return registryFileIDs{snap: snap, log: log, valid: serr == nil && lerr == nil}
+}
+
+// same reports whether f and g are the same versions of the same files.
+func (f registryFileIDs) same(g registryFileIDs) bool {
+	sameFile := func(a, b os.FileInfo) bool {
+		if a == nil || b == nil {
+			return a == nil && b == nil
+		}
+		return os.SameFile(a, b) && a.Size() == b.Size() && a.ModTime().Equal(b.ModTime())
+	}
+	return f.valid && g.valid && sameFile(f.snap, g.snap) && sameFile(f.log, g.log)
 }
 
 func fileExists(path string) bool {

@@ -337,6 +337,11 @@ func (s *Server) Start() (err error) {
 		// MQTT. A device relies on that to learn whether a registration
 		// whose answer it lost activated its certificate.
 		VerifyConnection: s.refuseInactive,
+		// The key exchanges AWS IoT negotiates. Go's default would pick
+		// the hybrid X25519 + ML-KEM share a Go device offers, which AWS
+		// IoT does not take and which costs serve about 5% more CPU per
+		// device at fleet scale.
+		CurvePreferences: []tls.CurveID{tls.X25519, tls.CurveP256},
 	}
 	caps := mqtt.NewDefaultServerCapabilities()
 	// mochi copies a publish's user properties into its PUBACK unless

@@ -256,3 +256,16 @@ func hasKeyPath(m map[string]any, path string) bool {
 	}
 	return true
 }
+
+// update-certificate takes only a certificate id of exactly 64 lowercase
+// hex characters.
+func TestUpdateCertificateIDLength(t *testing.T) {
+	dir := initDir(t)
+	for _, id := range []string{strings.Repeat("a", 63), strings.Repeat("a", 65)} {
+		_, err := UpdateCertificate(dir, id, StatusInactive)
+		want := `certificate update refused: certificate id "` + id + `" is not 64 lowercase hex characters (see ` + "`fleetprov cloud certs --dir " + dir + " --json`)"
+		if err == nil || err.Error() != want {
+			t.Errorf("id of %d: %v\nwant %s", len(id), err, want)
+		}
+	}
+}

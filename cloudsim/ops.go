@@ -99,7 +99,7 @@ func parseRequestTopic(topic string) (request, bool) {
 			return request{Op: OpCreateKeysAndCertificate, Format: p[3], Topic: topic}, true
 		}
 	case len(p) == 5 && p[0] == "$aws" && p[1] == "provisioning-templates" && p[3] == "provision":
-		if _, ok := codecs[p[4]]; ok && templateNameRE.MatchString(p[2]) {
+		if _, ok := codecs[p[4]]; ok && validTemplateName(p[2]) {
 			return request{Op: OpRegisterThing, Format: p[4], Template: p[2], Topic: topic}, true
 		}
 	}

@@ -353,6 +353,11 @@ func (s *Server) Start() (err error) {
 	// MQTT 5 asks for; mochi's own check, made before it allocates the
 	// packet, is the backstop.
 	caps.MaximumPacketSize = MaxPacketSize
+	// mochi's default queue of 8,192 pending writes per client is a 64 KiB
+	// allocation per connection, most of serve's garbage when a fleet
+	// connects. AWS IoT sends a connection at most 100 publishes a second;
+	// a client that falls 1,024 behind loses publishes, as it would there.
+	caps.MaximumClientWritesPending = 1024
 	broker := mqtt.New(&mqtt.Options{
 		Capabilities: caps,
 		Logger:       slog.New(brokerLogHandler{next: s.log.Handler()}).With("component", "mqtt"),

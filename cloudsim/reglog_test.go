@@ -478,6 +478,7 @@ func logRegistry(b testing.TB, dir string, n int) {
 	}
 	now := time.Now().UTC()
 	pem := strings.Repeat("A", 700)
+	var done []<-chan error
 	for i := range n {
 		id := fmt.Sprintf("%064x", i+1)
 		tok := fmt.Sprintf("%064x", i+1<<32)
@@ -492,8 +493,12 @@ func logRegistry(b testing.TB, dir string, n int) {
 			{Kind: kindToken, Key: tok, Token: &Token{CertificateID: id, IssuedAt: now, UsedAt: &used, ThingName: name, DeviceConfiguration: map[string]string{"x": "y"}}},
 			{Kind: kindThing, Key: name, Thing: &Thing{Name: name, Attributes: map[string]string{"SerialNumber": name}, Groups: []string{}, Principals: []string{id}, CreatedAt: now}},
 		}
+		// Not waited for one by one: group commit gathers them.
 		l.append(issued)
-		if err := <-l.append(registered); err != nil {
+		done = append(done, l.append(registered))
+	}
+	for _, ch := range done {
+		if err := <-ch; err != nil {
 			b.Fatal(err)
 		}
 	}

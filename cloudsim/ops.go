@@ -258,6 +258,7 @@ func (s *Server) persist(tx *regTx) error {
 	var done <-chan error
 	if s.regLog != nil {
 		done = s.regLog.append(recs)
+		s.maybeCompactLocked()
 	}
 	s.mu.Unlock()
 	if done == nil {

@@ -91,20 +91,19 @@ func ReadRegistry(dir string) (*Registry, error) {
 	var err error
 	for range 10 {
 		var r *Registry
-		var logGen int64
+		var again bool
 		if r, err = readSnapshot(dir); err != nil {
 			return nil, err
 		}
-		if logGen, err = readLog(filepath.Join(dir, fileRegistryLog), r); err != nil {
+		if again, err = readLogs(dir, r); err != nil {
 			return nil, err
 		}
-		if logGen > r.Generation {
-			// A compaction ran between the two reads: read again.
+		if again {
+			// A compaction ran between the reads: read again.
 			err = fmt.Errorf("%s: registry changed while being read", dir)
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}
-		// Applied, or no log, or one the snapshot already holds.
 		return r, nil
 	}
 	return nil, err

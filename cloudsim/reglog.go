@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 
 	"github.com/fxamacker/cbor/v2"
@@ -29,11 +31,17 @@ import (
 // scale (10,000 devices: a 14 MB snapshot, a log twice that after a run)
 // decoding JSON took seconds where CBOR takes a tenth of the time.
 //
-// Open folds the log into a new snapshot. Both files carry a generation:
-// a log older than its snapshot is already folded in and is ignored; a
-// reader that catches a newer log with an older snapshot (a compaction in
-// between its two reads) reads again.
-const fileRegistryLog = "registry.log"
+// Start folds the log into a new snapshot, and so does serve in the
+// background once the log outgrows the snapshot (compactLive), so that the
+// log a crash leaves stays in proportion to the registry. Both files carry
+// a generation: a log older than its snapshot is already folded in and is
+// ignored; a reader that catches a newer log with an older snapshot (a
+// compaction in between its reads) reads again.
+const (
+	fileRegistryLog     = "registry.log"
+	fileRegistryLogPrev = "registry.log.prev" // the log a compaction in progress rotated out
+	fileRegistryLogNext = "registry.log.next" // the log a compaction is about to rotate in
+)
 
 // logMagic opens a registry log; frames follow, each a big-endian uint32
 // length, a big-endian uint32 CRC-32C of the payload, and the payload (a
@@ -117,23 +125,84 @@ func nextFrame(b []byte) (payload, rest []byte, ok bool) {
 	return payload, b[8+n:], true
 }
 
-// readLog applies registry.log to r when the log is of r's generation. It
-// returns the log's generation (-1 when there is no log) and stops at the
-// first torn or corrupt frame: only the tail of an append cut short by a
-// crash can be one, and nothing after it was acknowledged.
-func readLog(path string, r *Registry) (int64, error) {
-	b, err := os.ReadFile(path)
+// readLogs applies to r, read from its snapshot, the logs of changes
+// since: registry.log, and during a compaction the log it rotated out,
+// registry.log.prev, which holds the changes between the snapshot and the
+// rotation (registry.log then holds those after, and is of the next
+// generation). again is true when a compaction moved the files while they
+// were read: the caller reads again.
+func readLogs(dir string, r *Registry) (again bool, err error) {
+	snapGen := r.Generation
+	want := snapGen // the generation registry.log must have
+	prevPath := filepath.Join(dir, fileRegistryLogPrev)
+	prev, err := readIfExists(prevPath)
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return -1, nil
-		}
-		return 0, fmt.Errorf("read registry log: %w", err)
+		return false, err
 	}
+	if prev != nil {
+		gen, err := applyLog(prevPath, prev, r, snapGen)
+		if err != nil {
+			return false, err
+		}
+		switch {
+		case gen == snapGen:
+			want = snapGen + 1
+		case gen > snapGen:
+			return true, nil
+		}
+		// Older: left by a compaction that completed; the snapshot holds it.
+	}
+	logPath := filepath.Join(dir, fileRegistryLog)
+	b, err := readIfExists(logPath)
+	if err != nil {
+		return false, err
+	}
+	gen := int64(-1)
+	if b != nil {
+		if gen, err = applyLog(logPath, b, r, want); err != nil {
+			return false, err
+		}
+	}
+	if want > snapGen {
+		// Changes queued before the rotation may have been written to
+		// the old log after it was read here.
+		if fi, err := os.Stat(prevPath); err != nil || fi.Size() != int64(len(prev)) {
+			return true, nil
+		}
+	}
+	switch {
+	case gen > want:
+		return true, nil // a compaction in between the reads
+	case gen == want:
+		r.Generation = want
+	}
+	// Older, or none: the snapshot already holds it (a start that crashed
+	// between writing the snapshot and the new log).
+	return false, nil
+}
+
+func readIfExists(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read registry log: %w", err)
+	}
+	return b, nil
+}
+
+// applyLog applies the log b, read from path, to r when the log is of
+// generation gen. It returns the log's generation (-1 when its header is
+// torn) and stops at the first torn or corrupt frame: only the tail of an
+// append cut short by a crash can be one, and nothing after it was
+// acknowledged.
+func applyLog(path string, b []byte, r *Registry, gen int64) (int64, error) {
 	if !bytes.HasPrefix(b, logMagic) {
 		if len(b) < len(logMagic) && bytes.HasPrefix(logMagic, b) {
 			return -1, nil // torn in its first write: nothing was logged
 		}
-		return readJSONLog(path, b, r)
+		return readJSONLog(path, b, r, gen)
 	}
 	b = b[len(logMagic):]
 	payload, b, ok := nextFrame(b)
@@ -144,7 +213,7 @@ func readLog(path string, r *Registry) (int64, error) {
 	if err := regDec.Unmarshal(payload, &h); err != nil {
 		return 0, fmt.Errorf("%s: not a registry log: %w", path, err)
 	}
-	if h.Generation != r.Generation {
+	if h.Generation != gen {
 		return h.Generation, nil
 	}
 	for n := 1; ; n++ {
@@ -219,25 +288,77 @@ func compact(dir string, r *Registry) error {
 	if err := atomicfile.WriteFile(filepath.Join(dir, fileRegistryLog), b, 0o600); err != nil {
 		return fmt.Errorf("start registry log: %w", err)
 	}
+	// Left by a background compaction cut short: the snapshot holds them.
+	for _, f := range []string{fileRegistryLogPrev, fileRegistryLogNext} {
+		if err := os.Remove(filepath.Join(dir, f)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("remove an old registry log: %w", err)
+		}
+	}
 	return nil
 }
 
-// regLog appends change records to registry.log with group commit.
+// rotateLog starts the log of generation gen as registry.log, the current
+// one becoming registry.log.prev, and returns it open for appending. Both
+// renames are durable when it returns, before anything is appended to the
+// new log: a crash at any point leaves logs a reader puts together.
+func rotateLog(dir string, gen int64) (*os.File, error) {
+	b, err := newLog(gen)
+	if err != nil {
+		return nil, err
+	}
+	next := filepath.Join(dir, fileRegistryLogNext)
+	f, err := os.OpenFile(next, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("start registry log: %w", err)
+	}
+	fail := func(err error) (*os.File, error) {
+		_ = f.Close()
+		return nil, fmt.Errorf("rotate registry log: %w", err)
+	}
+	if _, err := f.Write(b); err != nil {
+		return fail(err)
+	}
+	if err := f.Sync(); err != nil {
+		return fail(err)
+	}
+	if err := os.Rename(filepath.Join(dir, fileRegistryLog), filepath.Join(dir, fileRegistryLogPrev)); err != nil {
+		return fail(err)
+	}
+	if err := os.Rename(next, filepath.Join(dir, fileRegistryLog)); err != nil {
+		return fail(err)
+	}
+	if err := atomicfile.SyncDir(dir); err != nil {
+		return fail(err)
+	}
+	return f, nil
+}
+
+// regLog appends change records to registry.log with group commit. It
+// can be pointed at a new file (rotate) while serving: what was queued
+// before goes to the old file, what comes after to the new one, in order.
 type regLog struct {
-	f *os.File
+	f *os.File // where appends go
 	// sync makes what was written durable; tests replace it to hold a
 	// commit and watch others gather behind it.
 	sync func(*os.File) error
 
 	mu      sync.Mutex
-	pending []byte       // lines waiting for the next write
-	waiters []chan error // one per append in pending
+	pending []*segment // waiting for the next write, oldest first
+	retired []*os.File // rotated out; closed once written
 	kick    chan struct{}
 	done    chan struct{}
 	err     error // the first failed write or sync: every later append fails
 	closed  bool
+	size    int64 // bytes appended to f since it became the log
 
 	syncs, appends int64 // for tests and benchmarks
+}
+
+// segment is what is queued for one file.
+type segment struct {
+	f       *os.File
+	buf     []byte
+	waiters []chan error // one per append in buf
 }
 
 func openRegLog(dir string) (*regLog, error) {
@@ -273,9 +394,14 @@ func (l *regLog) append(recs []logRecord) <-chan error {
 		ch <- errors.New("registry log closed")
 		return ch
 	}
-	l.pending = append(l.pending, buf...)
-	l.waiters = append(l.waiters, ch)
+	if n := len(l.pending); n == 0 || l.pending[n-1].f != l.f {
+		l.pending = append(l.pending, &segment{f: l.f})
+	}
+	seg := l.pending[len(l.pending)-1]
+	seg.buf = append(seg.buf, buf...)
+	seg.waiters = append(seg.waiters, ch)
 	l.appends++
+	l.size += int64(len(buf))
 	select {
 	case l.kick <- struct{}{}:
 	default:
@@ -283,53 +409,75 @@ func (l *regLog) append(recs []logRecord) <-chan error {
 	return ch
 }
 
-// run writes and syncs whatever gathered while the last sync ran.
+// rotate sends the appends made from now on to f, an open, empty log whose
+// name is already durable. The file it replaces is closed once what was
+// queued for it is written.
+func (l *regLog) rotate(f *os.File) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.retired = append(l.retired, l.f)
+	l.f = f
+	l.size = 0
+}
+
+// bytes is how much was appended to the current file.
+func (l *regLog) bytes() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.size
+}
+
+// run writes and syncs whatever gathered while the last sync ran, file by
+// file in the order queued: a change in a newer file is never durable
+// before one in an older.
 func (l *regLog) run() {
 	defer close(l.done)
 	for range l.kick {
 		l.mu.Lock()
-		buf, waiters := l.pending, l.waiters
-		l.pending, l.waiters = nil, nil
+		segs := l.pending
+		l.pending = nil
 		failed := l.err
 		l.mu.Unlock()
-		if len(waiters) == 0 {
-			if l.isClosed() {
-				return
+		for _, seg := range segs {
+			err := failed
+			if err == nil {
+				if _, werr := seg.f.Write(seg.buf); werr != nil {
+					err = fmt.Errorf("append to registry log: %w", werr)
+				} else if serr := l.sync(seg.f); serr != nil {
+					err = fmt.Errorf("sync registry log: %w", serr)
+				}
 			}
-			continue
-		}
-		err := failed
-		if err == nil {
-			if _, werr := l.f.Write(buf); werr != nil {
-				err = fmt.Errorf("append to registry log: %w", werr)
-			} else if serr := l.sync(l.f); serr != nil {
-				err = fmt.Errorf("sync registry log: %w", serr)
+			l.mu.Lock()
+			l.syncs++
+			if err != nil && l.err == nil {
+				l.err = err
+			}
+			failed = l.err
+			l.mu.Unlock()
+			for _, w := range seg.waiters {
+				w <- err
 			}
 		}
 		l.mu.Lock()
-		l.syncs++
-		if err != nil && l.err == nil {
-			l.err = err
-		}
-		l.mu.Unlock()
-		for _, w := range waiters {
-			w <- err
-		}
-		if l.isClosed() {
-			l.mu.Lock()
-			left := len(l.waiters)
-			l.mu.Unlock()
-			if left == 0 {
-				return
+		// A retired file gets no new appends, but may still have some
+		// queued since this round began: close only the others.
+		var done []*os.File
+		l.retired = slices.DeleteFunc(l.retired, func(f *os.File) bool {
+			if slices.ContainsFunc(l.pending, func(seg *segment) bool { return seg.f == f }) {
+				return false
 			}
+			done = append(done, f)
+			return true
+		})
+		closed, left := l.closed, len(l.pending)
+		l.mu.Unlock()
+		for _, f := range done {
+			_ = f.Close()
+		}
+		if closed && left == 0 {
+			return
 		}
 	}
-}
-
-func (l *regLog) isClosed() bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.closed
 }
 
 // close writes what is queued, then closes the file.
@@ -346,6 +494,9 @@ func (l *regLog) close() error {
 	default:
 	}
 	<-l.done
+	for _, f := range l.retired {
+		_ = f.Close()
+	}
 	return l.f.Close()
 }
 
@@ -354,4 +505,81 @@ func (l *regLog) counts() (appends, syncs int64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.appends, l.syncs
+}
+
+// minCompactAt is the least log size that starts a background compaction:
+// below it, replaying the log at start costs a few tens of milliseconds.
+const minCompactAt = 8 << 20
+
+// maybeCompactLocked starts a background compaction when the log has
+// outgrown the snapshot. s.mu must be held.
+func (s *Server) maybeCompactLocked() {
+	if s.compacting || s.compactOff {
+		return
+	}
+	at := s.compactAt
+	if at <= 0 {
+		at = max(s.snapSize, minCompactAt)
+	}
+	if s.regLog.bytes() < at {
+		return
+	}
+	s.compacting = true
+	s.compactWG.Add(1)
+	go func() {
+		defer s.compactWG.Done()
+		err := s.compactLive()
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.compacting = false
+		if err != nil {
+			s.compactOff = true
+			s.log.Error("registry compaction failed: the log grows until the next start, which folds it", "error", err)
+		}
+	}()
+}
+
+// compactLive folds the log into a new snapshot while the emulator serves.
+// The log is rotated first: changes from then on go to a log of the next
+// generation, and the snapshot is the registry at the moment of rotation,
+// written without the lock (entities in the registry are never modified,
+// so a copy of its maps is a consistent view). A crash at any point leaves
+// files a start reads back whole: the old snapshot with both logs, or the
+// new one with the new log.
+func (s *Server) compactLive() error {
+	s.mu.RLock()
+	gen := s.reg.Generation + 1
+	s.mu.RUnlock()
+	f, err := rotateLog(s.dir, gen)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	snap := &Registry{
+		Generation:   gen,
+		Things:       maps.Clone(s.reg.Things),
+		Certificates: maps.Clone(s.reg.Certificates),
+		Tokens:       maps.Clone(s.reg.Tokens),
+		Policies:     maps.Clone(s.reg.Policies),
+	}
+	s.reg.Generation = gen
+	s.regLog.rotate(f)
+	hook := s.afterRotate
+	s.mu.Unlock()
+	if hook != nil {
+		hook()
+	}
+	if err := writeSnapshot(s.dir, snap); err != nil {
+		return err
+	}
+	if err := os.Remove(filepath.Join(s.dir, fileRegistryLogPrev)); err != nil {
+		return fmt.Errorf("remove the folded registry log: %w", err)
+	}
+	if fi, err := os.Stat(filepath.Join(s.dir, fileRegistry)); err == nil {
+		s.mu.Lock()
+		s.snapSize = fi.Size()
+		s.mu.Unlock()
+	}
+	s.compactions.Add(1)
+	return nil
 }

@@ -34,8 +34,8 @@ func decodeJSONLine(line []byte) ([]byte, bool) {
 	return body, true
 }
 
-// readJSONLog is readLog for a log of the first format, b its content.
-func readJSONLog(path string, b []byte, r *Registry) (int64, error) {
+// readJSONLog is applyLog for a log of the first format.
+func readJSONLog(path string, b []byte, r *Registry, want int64) (int64, error) {
 	gen := int64(-1)
 	for n := 0; ; n++ {
 		line, rest, found := bytes.Cut(b, []byte{'\n'})
@@ -53,7 +53,7 @@ func readJSONLog(path string, b []byte, r *Registry) (int64, error) {
 				return 0, fmt.Errorf("%s: not a registry log", path)
 			}
 			gen = h.Generation
-			if gen != r.Generation {
+			if gen != want {
 				return gen, nil
 			}
 			continue

@@ -18,6 +18,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -29,9 +30,15 @@ import (
 // is killed: the kill-under-load test's `cloud serve`.
 const envServeDir = "CLOUDSIM_TEST_SERVE_DIR"
 
+// envCompactAt sets that serve's log size that starts a compaction.
+const envCompactAt = "CLOUDSIM_TEST_COMPACT_AT"
+
 func TestMain(m *testing.M) {
 	if dir := os.Getenv(envServeDir); dir != "" {
 		srv, err := Open(Options{Dir: dir})
+		if at := os.Getenv(envCompactAt); at != "" && err == nil {
+			srv.compactAt, err = strconv.ParseInt(at, 10, 64)
+		}
 		if err == nil {
 			err = srv.Start()
 		}
@@ -249,14 +256,14 @@ func TestAnswerWaitsForDurability(t *testing.T) {
 
 // serve is a `cloud serve` of dir in a process of its own, which the test
 // can kill.
-func serveProcess(t *testing.T, dir string) *exec.Cmd {
+func serveProcess(t *testing.T, dir string, env ...string) *exec.Cmd {
 	t.Helper()
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(self, "-test.run=^$")
-	cmd.Env = append(os.Environ(), envServeDir+"="+dir)
+	cmd.Env = append(append(os.Environ(), envServeDir+"="+dir), env...)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -277,7 +284,29 @@ func serveProcess(t *testing.T, dir string) *exec.Cmd {
 // acknowledged: every certificate a device was given, and every thing a
 // device was told it registered, is in the registry afterwards.
 func TestKillServeUnderLoadLosesNothingAcknowledged(t *testing.T) {
+	killServeUnderLoad(t, initDir(t))
+}
+
+// The same with the log folded into a new snapshot every few changes
+// while devices provision: a kill at any point of a compaction (before
+// the log's rotation, between it and the new snapshot, after) loses
+// nothing acknowledged.
+func TestKillServeWhileCompactingLosesNothingAcknowledged(t *testing.T) {
 	dir := initDir(t)
+	before, err := ReadRegistry(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := killServeUnderLoad(t, dir, envCompactAt+"=4096")
+	if reg.Generation < before.Generation+3 {
+		t.Errorf("registry generation %d after the run, from %d: the log was not compacted while serving", reg.Generation, before.Generation)
+	}
+}
+
+// killServeUnderLoad runs serve on dir in a process of its own with env,
+// provisions devices against it and kills it in the thick of it; it
+// returns the registry read after the kill.
+func killServeUnderLoad(t *testing.T, dir string, environ ...string) *Registry {
 	var st settings
 	b, err := os.ReadFile(filepath.Join(dir, fileSettings))
 	if err != nil {
@@ -286,7 +315,7 @@ func TestKillServeUnderLoadLosesNothingAcknowledged(t *testing.T) {
 	if err := json.Unmarshal(b, &st); err != nil {
 		t.Fatal(err)
 	}
-	srv := serveProcess(t, dir)
+	srv := serveProcess(t, dir, environ...)
 	e := &env{dir: dir, addr: st.Listen}
 	claim := e.claimCert(t)
 
@@ -353,9 +382,10 @@ func TestKillServeUnderLoadLosesNothingAcknowledged(t *testing.T) {
 			t.Errorf("thing %s was acknowledged but the registry has certificate %+v, thing %+v", a.thing, cert, reg.Things[a.thing])
 		}
 	}
-	t.Logf("%d certificates and %d registrations acknowledged before the kill, all in the registry", len(answers)-things, things)
+	t.Logf("%d certificates and %d registrations acknowledged before the kill, all in the registry (generation %d)", len(answers)-things, things, reg.Generation)
 	// And the emulator starts again from it.
 	startEnv(t, Options{Dir: dir, Listen: "127.0.0.1:0"})
+	return reg
 }
 
 // tryProvision runs CreateCertificateFromCsr and RegisterThing, calling
@@ -702,4 +732,86 @@ func TestRegistryRoundTrip(t *testing.T) {
 	if !reflect.DeepEqual(got, r) {
 		t.Errorf("read back differs:\n%+v\n%+v\nwant\n%+v\n%+v", got.Things["a"], got.Tokens["t"], r.Things["a"], r.Tokens["t"])
 	}
+}
+
+// A crash between a compaction's rotation of the log and its new snapshot
+// leaves the old snapshot, the rotated-out log (registry.log.prev) and the
+// new log: a reader and a start put every acknowledged change together
+// from them, and the start leaves one snapshot and an empty log.
+func TestCrashMidCompactionLosesNothing(t *testing.T) {
+	e := startEnv(t, Options{})
+	rotated, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	e.srv.mu.Lock()
+	e.srv.compactAt = 1 // the first change starts one
+	e.srv.afterRotate = func() {
+		once.Do(func() {
+			close(rotated)
+			<-release
+		})
+	}
+	e.srv.mu.Unlock()
+	c := e.dialClaim(t)
+	before := createCert(t, c) // logged, then the log is rotated
+	<-rotated
+	register(t, c, &before, "mid_a") // into the new log
+	after := createCert(t, c)
+	register(t, c, &after, "mid_b")
+
+	// A crash now: what is on disk at this moment.
+	crashed := t.TempDir()
+	if err := os.CopyFS(crashed, os.DirFS(e.dir)); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{fileRegistryLogPrev, fileRegistryLog} {
+		if _, err := os.Stat(filepath.Join(crashed, f)); err != nil {
+			t.Fatalf("mid-compaction: %v", err)
+		}
+	}
+	close(release)
+
+	check := func(when string, reg *Registry) {
+		t.Helper()
+		for _, p := range []provisioned{before, after} {
+			cert := reg.Certificates[p.certID]
+			if cert == nil || cert.Status != StatusActive || cert.ThingName != p.thingName || reg.Things[p.thingName] == nil {
+				t.Errorf("%s: %s has certificate %+v, thing %+v", when, p.thingName, cert, reg.Things[p.thingName])
+			}
+		}
+	}
+	reg, err := ReadRegistry(crashed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("read after the crash", reg)
+	e2 := startEnv(t, Options{Dir: crashed})
+	check("started after the crash", e2.srv.reg)
+	if err := e2.srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(crashed, fileRegistryLogPrev)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("registry.log.prev still there after a start: %v", err)
+	}
+	snapOnly, err := readSnapshot(crashed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("snapshot after the start", snapOnly)
+
+	// And the compaction that was held completes: the live directory has
+	// the new snapshot, no rotated-out log, and still everything.
+	if err := e.srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := e.srv.compactions.Load(); n < 1 {
+		t.Errorf("%d compactions while serving, want at least 1", n)
+	}
+	if _, err := os.Stat(filepath.Join(e.dir, fileRegistryLogPrev)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("registry.log.prev still there after the compaction: %v", err)
+	}
+	reg, err = ReadRegistry(e.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("after the compaction", reg)
 }

@@ -24,6 +24,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -123,6 +124,20 @@ type Server struct {
 	pendingQ []pendingRef // pending certificates, oldest first
 	regLog   *regLog      // nil until Start
 	saveErr  error        // set when a change could not be made durable
+
+	// Background compaction folds the log into a new snapshot once it
+	// outgrows the snapshot, so that a start after a SIGKILL replays a
+	// bounded log. compacting and compactOff are guarded by mu.
+	compactAt  int64 // log size that starts one; 0: the snapshot's size, at least minCompactAt
+	snapSize   int64 // size of the last snapshot written or read; guarded by mu
+	compacting bool
+	compactOff bool // a compaction failed: the log grows until the next start
+	compactWG  sync.WaitGroup
+	// compactions counts background compactions done, for tests.
+	compactions atomic.Int64
+	// afterRotate, for tests, runs in a compaction between the log's
+	// rotation and the new snapshot.
+	afterRotate func()
 
 	regChanged bool            // the claim policies changed the registry at open
 	loadedFrom registryFileIDs // the registry files reg was read from
@@ -266,10 +281,14 @@ func (s *Server) openRegistry() error {
 	// Fold the log into a new snapshot only when there is something to
 	// fold: a clean stop already did (Close), so a restart after one only
 	// reads the snapshot; a crash leaves a log, replayed and folded here.
-	if s.regChanged || !tx.empty() || s.reg.logRecords > 0 || !fileExists(filepath.Join(s.dir, fileRegistryLog)) {
+	if s.regChanged || !tx.empty() || s.reg.logRecords > 0 || !fileExists(filepath.Join(s.dir, fileRegistryLog)) ||
+		fileExists(filepath.Join(s.dir, fileRegistryLogPrev)) {
 		if err := compact(s.dir, s.reg); err != nil {
 			return err
 		}
+	}
+	if fi, err := os.Stat(filepath.Join(s.dir, fileRegistry)); err == nil {
+		s.snapSize = fi.Size()
 	}
 	l, err := openRegLog(s.dir)
 	if err != nil {
@@ -413,6 +432,8 @@ func (s *Server) Close() error {
 		if s.attached != nil {
 			err = s.attached.close()
 		}
+		// No request is left to start another compaction.
+		s.compactWG.Wait()
 		if s.regLog != nil {
 			if cerr := s.regLog.close(); err == nil {
 				err = cerr

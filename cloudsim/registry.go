@@ -37,6 +37,9 @@ type Registry struct {
 
 	// logRecords counts the log records read on top of the snapshot.
 	logRecords int
+	// legacy: the snapshot or the log was of the earlier JSON format,
+	// which a start rewrites, so that nothing is appended to a JSON log.
+	legacy bool
 }
 
 // Thing is a registered IoT thing.
@@ -131,6 +134,7 @@ func readSnapshot(dir string) (*Registry, error) {
 		if err := json.Unmarshal(b, r); err != nil {
 			return nil, fmt.Errorf("%s: corrupt registry: %w", legacy, err)
 		}
+		r.legacy = true
 	default:
 		return nil, fmt.Errorf("read registry: %w", err)
 	}

@@ -36,6 +36,7 @@ func decodeJSONLine(line []byte) ([]byte, bool) {
 
 // readJSONLog is applyLog for a log of the first format.
 func readJSONLog(path string, b []byte, r *Registry, want int64) (int64, error) {
+	r.legacy = true
 	gen := int64(-1)
 	for n := 0; ; n++ {
 		line, rest, found := bytes.Cut(b, []byte{'\n'})

@@ -698,6 +698,49 @@ func TestRegistryReadsEarlierJSONFormat(t *testing.T) {
 	}
 }
 
+// A directory an earlier version stopped cleanly (a JSON snapshot, a JSON
+// log holding only its header) is rewritten by the start, so that the
+// changes made after are appended to a log a reader can read.
+func TestStartRewritesEarlierJSONFormat(t *testing.T) {
+	e := startEnv(t, Options{})
+	if err := e.srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	reg, err := ReadRegistry(e.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.Marshal(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(e.dir, fileRegistryJSON), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(e.dir, fileRegistry)); err != nil {
+		t.Fatal(err)
+	}
+	h := mustJSON(t, logHeader{Generation: reg.Generation})
+	if err := os.WriteFile(filepath.Join(e.dir, fileRegistryLog), fmt.Appendf(nil, "%x %s\n", crc32.Checksum(h, castagnoli), h), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e2 := startEnv(t, Options{Dir: e.dir})
+	c := e2.dialClaim(t)
+	p := createCert(t, c)
+	register(t, c, &p, "after_upgrade")
+	// Read while serving, as after a crash now.
+	got, err := ReadRegistry(e.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Things[p.thingName] == nil {
+		t.Errorf("a thing registered after the start on a JSON registry is not in the registry")
+	}
+	if _, err := os.Stat(filepath.Join(e.dir, fileRegistryJSON)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("registry.json still there after the start: %v", err)
+	}
+}
+
 func mustJSON(t *testing.T, v any) json.RawMessage {
 	t.Helper()
 	b, err := json.Marshal(v)

@@ -281,7 +281,7 @@ func (s *Server) openRegistry() error {
 	// Fold the log into a new snapshot only when there is something to
 	// fold: a clean stop already did (Close), so a restart after one only
 	// reads the snapshot; a crash leaves a log, replayed and folded here.
-	if s.regChanged || !tx.empty() || s.reg.logRecords > 0 || !fileExists(filepath.Join(s.dir, fileRegistryLog)) ||
+	if s.regChanged || !tx.empty() || s.reg.logRecords > 0 || s.reg.legacy || !fileExists(filepath.Join(s.dir, fileRegistryLog)) ||
 		fileExists(filepath.Join(s.dir, fileRegistryLogPrev)) {
 		if err := compact(s.dir, s.reg); err != nil {
 			return err

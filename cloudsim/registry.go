@@ -40,6 +40,11 @@ type Registry struct {
 	// legacy: the snapshot or the log was of the earlier JSON format,
 	// which a start rewrites, so that nothing is appended to a JSON log.
 	legacy bool
+	// logEnd is the length of registry.log up to its last whole record
+	// when it is the log of this registry's generation and was applied;
+	// otherwise -1. A start appends to such a log after cutting off a
+	// torn tail, instead of folding it into a new snapshot first.
+	logEnd int64
 }
 
 // Thing is a registered IoT thing.
@@ -79,6 +84,7 @@ type Token struct {
 
 func newRegistry() *Registry {
 	return &Registry{
+		logEnd:       -1,
 		Things:       map[string]*Thing{},
 		Certificates: map[string]*Certificate{},
 		Tokens:       map[string]*Token{},

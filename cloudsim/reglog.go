@@ -140,7 +140,7 @@ func readLogs(dir string, r *Registry) (again bool, err error) {
 		return false, err
 	}
 	if prev != nil {
-		gen, err := applyLog(prevPath, prev, r, snapGen)
+		gen, _, err := applyLog(prevPath, prev, r, snapGen)
 		if err != nil {
 			return false, err
 		}
@@ -157,9 +157,9 @@ func readLogs(dir string, r *Registry) (again bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	gen := int64(-1)
+	gen, end := int64(-1), -1
 	if b != nil {
-		if gen, err = applyLog(logPath, b, r, want); err != nil {
+		if gen, end, err = applyLog(logPath, b, r, want); err != nil {
 			return false, err
 		}
 	}
@@ -175,6 +175,9 @@ func readLogs(dir string, r *Registry) (again bool, err error) {
 		return true, nil // a compaction in between the reads
 	case gen == want:
 		r.Generation = want
+		if want == snapGen {
+			r.logEnd = int64(end)
+		}
 	}
 	// Older, or none: the snapshot already holds it (a start that crashed
 	// between writing the snapshot and the new log).
@@ -194,38 +197,42 @@ func readIfExists(path string) ([]byte, error) {
 
 // applyLog applies the log b, read from path, to r when the log is of
 // generation gen. It returns the log's generation (-1 when its header is
-// torn) and stops at the first torn or corrupt frame: only the tail of an
-// append cut short by a crash can be one, and nothing after it was
-// acknowledged.
-func applyLog(path string, b []byte, r *Registry, gen int64) (int64, error) {
+// torn) and the length of b up to its last whole record (-1 for a log of
+// the earlier format), and stops at the first torn or corrupt frame: only
+// the tail of an append cut short by a crash can be one, and nothing after
+// it was acknowledged.
+func applyLog(path string, b []byte, r *Registry, gen int64) (int64, int, error) {
 	if !bytes.HasPrefix(b, logMagic) {
 		if len(b) < len(logMagic) && bytes.HasPrefix(logMagic, b) {
-			return -1, nil // torn in its first write: nothing was logged
+			return -1, -1, nil // torn in its first write: nothing was logged
 		}
-		return readJSONLog(path, b, r, gen)
+		g, err := readJSONLog(path, b, r, gen)
+		return g, -1, err
 	}
+	all := len(b)
 	b = b[len(logMagic):]
 	payload, b, ok := nextFrame(b)
 	if !ok {
-		return -1, nil // torn header: nothing was logged
+		return -1, -1, nil // torn header: nothing was logged
 	}
 	var h logHeader
 	if err := regDec.Unmarshal(payload, &h); err != nil {
-		return 0, fmt.Errorf("%s: not a registry log: %w", path, err)
+		return 0, -1, fmt.Errorf("%s: not a registry log: %w", path, err)
 	}
 	if h.Generation != gen {
-		return h.Generation, nil
+		return h.Generation, -1, nil
 	}
 	for n := 1; ; n++ {
+		end := all - len(b)
 		if payload, b, ok = nextFrame(b); !ok {
-			return h.Generation, nil
+			return h.Generation, end, nil
 		}
 		var rec logRecord
 		if err := regDec.Unmarshal(payload, &rec); err != nil {
-			return 0, fmt.Errorf("%s: record %d: %w", path, n, err)
+			return 0, -1, fmt.Errorf("%s: record %d: %w", path, n, err)
 		}
 		if err := r.applyRecord(rec); err != nil {
-			return 0, fmt.Errorf("%s: record %d: %w", path, n, err)
+			return 0, -1, fmt.Errorf("%s: record %d: %w", path, n, err)
 		}
 		r.logRecords++
 	}
@@ -361,12 +368,32 @@ type segment struct {
 	waiters []chan error // one per append in buf
 }
 
-func openRegLog(dir string) (*regLog, error) {
+// openRegLog opens registry.log for appending. With end >= 0 it first cuts
+// the file to end, the length of its whole records: appends after a torn
+// tail would be read as more of it, and ignored.
+func openRegLog(dir string, end int64) (*regLog, error) {
 	f, err := os.OpenFile(filepath.Join(dir, fileRegistryLog), os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open registry log: %w", err)
 	}
-	l := &regLog{f: f, sync: (*os.File).Sync, kick: make(chan struct{}, 1), done: make(chan struct{})}
+	fi, err := f.Stat()
+	if err != nil {
+		_ = f.Close()
+		return nil, fmt.Errorf("open registry log: %w", err)
+	}
+	size := fi.Size()
+	if end >= 0 && size > end {
+		if err := f.Truncate(end); err != nil {
+			_ = f.Close()
+			return nil, fmt.Errorf("cut the torn tail of the registry log: %w", err)
+		}
+		if err := f.Sync(); err != nil {
+			_ = f.Close()
+			return nil, fmt.Errorf("cut the torn tail of the registry log: %w", err)
+		}
+		size = end
+	}
+	l := &regLog{f: f, sync: (*os.File).Sync, kick: make(chan struct{}, 1), done: make(chan struct{}), size: size}
 	go l.run()
 	return l, nil
 }

@@ -278,19 +278,23 @@ func (s *Server) openRegistry() error {
 	}
 	tx.apply()
 	slices.SortFunc(s.pendingQ, func(a, b pendingRef) int { return a.created.Compare(b.created) })
-	// Fold the log into a new snapshot only when there is something to
-	// fold: a clean stop already did (Close), so a restart after one only
-	// reads the snapshot; a crash leaves a log, replayed and folded here.
-	if s.regChanged || !tx.empty() || s.reg.logRecords > 0 || s.reg.legacy || !fileExists(filepath.Join(s.dir, fileRegistryLog)) ||
-		fileExists(filepath.Join(s.dir, fileRegistryLogPrev)) {
+	// Fold the log into a new snapshot here only when the start changed
+	// the registry, or the files are not a snapshot and the log of its
+	// generation (a crash in the middle of a compaction, a log the
+	// snapshot already holds, an earlier version's format). A log a crash
+	// left is otherwise appended to, and folded in the background once it
+	// outgrows the snapshot: a start after a SIGKILL only reads.
+	end := s.reg.logEnd
+	if s.regChanged || !tx.empty() || s.reg.legacy || end < 0 || fileExists(filepath.Join(s.dir, fileRegistryLogPrev)) {
 		if err := compact(s.dir, s.reg); err != nil {
 			return err
 		}
+		end = -1
 	}
 	if fi, err := os.Stat(filepath.Join(s.dir, fileRegistry)); err == nil {
 		s.snapSize = fi.Size()
 	}
-	l, err := openRegLog(s.dir)
+	l, err := openRegLog(s.dir, end)
 	if err != nil {
 		return err
 	}

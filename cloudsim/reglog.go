@@ -31,9 +31,10 @@ import (
 // scale (10,000 devices: a 14 MB snapshot, a log twice that after a run)
 // decoding JSON took seconds where CBOR takes a tenth of the time.
 //
-// Start folds the log into a new snapshot, and so does serve in the
+// A clean stop folds the log into a new snapshot, and so does serve in the
 // background once the log outgrows the snapshot (compactLive), so that the
-// log a crash leaves stays in proportion to the registry. Both files carry
+// log a crash leaves stays in proportion to the registry; a start after a
+// crash appends to the log it finds. Both files carry
 // a generation: a log older than its snapshot is already folded in and is
 // ignored; a reader that catches a newer log with an older snapshot (a
 // compaction in between its reads) reads again.

@@ -257,9 +257,10 @@ func (s *Server) loadRegistry() error {
 	return nil
 }
 
-// openRegistry, with the directory locked, reads the registry afresh,
-// deletes expired pending certificates, folds the log into a new snapshot
-// and opens the log for this run's changes.
+// openRegistry, with the directory locked, reads the registry afresh
+// (unless Open's read is still current), deletes expired pending
+// certificates, folds the log into a new snapshot where it must, and opens
+// the log for this run's changes.
 func (s *Server) openRegistry() error {
 	if err := s.loadRegistry(); err != nil {
 		return err

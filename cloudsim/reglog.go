@@ -562,7 +562,7 @@ func (s *Server) maybeCompactLocked() {
 		s.compacting = false
 		if err != nil {
 			s.compactOff = true
-			s.log.Error("registry compaction failed: the log grows until the next start, which folds it", "error", err)
+			s.log.Error("registry compaction failed: the log grows until serve stops, which folds it", "error", err)
 		}
 	}()
 }

@@ -34,7 +34,8 @@ const (
 	fileClaimCert    = "claim.pem.crt"
 	fileClaimKey     = "claim.pem.key"
 	fileSettings     = "cloud.json"
-	fileRegistry     = "registry.json"
+	fileRegistry     = "registry.cbor"
+	fileRegistryJSON = "registry.json" // the snapshot's name and format before registry.cbor
 	fileDeviceConfig = "config.yaml"
 	dirTemplates     = "templates"
 	dirPolicies      = "policies"
@@ -125,7 +126,7 @@ func Init(opts InitOptions) error {
 	if port == 0 {
 		return fmt.Errorf("%w %q: the device config needs a fixed port, not 0", ErrListen, listen)
 	}
-	files := []string{fileSettings, fileRegistry, fileCA, fileCAKey, fileRootCA, fileServerCert, fileServerKey,
+	files := []string{fileSettings, fileRegistry, fileRegistryJSON, fileCA, fileCAKey, fileRootCA, fileServerCert, fileServerKey,
 		fileClaimCert, fileClaimKey, fileDeviceConfig, filepath.Join(dirTemplates, DefaultTemplateName+".json")}
 	for _, f := range files {
 		p := filepath.Join(dir, f)

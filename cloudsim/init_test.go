@@ -22,7 +22,7 @@ func TestInitWritesFiles(t *testing.T) {
 		"ca.pem": 0o644, "ca.key": 0o600, "AmazonRootCA1.pem": 0o644,
 		"server.pem.crt": 0o644, "server.pem.key": 0o600,
 		"claim.pem.crt": 0o644, "claim.pem.key": 0o600,
-		"registry.json": 0o600, "registry.log": 0o600, "cloud.json": 0o644, "config.yaml": 0o644,
+		"registry.cbor": 0o600, "registry.log": 0o600, "cloud.json": 0o644, "config.yaml": 0o644,
 		"templates/GreengrassFleetProvisioningTemplate.json":                                 0o644,
 		"policies/GreengrassProvisioningClaimPolicy.json":                                    0o644,
 		"policies/GreengrassV2IoTThingPolicy-GreengrassFleetProvisioning.json":               0o644,
@@ -255,4 +255,17 @@ func hasKeyPath(m map[string]any, path string) bool {
 		}
 	}
 	return true
+}
+
+// update-certificate takes only a certificate id of exactly 64 lowercase
+// hex characters.
+func TestUpdateCertificateIDLength(t *testing.T) {
+	dir := initDir(t)
+	for _, id := range []string{strings.Repeat("a", 63), strings.Repeat("a", 65)} {
+		_, err := UpdateCertificate(dir, id, StatusInactive)
+		want := `certificate update refused: certificate id "` + id + `" is not 64 lowercase hex characters (see ` + "`fleetprov cloud certs --dir " + dir + " --json`)"
+		if err == nil || err.Error() != want {
+			t.Errorf("id of %d: %v\nwant %s", len(id), err, want)
+		}
+	}
 }

@@ -99,7 +99,7 @@ func parseRequestTopic(topic string) (request, bool) {
 			return request{Op: OpCreateKeysAndCertificate, Format: p[3], Topic: topic}, true
 		}
 	case len(p) == 5 && p[0] == "$aws" && p[1] == "provisioning-templates" && p[3] == "provision":
-		if _, ok := codecs[p[4]]; ok && templateNameRE.MatchString(p[2]) {
+		if _, ok := codecs[p[4]]; ok && validTemplateName(p[2]) {
 			return request{Op: OpRegisterThing, Format: p[4], Template: p[2], Topic: topic}, true
 		}
 	}
@@ -253,15 +253,12 @@ func (s *Server) commit(mutate func(tx *regTx) *Rejection) *Rejection {
 // held and releases it: the change is queued for the log in the order it
 // is applied, so a later change is never durable before an earlier one.
 func (s *Server) persist(tx *regTx) error {
-	recs, err := tx.records()
-	if err != nil {
-		s.mu.Unlock()
-		return err
-	}
+	recs := tx.records()
 	tx.apply()
 	var done <-chan error
 	if s.regLog != nil {
 		done = s.regLog.append(recs)
+		s.maybeCompactLocked()
 	}
 	s.mu.Unlock()
 	if done == nil {

@@ -282,7 +282,11 @@ func (p pattern) match(s string, vars func(string) (string, bool), fold bool) bo
 		kind tokenKind
 		r    rune
 	}
-	var es []elem
+	// Stack buffers for the usual sizes: a policy check runs several
+	// matches, and every device's requests run several checks.
+	var esBuf [128]elem
+	var rsBuf [128]rune
+	es := esBuf[:0]
 	for _, t := range p {
 		text := t.text
 		switch t.kind {
@@ -300,12 +304,15 @@ func (p pattern) match(s string, vars func(string) (string, bool), fold bool) bo
 			es = append(es, elem{kind: tokLiteral, r: r})
 		}
 	}
-	rs := []rune(s)
+	rs := rsBuf[:0]
+	for _, r := range s {
+		rs = append(rs, r)
+	}
 	eq := func(a, b rune) bool {
-		if fold {
-			return strings.EqualFold(string(a), string(b))
+		if a == b {
+			return true
 		}
-		return a == b
+		return fold && strings.EqualFold(string(a), string(b))
 	}
 	// Classic wildcard matching: remember the last '*' and retry from one
 	// character further on a mismatch; linear in practice, quadratic at worst.

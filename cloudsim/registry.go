@@ -37,6 +37,14 @@ type Registry struct {
 
 	// logRecords counts the log records read on top of the snapshot.
 	logRecords int
+	// legacy: the snapshot or the log was of the earlier JSON format,
+	// which a start rewrites, so that nothing is appended to a JSON log.
+	legacy bool
+	// logEnd is the length of registry.log up to its last whole record
+	// when it is the log of this registry's generation and was applied;
+	// otherwise -1. A start appends to such a log after cutting off a
+	// torn tail, instead of folding it into a new snapshot first.
+	logEnd int64
 }
 
 // Thing is a registered IoT thing.
@@ -76,6 +84,7 @@ type Token struct {
 
 func newRegistry() *Registry {
 	return &Registry{
+		logEnd:       -1,
 		Things:       map[string]*Thing{},
 		Certificates: map[string]*Certificate{},
 		Tokens:       map[string]*Token{},
@@ -91,20 +100,19 @@ func ReadRegistry(dir string) (*Registry, error) {
 	var err error
 	for range 10 {
 		var r *Registry
-		var logGen int64
+		var again bool
 		if r, err = readSnapshot(dir); err != nil {
 			return nil, err
 		}
-		if logGen, err = readLog(filepath.Join(dir, fileRegistryLog), r); err != nil {
+		if again, err = readLogs(dir, r); err != nil {
 			return nil, err
 		}
-		if logGen > r.Generation {
-			// A compaction ran between the two reads: read again.
+		if again {
+			// A compaction ran between the reads: read again.
 			err = fmt.Errorf("%s: registry changed while being read", dir)
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}
-		// Applied, or no log, or one the snapshot already holds.
 		return r, nil
 	}
 	return nil, err
@@ -112,16 +120,29 @@ func ReadRegistry(dir string) (*Registry, error) {
 
 func readSnapshot(dir string) (*Registry, error) {
 	path := filepath.Join(dir, fileRegistry)
+	r := newRegistry()
 	b, err := os.ReadFile(path)
-	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
+	switch {
+	case err == nil:
+		if err := regDec.Unmarshal(b, r); err != nil {
+			return nil, fmt.Errorf("%s: corrupt registry: %w", path, err)
+		}
+	case errors.Is(err, os.ErrNotExist):
+		// A directory of an earlier version has a JSON snapshot instead.
+		legacy := filepath.Join(dir, fileRegistryJSON)
+		b, lerr := os.ReadFile(legacy)
+		if errors.Is(lerr, os.ErrNotExist) {
 			return nil, fmt.Errorf("%s not found: %s is %w; run `fleetprov cloud init --dir %s` first", path, dir, ErrNotInitialised, dir)
 		}
+		if lerr != nil {
+			return nil, fmt.Errorf("read registry: %w", lerr)
+		}
+		if err := json.Unmarshal(b, r); err != nil {
+			return nil, fmt.Errorf("%s: corrupt registry: %w", legacy, err)
+		}
+		r.legacy = true
+	default:
 		return nil, fmt.Errorf("read registry: %w", err)
-	}
-	r := newRegistry()
-	if err := json.Unmarshal(b, r); err != nil {
-		return nil, fmt.Errorf("%s: corrupt registry: %w", path, err)
 	}
 	// A registry written by hand or by an older emulator may lack a map.
 	if r.Things == nil {
@@ -140,16 +161,19 @@ func readSnapshot(dir string) (*Registry, error) {
 }
 
 func writeSnapshot(dir string, r *Registry) error {
-	// Not indented: at fleet scale the snapshot is tens of megabytes, and
-	// `cloud things` and `cloud certs` are the way to read it.
-	b, err := json.Marshal(r)
+	b, err := regEnc.Marshal(r)
 	if err != nil {
 		return fmt.Errorf("encode registry: %w", err)
 	}
 	// 0600: the registry holds ownership tokens, which are credentials for
 	// as long as they live.
-	if err := atomicfile.WriteFile(filepath.Join(dir, fileRegistry), append(b, '\n'), 0o600); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(dir, fileRegistry), b, 0o600); err != nil {
 		return fmt.Errorf("save registry: %w", err)
+	}
+	// The snapshot of an earlier version is superseded (and still holds
+	// tokens): remove it once the new one is durable.
+	if err := os.Remove(filepath.Join(dir, fileRegistryJSON)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove the superseded registry: %w", err)
 	}
 	return nil
 }

@@ -2,7 +2,6 @@ package cloudsim
 
 import (
 	"encoding/json"
-	"fmt"
 	"maps"
 	"slices"
 	"time"
@@ -92,44 +91,25 @@ func (tx *regTx) empty() bool {
 	return len(tx.things)+len(tx.certs)+len(tx.tokens)+len(tx.policies) == 0
 }
 
-// records are the log lines that make the change durable.
-func (tx *regTx) records() ([]logRecord, error) {
+// records are the log records that make the change durable. They share
+// the entities the change puts into the registry, which are never
+// modified once there.
+func (tx *regTx) records() []logRecord {
 	recs := make([]logRecord, 0, len(tx.things)+len(tx.certs)+len(tx.tokens)+len(tx.policies))
-	add := func(kind, key string, v any, isNil bool) error {
-		rec := logRecord{Kind: kind, Key: key}
-		if !isNil {
-			b, err := json.Marshal(v)
-			if err != nil {
-				return fmt.Errorf("encode %s %s: %w", kind, key, err)
-			}
-			rec.V = b
-		}
-		recs = append(recs, rec)
-		return nil
-	}
 	// Sorted, so that the log reads the same for the same change.
 	for _, k := range slices.Sorted(maps.Keys(tx.certs)) {
-		if err := add(kindCert, k, tx.certs[k], tx.certs[k] == nil); err != nil {
-			return nil, err
-		}
+		recs = append(recs, logRecord{Kind: kindCert, Key: k, Cert: tx.certs[k]})
 	}
 	for _, k := range slices.Sorted(maps.Keys(tx.tokens)) {
-		if err := add(kindToken, k, tx.tokens[k], tx.tokens[k] == nil); err != nil {
-			return nil, err
-		}
+		recs = append(recs, logRecord{Kind: kindToken, Key: k, Token: tx.tokens[k]})
 	}
 	for _, k := range slices.Sorted(maps.Keys(tx.things)) {
-		if err := add(kindThing, k, tx.things[k], tx.things[k] == nil); err != nil {
-			return nil, err
-		}
+		recs = append(recs, logRecord{Kind: kindThing, Key: k, Thing: tx.things[k]})
 	}
 	for _, k := range slices.Sorted(maps.Keys(tx.policies)) {
-		doc := tx.policies[k]
-		if err := add(kindPolicy, k, doc, doc == nil); err != nil {
-			return nil, err
-		}
+		recs = append(recs, logRecord{Kind: kindPolicy, Key: k, Policy: tx.policies[k]})
 	}
-	return recs, nil
+	return recs
 }
 
 // apply puts the change into the registry.

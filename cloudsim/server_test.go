@@ -637,3 +637,28 @@ func TestBrokerLogsFollowTheLevel(t *testing.T) {
 		}
 	}
 }
+
+// The emulator agrees the key exchanges AWS IoT does: a Go client, which
+// offers the hybrid X25519 + ML-KEM share first, gets plain X25519; one
+// that offers only P-256 gets P-256.
+func TestKeyExchangeAsAWSIoT(t *testing.T) {
+	e := startEnv(t, Options{})
+	for _, tc := range []struct {
+		offer []tls.CurveID
+		want  tls.CurveID
+	}{
+		{nil, tls.X25519},
+		{[]tls.CurveID{tls.CurveP256}, tls.CurveP256},
+	} {
+		cfg := e.tlsConfig(t, e.claimCert(t))
+		cfg.CurvePreferences = tc.offer
+		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: waitLimit}, "tcp", e.srv.Addr(), cfg)
+		if err != nil {
+			t.Fatalf("offering %v: %v", tc.offer, err)
+		}
+		if got := conn.ConnectionState().CurveID; got != tc.want {
+			t.Errorf("offering %v: agreed %v, want %v", tc.offer, got, tc.want)
+		}
+		_ = conn.Close()
+	}
+}

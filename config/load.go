@@ -76,8 +76,10 @@ const (
 
 var (
 	templateNameRE = regexp.MustCompile(`^[0-9A-Za-z_-]+$`)
-	// AWS IoT's rule for thing names.
-	thingNameRE = regexp.MustCompile(`^[a-zA-Z0-9:_-]{1,128}$`)
+	// AWS IoT's rule for thing names, with their length (1 to 128)
+	// checked apart: a bounded repetition compiles into a program 128
+	// times the size, built at every start of fleetprov.
+	thingNameRE = regexp.MustCompile(`^[a-zA-Z0-9:_-]+$`)
 	// A DNS label as resolvers accept it ('_' included); an endpoint's
 	// host is labels joined by dots, or an IP address.
 	hostLabelRE = regexp.MustCompile(`^[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$`)
@@ -938,7 +940,7 @@ func (c *Config) Check() error {
 		}
 		return failure.Usage(fmt.Sprintf("%s %s: set it to %s%s", o.subject(key), state, r.what, hint))
 	}
-	if c.ThingName != "" && !thingNameRE.MatchString(c.ThingName) {
+	if c.ThingName != "" && (len(c.ThingName) > 128 || !thingNameRE.MatchString(c.ThingName)) {
 		// Provisioning writes it; one that AWS IoT cannot have was written
 		// by hand or by an older fleetprov, and Greengrass would build its
 		// MQTT topics from it.

@@ -673,3 +673,24 @@ func TestKeyPathTPM(t *testing.T) {
 		t.Errorf("ClaimKeyPath %q, want the handle as written", c.ClaimKeyPath)
 	}
 }
+
+// A thing name AWS IoT cannot have is refused, at 129 characters as for a
+// character outside its alphabet; 128 is accepted.
+func TestThingNameLength(t *testing.T) {
+	for _, n := range []int{128, 129} {
+		dir := t.TempDir()
+		p := newPKI(t, dir)
+		path := filepath.Join(dir, "config.yaml")
+		name := strings.Repeat("n", n)
+		content := strings.Replace(fp(filepath.Join(dir, "gg"), goodKeys(p)), "system:\n", "system:\n  thingName: \""+name+"\"\n", 1)
+		writeFile(t, path, content)
+		_, err := Load(LoadOptions{Path: path})
+		want := "config " + path + `: system.thingName "` + strings.Repeat("n", 64) + `..." is not a thing name AWS IoT accepts (1 to 128 of a-z, A-Z, 0-9, ':', '_' and '-'): leave it empty, provisioning sets it`
+		switch {
+		case n == 128 && err != nil:
+			t.Errorf("128 characters: %v", err)
+		case n == 129 && (err == nil || err.Error() != want):
+			t.Errorf("129 characters: %v\nwant %s", err, want)
+		}
+	}
+}

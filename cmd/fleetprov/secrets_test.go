@@ -546,7 +546,7 @@ func (r *secretsRun) fileAllows(path string) []string {
 		return []string{kindDeviceKey}
 	case path == r.journal || strings.HasPrefix(path, r.journal+".bak-"):
 		return []string{kindToken}
-	case path == filepath.Join(r.dir, "registry.json") || strings.HasPrefix(path, filepath.Join(r.dir, ".registry.json.tmp-")),
+	case path == filepath.Join(r.dir, "registry.cbor") || strings.HasPrefix(path, filepath.Join(r.dir, ".registry.cbor.tmp-")),
 		// The emulator's log of registry changes since its snapshot.
 		path == filepath.Join(r.dir, "registry.log") || strings.HasPrefix(path, filepath.Join(r.dir, ".registry.log.tmp-")):
 		return []string{kindToken}

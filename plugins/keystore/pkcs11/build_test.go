@@ -7,50 +7,25 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
-	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/fleetprov/fleetprov/internal/buildtest"
 )
 
-const fleetprovPkg = "github.com/fleetprov/fleetprov/cmd/fleetprov"
-
-func goTool(t *testing.T) string {
-	t.Helper()
-	if p, err := exec.LookPath("go"); err == nil {
-		return p
-	}
-	p := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(p); err != nil {
-		t.Skip("skipping: no go command to build fleetprov with")
-	}
-	return p
-}
+const fleetprovPkg = buildtest.Fleetprov
 
 // fleetprov stays free of cgo and of the token store unless built with
 // -tags pkcs11.
 func TestFleetprovLinksPKCS11OnlyWithTag(t *testing.T) {
-	gobin := goTool(t)
-	for _, tc := range []struct {
-		tags string
-		want bool
-	}{{"", false}, {"pkcs11", true}} {
-		out, err := exec.Command(gobin, "list", "-tags", tc.tags, "-deps", fleetprovPkg).CombinedOutput()
-		if err != nil {
-			t.Fatalf("go list: %v\n%s", err, out)
-		}
-		for _, dep := range []string{"github.com/ThalesGroup/crypto11", "github.com/miekg/pkcs11"} {
-			if got := strings.Contains(string(out), dep+"\n"); got != tc.want {
-				t.Errorf("tags %q: fleetprov depends on %s: %v, want %v", tc.tags, dep, got, tc.want)
-			}
-		}
-	}
+	buildtest.LinksOnlyWithTag(t, "pkcs11", "github.com/ThalesGroup/crypto11", "github.com/miekg/pkcs11")
 }
 
 // The binary users build with -tags pkcs11 provisions with the device key
 // in the token; the default one refuses a pkcs11: key as a config error.
 func TestFleetprovBuiltWithTag(t *testing.T) {
 	tk := newToken(t)
-	gobin := goTool(t)
+	gobin := buildtest.GoTool(t)
 	bin := t.TempDir()
 	for _, b := range []struct{ tags, out string }{{"pkcs11", "fleetprov-pkcs11"}, {"", "fleetprov"}} {
 		if out, err := exec.Command(gobin, "build", "-tags", b.tags, "-o", filepath.Join(bin, b.out), fleetprovPkg).CombinedOutput(); err != nil {

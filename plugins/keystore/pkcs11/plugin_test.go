@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/fleetprov/fleetprov/config"
+	"github.com/fleetprov/fleetprov/internal/buildtest"
 	"github.com/fleetprov/fleetprov/plugins/host"
 	"github.com/fleetprov/fleetprov/plugins/keystore"
 	"github.com/fleetprov/fleetprov/plugins/keystore/keystoretest"
@@ -74,7 +75,7 @@ var (
 // pluginBinary builds cmd/fleetprov-keystore-pkcs11 once per test run.
 func pluginBinary(t *testing.T) string {
 	t.Helper()
-	gobin := goTool(t)
+	gobin := buildtest.GoTool(t)
 	pluginOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "pkcs11-plugin")
 		if err != nil {

@@ -4,25 +4,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/fleetprov/fleetprov/internal/buildtest"
 )
 
-const fleetprovPkg = "github.com/fleetprov/fleetprov/cmd/fleetprov"
-
-func goTool(t *testing.T) string {
-	t.Helper()
-	if p, err := exec.LookPath("go"); err == nil {
-		return p
-	}
-	p := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(p); err != nil {
-		t.Skip("skipping: no go command to build fleetprov with")
-	}
-	return p
-}
+const fleetprovPkg = buildtest.Fleetprov
 
 var (
 	binMu  sync.Mutex
@@ -39,7 +28,7 @@ func removeBinaries() {
 // fleetprovBinary builds cmd/fleetprov with tags, without cgo.
 func fleetprovBinary(t *testing.T, tags string) string {
 	t.Helper()
-	gobin := goTool(t)
+	gobin := buildtest.GoTool(t)
 	binMu.Lock()
 	defer binMu.Unlock()
 	if binDir == "" {
@@ -60,21 +49,7 @@ func fleetprovBinary(t *testing.T, tags string) string {
 
 // fleetprov stays free of the TPM store unless built with -tags tpm.
 func TestFleetprovLinksTPMOnlyWithTag(t *testing.T) {
-	gobin := goTool(t)
-	for _, tc := range []struct {
-		tags string
-		want bool
-	}{{"", false}, {"tpm", true}} {
-		out, err := exec.Command(gobin, "list", "-tags", tc.tags, "-deps", fleetprovPkg).CombinedOutput()
-		if err != nil {
-			t.Fatalf("go list: %v\n%s", err, out)
-		}
-		for _, dep := range []string{"github.com/google/go-tpm/tpm2", "github.com/fleetprov/fleetprov/plugins/keystore/tpm"} {
-			if got := strings.Contains(string(out), dep+"\n"); got != tc.want {
-				t.Errorf("tags %q: fleetprov depends on %s: %v, want %v", tc.tags, dep, got, tc.want)
-			}
-		}
-	}
+	buildtest.LinksOnlyWithTag(t, "tpm", "github.com/google/go-tpm/tpm2", "github.com/fleetprov/fleetprov/plugins/keystore/tpm")
 }
 
 // The binary users build with -tags tpm (no cgo needed) provisions with

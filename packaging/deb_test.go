@@ -74,6 +74,10 @@ func TestDebInstallRunRemove(t *testing.T) {
 		t.Errorf("fleetprov --version printed %q, want the package's version %q", got, v1)
 	}
 	checkInstalled(t)
+	// The package's binary has the TPM key store (docs/packaging.md).
+	if info := mustRun(t, "go", "version", "-m", binPath); !regexp.MustCompile(`(?m)^\s+build\s+-tags=tpm$`).MatchString(info) {
+		t.Errorf("the installed fleetprov was not built with -tags tpm:\n%s", info)
+	}
 	checkManPages(t)
 	checkCompletions(t)
 

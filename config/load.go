@@ -25,6 +25,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/fleetprov/fleetprov/failure"
+	"github.com/fleetprov/fleetprov/internal/childenv"
 	"github.com/fleetprov/fleetprov/plugins/keystore"
 	"github.com/fleetprov/fleetprov/plugins/paramsource"
 )
@@ -226,6 +227,9 @@ func Load(opts LoadOptions) (*Config, error) {
 			return nil, err
 		}
 	}
+	// A PIN or password the keys read from the environment stays out of
+	// the commands this process starts (scripts, restart, sources).
+	childenv.HideSecretsOf(cfg.KeyURI, cfg.ClaimKeyPath)
 	return cfg, nil
 }
 

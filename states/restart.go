@@ -19,6 +19,7 @@ import (
 	"github.com/fleetprov/fleetprov/config"
 	"github.com/fleetprov/fleetprov/engine"
 	"github.com/fleetprov/fleetprov/failure"
+	"github.com/fleetprov/fleetprov/internal/childenv"
 	"github.com/fleetprov/fleetprov/internal/procgroup"
 	"github.com/fleetprov/fleetprov/internal/syncbuf"
 )
@@ -329,6 +330,7 @@ func runRestartCommand(ctx context.Context, argv []string, timeout time.Duration
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Env = childenv.Environ()
 	// At the timeout (or a SIGTERM to run) the command's whole process
 	// group goes, children included, and Wait stops waiting for output a
 	// leftover child still holds.

@@ -30,6 +30,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -907,7 +908,16 @@ func TestNoSecretsWithTokenKey(t *testing.T) {
 			r.status()
 			// The PIN from the environment this time, as a production
 			// line might give it.
-			r.fleetprov(0, append(keyEnv("env:FLEETPROV_TEST_PIN"), "FLEETPROV_TEST_PIN="+secretsPIN), "run", "--config", r.cfg)
+			// The plugin, which uses the key, gets the variable; the
+			// restart command, which has no business with it, does not.
+			childEnv := filepath.Join(t.TempDir(), "restart-env")
+			r.fleetprov(0, append(keyEnv("env:FLEETPROV_TEST_PIN"), "FLEETPROV_TEST_PIN="+secretsPIN,
+				"FLEETPROV_RESTART_STRATEGY=command", "FLEETPROV_RESTART_COMMAND=env > "+childEnv), "run", "--config", r.cfg)
+			if env, err := os.ReadFile(childEnv); err != nil {
+				t.Errorf("the restart command did not run: %v", err)
+			} else if regexp.MustCompile(`(?m)^FLEETPROV_TEST_PIN=`).Match(env) || bytes.Contains(env, []byte(secretsPIN)) || !bytes.Contains(env, []byte("PATH=")) {
+				t.Errorf("the restart command's environment holds the PIN variable, or lost the rest:\n%s", env)
+			}
 			r.status()
 			r.fleetprov(0, nil, "config", "check", "--config", r.cfg)
 			out = r.fleetprov(0, nil, "reset", "--config", r.cfg)

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fleetprov/fleetprov/internal/childenv"
 	"github.com/fleetprov/fleetprov/internal/procgroup"
 )
 
@@ -57,6 +58,7 @@ func (c *commandSource) run(ctx context.Context) (string, error) {
 	tctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	cmd := exec.CommandContext(tctx, c.argv[0], c.argv[1:]...)
+	cmd.Env = childenv.Environ()
 	procgroup.KillOnCancel(cmd)
 	cmd.WaitDelay = commandKillGrace
 	var stdout capped

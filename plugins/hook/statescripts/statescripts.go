@@ -36,6 +36,7 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/fleetprov/fleetprov/internal/childenv"
 	"github.com/fleetprov/fleetprov/internal/procgroup"
 	"github.com/fleetprov/fleetprov/plugins/hook"
 )
@@ -285,7 +286,7 @@ func (h *Hook) run(ctx context.Context, s Script, ev hook.Event, input []byte) (
 	cmd := exec.CommandContext(ctx, s.Path)
 	cmd.Dir = h.opts.Dir
 	cmd.Stdin = bytes.NewReader(input)
-	cmd.Env = append(os.Environ(),
+	cmd.Env = append(childenv.Environ(),
 		"FLEETPROV_SCRIPT_STATE="+s.State,
 		"FLEETPROV_SCRIPT_ACTION="+string(s.Action),
 		"FLEETPROV_SCRIPT_ATTEMPT="+strconv.Itoa(ev.Attempt),

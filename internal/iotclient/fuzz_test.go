@@ -100,7 +100,7 @@ func FuzzAnswer(f *testing.F) {
 				t.Fatalf("accepted a %d-byte private key", len(a.PrivateKey))
 			}
 		case *registerThingAccepted:
-			if !thingNameRE.MatchString(a.ThingName) || len(a.ThingName) > 128 {
+			if !validThingName(a.ThingName) {
 				t.Fatalf("accepted thing name %q", a.ThingName)
 			}
 			if len(a.DeviceConfiguration) > maxDeviceConfigKeys {

@@ -424,3 +424,23 @@ func parseErr(certPEM string) string {
 	_, err := x509.ParseCertificate(blk.Bytes)
 	return err.Error()
 }
+
+// The length limits hold at their edges, apart from the character rules.
+func TestNameAndIDLengthEdges(t *testing.T) {
+	for _, tc := range []struct {
+		s    string
+		want bool
+	}{{"", false}, {"n", true}, {strings.Repeat("n", 128), true}, {strings.Repeat("n", 129), false}} {
+		if got := validThingName(tc.s); got != tc.want {
+			t.Errorf("validThingName(%d characters) = %v, want %v", len(tc.s), got, tc.want)
+		}
+	}
+	for _, tc := range []struct {
+		s    string
+		want bool
+	}{{strings.Repeat("a", 63), false}, {strings.Repeat("a", 64), true}, {strings.Repeat("a", 65), false}, {strings.Repeat("A", 64), false}} {
+		if got := validCertificateID(tc.s); got != tc.want {
+			t.Errorf("validCertificateID(%q) = %v, want %v", tc.s, got, tc.want)
+		}
+	}
+}

@@ -40,14 +40,21 @@ const (
 	clockSkew = 5 * time.Minute
 )
 
-// thingNameRE is AWS's rule for thing names. It also keeps path
-// separators, MQTT wildcards, control characters and YAML syntax out of
-// file names, topics, config.yaml and the terminal.
-var thingNameRE = regexp.MustCompile(`^[a-zA-Z0-9:_-]{1,128}$`)
+// thingNameRE and a length of at most 128 are AWS's rule for thing
+// names (validThingName). It also keeps path separators, MQTT wildcards,
+// control characters and YAML syntax out of file names, topics,
+// config.yaml and the terminal. The lengths are checked apart from the
+// patterns because a bounded repetition ({1,128}) compiles into a program
+// as many times larger, built at every start of every command.
+var thingNameRE = regexp.MustCompile(`^[a-zA-Z0-9:_-]+$`)
+
+func validThingName(s string) bool { return len(s) <= 128 && thingNameRE.MatchString(s) }
 
 // certificateIDRE: AWS certificate ids are the lowercase hex SHA-256 of
-// the certificate's DER.
-var certificateIDRE = regexp.MustCompile(`^[0-9a-f]{64}$`)
+// the certificate's DER, 64 digits (validCertificateID).
+var certificateIDRE = regexp.MustCompile(`^[0-9a-f]+$`)
+
+func validCertificateID(s string) bool { return len(s) == 64 && certificateIDRE.MatchString(s) }
 
 // quoteTrunc quotes s for an error message, escaping control characters
 // and cutting it at n bytes, so that a hostile value can neither forge
@@ -106,7 +113,7 @@ func validateCertificate(r *CertificateResult, cc certCheck) string {
 	}
 	sum := sha256.Sum256(cert.Raw)
 	if want := hex.EncodeToString(sum[:]); r.CertificateID != want {
-		if !certificateIDRE.MatchString(r.CertificateID) {
+		if !validCertificateID(r.CertificateID) {
 			return fmt.Sprintf("certificateId %s is not 64 lowercase hex digits", quoteTrunc(r.CertificateID, quoteLimit))
 		}
 		return fmt.Sprintf("certificateId %s is not the certificate's SHA-256 (%s)", quoteTrunc(r.CertificateID, quoteLimit), want)
@@ -119,7 +126,7 @@ func validateCertificate(r *CertificateResult, cc certCheck) string {
 
 // validateRegistration checks an accepted RegisterThing answer.
 func validateRegistration(p *registerThingAccepted) string {
-	if !thingNameRE.MatchString(p.ThingName) {
+	if !validThingName(p.ThingName) {
 		return fmt.Sprintf("thingName %s is not 1-128 characters of a-z A-Z 0-9 : _ -", quoteTrunc(p.ThingName, quoteLimit))
 	}
 	if n := len(p.DeviceConfiguration); n > maxDeviceConfigKeys {

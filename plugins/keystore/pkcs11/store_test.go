@@ -10,27 +10,23 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
-	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"math/big"
-	"net"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/ThalesGroup/crypto11"
 
 	"github.com/fleetprov/fleetprov/cli"
 	"github.com/fleetprov/fleetprov/internal/softhsmtest"
 	"github.com/fleetprov/fleetprov/plugins/keystore"
+	"github.com/fleetprov/fleetprov/plugins/keystore/keystoretest"
 )
 
 // softhsmConf is the SoftHSM2 configuration every test token lives in. The
@@ -233,101 +229,11 @@ func TestExistingKeyIsReusedNeverReplaced(t *testing.T) {
 // live in the token too.
 func TestTLSClientAuth(t *testing.T) {
 	tk := newToken(t)
-	ctx := context.Background()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"}, IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, caKey.Public(), caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, _ := x509.ParseCertificate(caDER)
-	pool := x509.NewCertPool()
-	pool.AddCert(ca)
-	serverCert := issue(t, ca, caKey, caKey.Public(), "127.0.0.1", x509.ExtKeyUsageServerAuth)
-	serverTLS := tls.Certificate{Certificate: [][]byte{serverCert.Raw}, PrivateKey: caKey}
-
 	s := New()
 	defer s.Close()
-	for _, alg := range []keystore.Algorithm{keystore.ECDSAP256, keystore.RSA2048} {
-		for _, version := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
-			t.Run(fmt.Sprintf("%s/%x", alg, version), func(t *testing.T) {
-				uri := tk.uri(fmt.Sprintf("claim-%s-%x", alg, version), nil)
-				res, err := s.CreateKey(ctx, &keystore.CreateKeyRequest{URI: uri, Algorithm: alg})
-				if err != nil {
-					t.Fatal(err)
-				}
-				signer, err := s.CreateSigner(ctx, &keystore.CreateSignerRequest{URI: uri})
-				if err != nil {
-					t.Fatal(err)
-				}
-				clientCert := issue(t, ca, caKey, res.PublicKey, "claim", x509.ExtKeyUsageClientAuth)
-
-				ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{
-					Certificates: []tls.Certificate{serverTLS}, ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert,
-					MinVersion: version, MaxVersion: version,
-				})
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer ln.Close()
-				peer := make(chan string, 1)
-				go func() {
-					c, err := ln.Accept()
-					if err != nil {
-						peer <- err.Error()
-						return
-					}
-					defer c.Close()
-					tc := c.(*tls.Conn)
-					if err := tc.Handshake(); err != nil {
-						peer <- "server handshake: " + err.Error()
-						return
-					}
-					peer <- tc.ConnectionState().PeerCertificates[0].Subject.CommonName
-				}()
-				conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 60 * time.Second}, "tcp", ln.Addr().String(), &tls.Config{
-					RootCAs: pool, ServerName: "127.0.0.1",
-					Certificates: []tls.Certificate{{Certificate: [][]byte{clientCert.Raw}, PrivateKey: signer}},
-					MinVersion:   version, MaxVersion: version,
-				})
-				if err != nil {
-					t.Fatalf("client handshake with the token's key: %v", err)
-				}
-				defer conn.Close()
-				select {
-				case got := <-peer:
-					if got != "claim" {
-						t.Errorf("server saw %q, want the client certificate CN claim", got)
-					}
-				case <-time.After(60 * time.Second):
-					t.Fatal("server never finished the handshake")
-				}
-			})
-		}
-	}
-}
-
-func issue(t *testing.T, ca *x509.Certificate, caKey crypto.Signer, pub crypto.PublicKey, cn string, usage x509.ExtKeyUsage) *x509.Certificate {
-	t.Helper()
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage}}
-	if ip := net.ParseIP(cn); ip != nil {
-		tmpl.IPAddresses = []net.IP{ip}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, pub, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
+	keystoretest.TLSClientAuth(t, s, func(alg keystore.Algorithm, version uint16) string {
+		return tk.uri(fmt.Sprintf("claim-%s-%x", alg, version), nil)
+	})
 }
 
 func TestErrors(t *testing.T) {

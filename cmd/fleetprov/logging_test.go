@@ -3,11 +3,9 @@ package main
 import (
 	"bufio"
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,10 +13,10 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/fleetprov/fleetprov/cloudsim"
 	"github.com/fleetprov/fleetprov/internal/cloudtest"
+	"github.com/fleetprov/fleetprov/internal/logjournal/journaltest"
 )
 
 // The steps of a run, each of which must be said exactly once.
@@ -260,84 +258,6 @@ func TestExplicitFormatReplacesProgress(t *testing.T) {
 	}
 }
 
-// journal listens where the test tells the run journald is, and parses
-// what arrives.
-type journal struct {
-	path    string
-	conn    *net.UnixConn
-	entries chan map[string]string
-}
-
-func listenJournal(t *testing.T) *journal {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "journal.socket")
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	j := &journal{path: path, conn: conn, entries: make(chan map[string]string, 1000)}
-	// Read while the run writes: a datagram socket's queue is short, and
-	// a full one blocks the sender.
-	go func() {
-		defer close(j.entries)
-		buf := make([]byte, 1<<20)
-		for {
-			n, _, err := conn.ReadFromUnix(buf)
-			if err != nil {
-				return
-			}
-			e, err := parseEntry(buf[:n])
-			if err != nil {
-				e = map[string]string{"PARSE_ERROR": err.Error()}
-			}
-			j.entries <- e
-		}
-	}()
-	t.Cleanup(func() { conn.Close() })
-	return j
-}
-
-// drain returns the entries received, once the run has ended.
-func (j *journal) drain() []map[string]string {
-	time.Sleep(50 * time.Millisecond) // datagrams sent are queued already; let the reader take them
-	j.conn.Close()
-	var out []map[string]string
-	for e := range j.entries {
-		out = append(out, e)
-	}
-	return out
-}
-
-var journalName = regexp.MustCompile(`^[A-Z][A-Z0-9_]*$`)
-
-func parseEntry(b []byte) (map[string]string, error) {
-	e := map[string]string{}
-	for len(b) > 0 {
-		nl := strings.IndexByte(string(b), '\n')
-		if nl < 0 {
-			return nil, errors.New("no newline")
-		}
-		line := string(b[:nl])
-		b = b[nl+1:]
-		name, value, ok := strings.Cut(line, "=")
-		if !ok {
-			if len(b) < 8 {
-				return nil, errors.New("no length")
-			}
-			size := binary.LittleEndian.Uint64(b)
-			if uint64(len(b)) < 9+size {
-				return nil, errors.New("short value")
-			}
-			name, value, b = line, string(b[8:8+size]), b[9+size:]
-		}
-		if !journalName.MatchString(name) {
-			return nil, fmt.Errorf("field name %q", name)
-		}
-		e[name] = value
-	}
-	return e, nil
-}
-
 // Under systemd (stderr is the journal's stream) a run logs to the
 // journal: a record per step with its fields, the failure at priority 3,
 // nothing on stdout or stderr.
@@ -349,9 +269,9 @@ func TestRunUnderSystemdLogsToTheJournal(t *testing.T) {
 	dir, _ := cloudtest.Start(t, cloudsim.Options{Faults: []cloudsim.Fault{fault}}, nil)
 	cfg := filepath.Join(dir, "config.yaml")
 
-	j := listenJournal(t)
-	out := runCLI(t, []string{envJournalSocket + "=" + j.path}, journalStream, "run", "--config", cfg)
-	entries := j.drain()
+	j := journaltest.Listen(t)
+	out := runCLI(t, []string{envJournalSocket + "=" + j.Path}, journalStream, "run", "--config", cfg)
+	entries := j.Drain(t)
 	if out.code != 1 || out.stdout != "" || out.stderr != "" {
 		t.Fatalf("under systemd, want exit 1 and no output:\n%s", out)
 	}
@@ -375,9 +295,9 @@ func TestRunUnderSystemdLogsToTheJournal(t *testing.T) {
 		t.Errorf("failure entry %v, want PRIORITY 3, STATE RegisterThing, ERR starting with the cause\nall: %v", failed, entries)
 	}
 
-	j = listenJournal(t)
-	out = runCLI(t, []string{envJournalSocket + "=" + j.path}, journalStream, "run", "--config", cfg)
-	entries = j.drain()
+	j = journaltest.Listen(t)
+	out = runCLI(t, []string{envJournalSocket + "=" + j.Path}, journalStream, "run", "--config", cfg)
+	entries = j.Drain(t)
 	if out.code != 0 || out.stdout != "" || out.stderr != "" {
 		t.Fatalf("under systemd, want exit 0 and no output:\n%s", out)
 	}
@@ -410,9 +330,9 @@ func TestJournalStreamOfAnotherFileIsNotSystemd(t *testing.T) {
 	}
 	defer other.Close()
 	dir, _ := cloudtest.Start(t, cloudsim.Options{}, nil)
-	j := listenJournal(t)
-	out := runCLI(t, append(journalStream(other), envJournalSocket+"="+j.path), nil, "run", "--config", filepath.Join(dir, "config.yaml"))
-	if entries := j.drain(); len(entries) != 0 {
+	j := journaltest.Listen(t)
+	out := runCLI(t, append(journalStream(other), envJournalSocket+"="+j.Path), nil, "run", "--config", filepath.Join(dir, "config.yaml"))
+	if entries := j.Drain(t); len(entries) != 0 {
 		t.Errorf("%d journal entries, want none: %v", len(entries), entries)
 	}
 	if out.code != 0 || !strings.Contains(out.stdout, "  ok    Restart") {

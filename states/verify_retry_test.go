@@ -17,8 +17,8 @@ type stateFunc func(context.Context, *engine.Run) error
 
 func (f stateFunc) Run(ctx context.Context, r *engine.Run) error { return f(ctx, r) }
 
-// The cloud goes away between Persist and Verify and comes back a moment
-// later: the whole machine, as the CLI runs it, retries Verify (no
+// The cloud goes away between Persist and Verify and comes back once
+// Verify has failed for it: the whole machine, as the CLI runs it, retries Verify (no
 // network is transient) and ends provisioned and verified.
 func TestVerifyRetriedWhileTheCloudIsAway(t *testing.T) {
 	d := newDevice(t, nil)
@@ -27,6 +27,8 @@ func TestVerifyRetriedWhileTheCloudIsAway(t *testing.T) {
 	defer sess.Close()
 
 	back := make(chan error, 1)
+	retried := make(chan struct{})
+	var retriedOnce sync.Once
 	var mu sync.Mutex
 	var again *cloudsim.Server
 	t.Cleanup(func() {
@@ -45,7 +47,12 @@ func TestVerifyRetriedWhileTheCloudIsAway(t *testing.T) {
 			return err
 		}
 		go func() {
-			time.Sleep(1500 * time.Millisecond)
+			// Back only once Verify has failed and is waiting to retry,
+			// however slowly this machine gets there.
+			select {
+			case <-retried:
+			case <-time.After(60 * time.Second):
+			}
 			s, err := cloudsim.Open(cloudsim.Options{Dir: d.dir})
 			if err == nil {
 				err = s.Start()
@@ -64,6 +71,7 @@ func TestVerifyRetriedWhileTheCloudIsAway(t *testing.T) {
 		Subscribers: []engine.Subscriber{engine.SubscriberFunc(func(e engine.Event) {
 			if e.Type == engine.EventRetrying {
 				retries = append(retries, e.State)
+				retriedOnce.Do(func() { close(retried) })
 			}
 		})},
 	})

@@ -136,31 +136,45 @@ type ProbeFunc func(ctx context.Context, r *engine.Run, certPEM string) (bool, e
 // issued for.
 var errKeyReplaced = errors.New("the device key is no longer the certificate's")
 
+// deviceSigner opens the device key the journal names (the config's,
+// before one is journaled) and checks that pub is its public key:
+// errKeyReplaced if not. It returns the key's URI for messages; close
+// releases the key store.
+func deviceSigner(ctx context.Context, r *engine.Run, pub crypto.PublicKey) (crypto.Signer, func(), string, error) {
+	uri := r.Data.KeyURI
+	if uri == "" {
+		uri = r.Config.KeyURI
+	}
+	ks, err := keystore.Open(uri)
+	if err != nil {
+		return nil, nil, uri, fmt.Errorf("device key: %w", err)
+	}
+	signer, err := ks.CreateSigner(ctx, &keystore.CreateSignerRequest{URI: uri})
+	if err != nil {
+		ks.Close()
+		return nil, nil, uri, fmt.Errorf("device key: %w", err)
+	}
+	if k, ok := signer.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !k.Equal(pub) {
+		ks.Close()
+		return nil, nil, uri, errKeyReplaced
+	}
+	return signer, func() { ks.Close() }, uri, nil
+}
+
 // ProbeIoT connects to the endpoint with the certificate and the device
 // key, as far as the TLS handshake: AWS IoT completes it only for an
 // ACTIVE certificate.
 func ProbeIoT(ctx context.Context, r *engine.Run, certPEM string) (bool, error) {
 	cfg := r.Config
-	uri := r.Data.KeyURI
-	if uri == "" {
-		uri = cfg.KeyURI
-	}
-	ks, err := keystore.Open(uri)
-	if err != nil {
-		return false, err
-	}
-	defer ks.Close()
-	signer, err := ks.CreateSigner(ctx, &keystore.CreateSignerRequest{URI: uri})
-	if err != nil {
-		return false, fmt.Errorf("device key: %w", err)
-	}
 	cert, err := parseCertPEM(certPEM)
 	if err != nil {
 		return false, err
 	}
-	if pub, ok := signer.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(cert.PublicKey) {
-		return false, errKeyReplaced
+	signer, closeKey, _, err := deviceSigner(ctx, r, cert.PublicKey)
+	if err != nil {
+		return false, err
 	}
+	defer closeKey()
 	return iotclient.CertificateActive(ctx, iotclient.ProbeOptions{
 		Endpoint:       cfg.IoTDataHost,
 		Port:           cfg.MQTTPort,

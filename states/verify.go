@@ -2,7 +2,6 @@ package states
 
 import (
 	"context"
-	"crypto"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
@@ -18,7 +17,6 @@ import (
 	"github.com/fleetprov/fleetprov/engine"
 	"github.com/fleetprov/fleetprov/failure"
 	"github.com/fleetprov/fleetprov/internal/iotclient"
-	"github.com/fleetprov/fleetprov/plugins/keystore"
 )
 
 // Verify connects once with the certificate Persist wrote and the device
@@ -84,25 +82,15 @@ func deviceCertificate(ctx context.Context, r *engine.Run) (*tls.Certificate, fu
 	if err != nil {
 		return nil, nil, fmt.Errorf("device certificate %s: %w", cfg.CertPath, err)
 	}
-	uri := r.Data.KeyURI
-	if uri == "" {
-		uri = cfg.KeyURI
-	}
-	ks, err := keystore.Open(uri)
-	if err != nil {
-		return nil, nil, fmt.Errorf("device key: %w", err)
-	}
-	signer, err := ks.CreateSigner(ctx, &keystore.CreateSignerRequest{URI: uri})
-	if err != nil {
-		ks.Close()
-		return nil, nil, fmt.Errorf("device key: %w", err)
-	}
-	if pub, ok := signer.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(leaf.PublicKey) {
-		ks.Close()
+	signer, closeKey, uri, err := deviceSigner(ctx, r, leaf.PublicKey)
+	if errors.Is(err, errKeyReplaced) {
 		return nil, nil, fmt.Errorf("device certificate %s is not for the device key %s: run `fleetprov reset` and provision again", cfg.CertPath, uri)
 	}
+	if err != nil {
+		return nil, nil, err
+	}
 	cert := &tls.Certificate{Certificate: [][]byte{block.Bytes}, PrivateKey: signer, Leaf: leaf}
-	return cert, func() { ks.Close() }, nil
+	return cert, closeKey, nil
 }
 
 // verifyFailure turns a failed verifying connection into one line saying

@@ -228,6 +228,7 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 		ClientConfig: paho.ClientConfig{
 			ClientID:          clientID,
 			OnPublishReceived: []func(paho.PublishReceived) (bool, error){c.onPublishReceived},
+			PingHandler:       &keepAlivePinger{},
 		},
 	}
 

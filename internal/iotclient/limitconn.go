@@ -8,7 +8,6 @@ import (
 	"sync"
 
 	"github.com/eclipse/paho.golang/autopaho"
-	"github.com/eclipse/paho.golang/packets"
 )
 
 // PacketTooLargeError is a packet from the server over the Maximum Packet
@@ -112,6 +111,6 @@ func dialLimited(d dialer, max uint64, onLarge func(*PacketTooLargeError)) func(
 		if err != nil {
 			return nil, err
 		}
-		return packets.NewThreadSafeConn(&limitConn{Conn: conn, max: max, onLarge: onLarge}), nil
+		return &packetConn{Conn: &limitConn{Conn: conn, max: max, onLarge: onLarge}}, nil
 	}
 }

@@ -51,8 +51,17 @@ type Options struct {
 	// ClaimKey, when set, is the claim certificate's key held in a key
 	// store (a PKCS#11 token): it signs the TLS handshake and ClaimKeyPath
 	// is not read.
-	ClaimKey   crypto.Signer
+	ClaimKey crypto.Signer
+	// Claim, when set, is the claim certificate and key already loaded
+	// from ClaimCertPath and ClaimKeyPath, which then only name them in
+	// errors: a load test's simulated devices share one claim, as a
+	// factory's do, and each reading and parsing the files again would
+	// cost the load generator CPU that the cloud under test needs.
+	Claim      *tls.Certificate
 	RootCAPath string
+	// RootCAs, when set, are the roots already read from RootCAPath, which
+	// then only names them in errors (for the same reason as Claim).
+	RootCAs *x509.CertPool
 	// ClientCert, when set, is presented instead of the claim certificate:
 	// a device connecting with the certificate it was just given. The
 	// claim fields are then not read.
@@ -317,10 +326,10 @@ func splitEndpoint(endpoint string, port int) (string, int, error) {
 }
 
 func tlsConfig(o Options, host string, port int) (*tls.Config, error) {
-	if o.ClientCert == nil && (o.ClaimCertPath == "" || (o.ClaimKeyPath == "" && o.ClaimKey == nil)) {
+	if o.ClientCert == nil && o.Claim == nil && (o.ClaimCertPath == "" || (o.ClaimKeyPath == "" && o.ClaimKey == nil)) {
 		return nil, errors.New("iotclient: claim certificate and key paths are required")
 	}
-	if o.RootCAPath == "" {
+	if o.RootCAPath == "" && o.RootCAs == nil {
 		return nil, errors.New("iotclient: root CA path is required")
 	}
 	var cert tls.Certificate
@@ -328,6 +337,8 @@ func tlsConfig(o Options, host string, port int) (*tls.Config, error) {
 	switch {
 	case o.ClientCert != nil:
 		cert = *o.ClientCert
+	case o.Claim != nil:
+		cert = *o.Claim
 	case o.ClaimKey != nil:
 		cert, err = certForSigner(o.ClaimCertPath, o.ClaimKey)
 		if err != nil {
@@ -340,13 +351,11 @@ func tlsConfig(o Options, host string, port int) (*tls.Config, error) {
 			return nil, fmt.Errorf("iotclient: load claim certificate %s and key %s: %w", o.ClaimCertPath, o.ClaimKeyPath, err)
 		}
 	}
-	caPEM, err := os.ReadFile(o.RootCAPath)
-	if err != nil {
-		return nil, fmt.Errorf("iotclient: read root CA: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(caPEM) {
-		return nil, fmt.Errorf("iotclient: root CA %s holds no PEM certificate", o.RootCAPath)
+	pool := o.RootCAs
+	if pool == nil {
+		if pool, err = LoadRootCAs(o.RootCAPath); err != nil {
+			return nil, err
+		}
 	}
 	cfg := &tls.Config{
 		Certificates: []tls.Certificate{cert},
@@ -362,6 +371,20 @@ func tlsConfig(o Options, host string, port int) (*tls.Config, error) {
 		cfg.NextProtos = []string{alpnMQTT443}
 	}
 	return cfg, nil
+}
+
+// LoadRootCAs reads the PEM certificates in path as a pool of trusted
+// roots.
+func LoadRootCAs(path string) (*x509.CertPool, error) {
+	caPEM, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("iotclient: read root CA: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return nil, fmt.Errorf("iotclient: root CA %s holds no PEM certificate", path)
+	}
+	return pool, nil
 }
 
 // certForSigner pairs the claim certificate file with a key held in a key

@@ -9,6 +9,7 @@ package loadtest
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -128,6 +129,10 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			return nil, fmt.Errorf("%w: parameter %s: %w", ErrOptions, k, err)
 		}
 	}
+	id, err := loadIdentity(o.Config)
+	if err != nil {
+		return nil, err
+	}
 	start := time.Now()
 	results := make([]deviceResult, o.Devices)
 	var next, done, failed atomic.Int64
@@ -139,7 +144,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 				if i >= o.Devices || ctx.Err() != nil {
 					return
 				}
-				results[i] = provision(ctx, o, i)
+				results[i] = provision(ctx, o, id, i)
 				if results[i].failure != nil {
 					failed.Add(1)
 				}
@@ -158,15 +163,37 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	return summarise(o, results, elapsed), nil
 }
 
+// identity is what every simulated device starts with, read once: the
+// claim certificate and key and the roots it trusts. A factory's devices
+// share one claim; reading and parsing the files again for each device
+// would cost the load generator CPU the cloud under test needs.
+type identity struct {
+	claim *tls.Certificate
+	roots *x509.CertPool
+}
+
+func loadIdentity(cfg *config.Config) (identity, error) {
+	// The errors name the files, never their contents.
+	claim, err := tls.LoadX509KeyPair(cfg.ClaimCertPath, cfg.ClaimKeyPath)
+	if err != nil {
+		return identity{}, fmt.Errorf("%w: claim certificate %s and key %s: %w", ErrOptions, cfg.ClaimCertPath, cfg.ClaimKeyPath, err)
+	}
+	roots, err := iotclient.LoadRootCAs(cfg.RootCAPath)
+	if err != nil {
+		return identity{}, fmt.Errorf("%w: %w", ErrOptions, err)
+	}
+	return identity{claim: &claim, roots: roots}, nil
+}
+
 // provision is one simulated device, start to end.
-func provision(ctx context.Context, o Options, n int) deviceResult {
+func provision(ctx context.Context, o Options, id identity, n int) deviceResult {
 	var throttled atomic.Int32
-	r := provisionSteps(ctx, o, n, &throttled)
+	r := provisionSteps(ctx, o, id, n, &throttled)
 	r.throttledConnects = int(throttled.Load())
 	return r
 }
 
-func provisionSteps(ctx context.Context, o Options, n int, throttled *atomic.Int32) deviceResult {
+func provisionSteps(ctx context.Context, o Options, id identity, n int, throttled *atomic.Int32) deviceResult {
 	cfg := o.Config
 	r := deviceResult{steps: map[string]time.Duration{}}
 	fail := func(step string, err error) deviceResult {
@@ -188,8 +215,8 @@ func provisionSteps(ctx context.Context, o Options, n int, throttled *atomic.Int
 	}
 	c, err := iotclient.Dial(ctx, iotclient.Options{
 		Endpoint: cfg.IoTDataHost, Port: cfg.MQTTPort,
-		ClaimCertPath: cfg.ClaimCertPath, ClaimKeyPath: cfg.ClaimKeyPath,
-		RootCAPath: cfg.RootCAPath, ConnectTimeout: cfg.ConnectTimeout,
+		ClaimCertPath: cfg.ClaimCertPath, ClaimKeyPath: cfg.ClaimKeyPath, Claim: id.claim,
+		RootCAPath: cfg.RootCAPath, RootCAs: id.roots, ConnectTimeout: cfg.ConnectTimeout,
 		Format: cfg.PayloadFormat, ALPN: cfg.MQTTALPN, OnConnectRefused: onRefused,
 	})
 	if err != nil {
@@ -256,7 +283,7 @@ func provisionSteps(ctx context.Context, o Options, n int, throttled *atomic.Int
 			Endpoint: cfg.IoTDataHost, Port: cfg.MQTTPort,
 			ClientCert: &tls.Certificate{Certificate: [][]byte{block.Bytes}, PrivateKey: key},
 			ClientID:   reg.ThingName,
-			RootCAPath: cfg.RootCAPath, ConnectTimeout: cfg.ConnectTimeout,
+			RootCAPath: cfg.RootCAPath, RootCAs: id.roots, ConnectTimeout: cfg.ConnectTimeout,
 			Format: cfg.PayloadFormat, ALPN: cfg.MQTTALPN, OnConnectRefused: onRefused,
 		})
 		if err != nil {

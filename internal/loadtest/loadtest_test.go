@@ -1,8 +1,16 @@
 package loadtest
 
 import (
+	"context"
+	"errors"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/fleetprov/fleetprov/cloudsim"
+	"github.com/fleetprov/fleetprov/config"
+	"github.com/fleetprov/fleetprov/internal/cloudtest"
 )
 
 func TestExpand(t *testing.T) {
@@ -42,5 +50,31 @@ func TestQuantile(t *testing.T) {
 	}
 	if got := quantile([]time.Duration{time.Second}, 0.99); got != time.Second {
 		t.Errorf("one sample: %v", got)
+	}
+}
+
+// The claim and roots are read once, before any device starts: files that
+// went bad after the config was checked give one error naming them, and
+// no device is counted.
+func TestRunReadsTheClaimOnce(t *testing.T) {
+	dir, _ := cloudtest.Start(t, cloudsim.Options{}, nil)
+	cfg, err := config.Load(config.LoadOptions{Path: filepath.Join(dir, "config.yaml")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	broken := *cfg
+	broken.ClaimKeyPath = filepath.Join(t.TempDir(), "gone.key")
+	res, err := Run(context.Background(), Options{Config: &broken, Devices: 3, Concurrency: 2})
+	if !errors.Is(err, ErrOptions) || !strings.Contains(err.Error(), "gone.key") || res != nil {
+		t.Fatalf("Run with a missing claim key = %v, %v; want an options error naming the key file", res, err)
+	}
+	noRoots := *cfg
+	noRoots.RootCAPath = cfg.ClaimKeyPath // a PEM file with no certificate in it
+	if _, err := Run(context.Background(), Options{Config: &noRoots, Devices: 3, Concurrency: 2}); !errors.Is(err, ErrOptions) || !strings.Contains(err.Error(), "holds no PEM certificate") {
+		t.Fatalf("Run with roots that hold no certificate = %v; want an options error", err)
+	}
+	res, err = Run(context.Background(), Options{Config: cfg, Devices: 3, Concurrency: 2, Params: map[string]string{"SerialNumber": "once-{n}"}})
+	if err != nil || res.Succeeded != 3 {
+		t.Fatalf("Run = %+v, %v; want 3 provisioned", res, err)
 	}
 }

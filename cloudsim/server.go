@@ -351,16 +351,26 @@ func (s *Server) Start() (err error) {
 	if err != nil {
 		return fmt.Errorf("load server certificate: %w", err)
 	}
+	chains := newClientChains(s.ca.pool)
 	tlsConf := &tls.Config{
 		Certificates: []tls.Certificate{serverCert},
-		ClientAuth:   tls.RequireAndVerifyClientCert,
-		ClientCAs:    s.ca.pool,
-		MinVersion:   tls.VersionTLS12,
+		// The chain is verified in VerifyConnection, against the same CA
+		// and with the same options crypto/tls would use, but remembering
+		// the claim certificate every device presents (clientchain.go).
+		// ClientCAs still names the CA in the CertificateRequest.
+		ClientAuth: tls.RequireAnyClientCert,
+		ClientCAs:  s.ca.pool,
+		MinVersion: tls.VersionTLS12,
 		// AWS IoT authenticates only ACTIVE certificates: a pending,
 		// inactive or revoked one is refused in the handshake, before any
 		// MQTT. A device relies on that to learn whether a registration
 		// whose answer it lost activated its certificate.
-		VerifyConnection: s.refuseInactive,
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if err := chains.verify(cs.PeerCertificates, time.Now()); err != nil {
+				return err
+			}
+			return s.refuseInactive(cs)
+		},
 		// The key exchanges AWS IoT negotiates. Go's default would pick
 		// the hybrid X25519 + ML-KEM share a Go device offers, which AWS
 		// IoT does not take and which costs serve about 5% more CPU per
@@ -573,13 +583,15 @@ func (s *Server) authorizeCert(certID, clientID string, action Action, resource 
 	return true
 }
 
+var errNoClientCertificate = errors.New("no client certificate")
+
 // refuseInactive fails a TLS handshake whose client certificate the
 // registry does not hold as ACTIVE (crypto/tls then sends the client a
 // bad_certificate alert). It runs for resumed sessions too, so a
 // certificate deactivated since its last connection is refused.
 func (s *Server) refuseInactive(cs tls.ConnectionState) error {
 	if len(cs.PeerCertificates) == 0 {
-		return errors.New("no client certificate")
+		return errNoClientCertificate
 	}
 	id := CertificateID(cs.PeerCertificates[0].Raw)
 	s.mu.RLock()
@@ -618,7 +630,7 @@ func certificateOf(cl *mqtt.Client) (*x509.Certificate, error) {
 	}
 	state := conn.ConnectionState()
 	if len(state.PeerCertificates) == 0 {
-		return nil, errors.New("no client certificate")
+		return nil, errNoClientCertificate
 	}
 	return state.PeerCertificates[0], nil
 }

@@ -139,6 +139,9 @@ func TestClaimLimitedToProvisioningTopics(t *testing.T) {
 
 func TestForeignCertificateCannotConnect(t *testing.T) {
 	e := startEnv(t, Options{})
+	// The claim's chain, verified once, is remembered; that must not let
+	// another certificate through.
+	e.dialClaim(t)
 	// A CA that is not the emulator's, and a certificate it signed.
 	other, err := newAuthority(time.Now())
 	if err != nil {

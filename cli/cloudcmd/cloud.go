@@ -118,6 +118,7 @@ func newCloudServeCmd(app *cli.App) *cobra.Command {
 				}
 				*dst = rl
 			}
+			tuneGCForFleet()
 			srv, err := cloudsim.Open(cloudsim.Options{Dir: dir, Listen: listen, Logger: app.Logger, Faults: faults, TokenLifetime: lifetime,
 				StrictDelivery: wire.StrictDelivery, SingleUseTokens: wire.SingleUseTokens, RateLimit: wire.RateLimit, Account: wire.Account, Broker: wire.Broker})
 			if err != nil {

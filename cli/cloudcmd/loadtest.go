@@ -86,6 +86,7 @@ zero-padded to 6 digits, as in --param SerialNumber=lt-{n:06}.`,
 					return failure.Usage(fmt.Sprintf("--out %s: its directory does not exist", out))
 				}
 			}
+			tuneGCForFleet()
 			prog := newProgress(app.Stderr, devices)
 			res, err := loadtest.Run(cmd.Context(), loadtest.Options{Config: cfg, Devices: devices, Concurrency: concurrency,
 				Params: pm, Verify: verify, Progress: prog.update})

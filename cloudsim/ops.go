@@ -6,6 +6,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -334,7 +335,7 @@ type pendingCertificate struct{ id, pem, token string }
 // failure to the flow's own rejection.
 func (s *Server) issuePending(pub crypto.PublicKey, subject pkix.Name, signErr func(error) *Rejection) (pendingCertificate, *Rejection) {
 	now := s.now()
-	cert, err := s.ca.issue(pub, subject, nil, now.Add(-5*time.Minute), deviceCertNotAfter)
+	der, err := s.ca.issueDER(pub, subject, nil, now.Add(-5*time.Minute), deviceCertNotAfter)
 	if err != nil {
 		return pendingCertificate{}, signErr(err)
 	}
@@ -342,7 +343,7 @@ func (s *Server) issuePending(pub crypto.PublicKey, subject pkix.Name, signErr f
 	if err != nil {
 		return pendingCertificate{}, reject(500, CodeInternalFailure, "Internal failure: %v", err)
 	}
-	pc := pendingCertificate{id: CertificateID(cert.Raw), pem: string(certPEM(cert)), token: token}
+	pc := pendingCertificate{id: CertificateID(der), pem: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})), token: token}
 	rej := s.commit(func(tx *regTx) *Rejection {
 		tx.putCert(&Certificate{ID: pc.id, Status: StatusPendingActivation, Policies: []string{}, CreatedAt: now.UTC(), PEM: pc.pem})
 		tx.putToken(token, &Token{CertificateID: pc.id, IssuedAt: now.UTC()})

@@ -32,6 +32,7 @@ type authority struct {
 	cert *x509.Certificate
 	key  crypto.Signer
 	pool *x509.CertPool
+	leaf *leafSigner // nil: every certificate through crypto/x509
 }
 
 func newAuthority(now time.Time) (*authority, error) {
@@ -63,7 +64,7 @@ func newAuthority(now time.Time) (*authority, error) {
 func newAuthorityFrom(cert *x509.Certificate, key crypto.Signer) *authority {
 	pool := x509.NewCertPool()
 	pool.AddCert(cert)
-	return &authority{cert: cert, key: key, pool: pool}
+	return &authority{cert: cert, key: key, pool: pool, leaf: newLeafSigner(cert, key)}
 }
 
 // loadAuthority reads ca.pem and ca.key from an initialised directory.
@@ -103,6 +104,13 @@ func (a *authority) issue(pub crypto.PublicKey, subject pkix.Name, hosts []strin
 // certificate is only stored and sent, and parsing it back cost every
 // provisioning a few tens of microseconds.
 func (a *authority) issueDER(pub crypto.PublicKey, subject pkix.Name, hosts []string, notBefore, notAfter time.Time) ([]byte, error) {
+	if a.leaf != nil && len(hosts) == 0 {
+		der, err := a.leaf.issue(pub, subject, randomSerial(), notBefore, notAfter)
+		if err != nil {
+			return nil, fmt.Errorf("sign certificate: %w", err)
+		}
+		return der, nil
+	}
 	tmpl := &x509.Certificate{
 		SerialNumber: randomSerial(),
 		Subject:      subject,

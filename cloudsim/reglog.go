@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/fxamacker/cbor/v2"
 
@@ -349,6 +350,12 @@ type regLog struct {
 	// sync makes what was written durable; tests replace it to hold a
 	// commit and watch others gather behind it.
 	sync func(*os.File) error
+	// gather is how long a round waits for more appends before it writes,
+	// when the round before carried more than one (requests are arriving
+	// together): see commitGather. pause does the waiting; tests replace
+	// it.
+	gather time.Duration
+	pause  func(time.Duration)
 
 	mu      sync.Mutex
 	pending []*segment // waiting for the next write, oldest first
@@ -394,7 +401,8 @@ func openRegLog(dir string, end int64) (*regLog, error) {
 		}
 		size = end
 	}
-	l := &regLog{f: f, sync: (*os.File).Sync, kick: make(chan struct{}, 1), done: make(chan struct{}), size: size}
+	l := &regLog{f: f, sync: (*os.File).Sync, gather: commitGather, pause: time.Sleep,
+		kick: make(chan struct{}, 1), done: make(chan struct{}), size: size}
 	go l.run()
 	return l, nil
 }
@@ -455,17 +463,34 @@ func (l *regLog) bytes() int64 {
 	return l.size
 }
 
+// commitGather is how long a commit waits for company once commits are
+// seen to arrive together. An fsync costs serve about 0.3 ms of CPU
+// whatever it covers; under a fleet's load a round carried two or three
+// changes, and a provisioning paid for most of an fsync of its own. Two
+// milliseconds more per change (against the hundreds a device waits for
+// its turn at the CPU under such load) halve the fsyncs; a change that
+// comes alone is written at once.
+const commitGather = 2 * time.Millisecond
+
 // run writes and syncs whatever gathered while the last sync ran, file by
 // file in the order queued: a change in a newer file is never durable
 // before one in an older.
 func (l *regLog) run() {
 	defer close(l.done)
+	last := 0 // appends the previous round carried
 	for range l.kick {
+		if last > 1 && l.gather > 0 {
+			l.pause(l.gather)
+		}
 		l.mu.Lock()
 		segs := l.pending
 		l.pending = nil
 		failed := l.err
 		l.mu.Unlock()
+		last = 0
+		for _, seg := range segs {
+			last += len(seg.waiters)
+		}
 		for _, seg := range segs {
 			err := failed
 			if err == nil {

@@ -18,6 +18,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -206,6 +207,87 @@ func TestRegistryGroupCommit(t *testing.T) {
 	}
 	if len(got.Policies) != 10 {
 		t.Errorf("the log holds %d policies, want 10", len(got.Policies))
+	}
+}
+
+// Once commits are seen to arrive together, a round waits a moment for
+// company before its fsync; a change that comes alone is written at once.
+func TestRegistryCommitGathersOnlyUnderLoad(t *testing.T) {
+	dir := initDir(t)
+	reg, err := ReadRegistry(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := compact(dir, reg); err != nil {
+		t.Fatal(err)
+	}
+	l, err := openRegLog(dir, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var pauses []time.Duration
+	l.pause = func(d time.Duration) {
+		mu.Lock()
+		pauses = append(pauses, d)
+		mu.Unlock()
+	}
+	entered, release := make(chan struct{}, 16), make(chan struct{})
+	var once sync.Once
+	l.sync = func(f *os.File) error {
+		entered <- struct{}{}
+		once.Do(func() { <-release })
+		return f.Sync()
+	}
+	rec := func(i int) []logRecord {
+		return []logRecord{{Kind: kindPolicy, Key: fmt.Sprintf("p%d", i), Policy: []byte(`{"Version":"2012-10-17","Statement":[]}`)}}
+	}
+	paused := func() []time.Duration {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(pauses)
+	}
+	wait := func(chs ...<-chan error) {
+		t.Helper()
+		for _, ch := range chs {
+			if err := <-ch; err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// A lone change: written at once.
+	first := l.append(rec(0))
+	<-entered
+	// Nine arrive while its fsync runs: the next round carries them all,
+	// and was not delayed (the round before it was alone).
+	var crowd []<-chan error
+	for i := 1; i < 10; i++ {
+		crowd = append(crowd, l.append(rec(i)))
+	}
+	close(release)
+	wait(first)
+	<-entered
+	wait(crowd...)
+	if got := paused(); len(got) != 0 {
+		t.Fatalf("paused %v before rounds that followed a lone change", got)
+	}
+	// The next change follows a crowded round: its round waits first.
+	wait(l.append(rec(10)))
+	<-entered
+	if got := paused(); len(got) != 1 || got[0] != commitGather {
+		t.Fatalf("paused %v after a round of nine, want once for %v", got, commitGather)
+	}
+	// And the one after, following a lone change, does not.
+	wait(l.append(rec(11)))
+	<-entered
+	if got := paused(); len(got) != 1 {
+		t.Fatalf("paused %v; a round after a lone change waited", got)
+	}
+	if appends, syncs := l.counts(); appends != 12 || syncs != 4 {
+		t.Errorf("%d appends took %d fsyncs, want 12 in 4", appends, syncs)
+	}
+	if err := l.close(); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -61,6 +61,9 @@ func main() {
 		p.Legend.Left = true
 		p.Y.Min = 0
 	}
+	// Throughput lines run level near the top: their legend goes below.
+	rate.Legend.Top, rate.Legend.Left = false, false
+	rate.Legend.YOffs = vg.Inch / 2
 	colors := map[string]color.Color{"json": color.RGBA{R: 31, G: 119, B: 180, A: 255}, "cbor": color.RGBA{R: 214, G: 39, B: 40, A: 255}}
 	formats := make([]string, 0, len(byFormat))
 	for f := range byFormat {
@@ -84,10 +87,12 @@ func main() {
 				fail(err)
 			}
 			c := colors[rs[0].Format]
-			if rs[0].Devices > 1000 {
-				c = color.Black
-			}
 			l.Color, pts.Color = c, c
+			if rs[0].Devices > 1000 {
+				// The larger fleet: same colour per format, dashed.
+				l.Dashes = []vg.Length{vg.Points(6), vg.Points(3)}
+				pts.Shape = draw.SquareGlyph{}
+			}
 			pair.p.Add(l, pts)
 			pair.p.Legend.Add(f, l, pts)
 		}

@@ -159,9 +159,11 @@ func TestRegistryLogTornAndStale(t *testing.T) {
 	}
 }
 
-// One fsync covers every change that arrives while the previous one runs.
-func TestRegistryGroupCommit(t *testing.T) {
-	dir := initDir(t)
+// heldLog opens the registry log of a fresh emulator directory, its first
+// fsync held until release is closed; entered hears of every fsync.
+func heldLog(t *testing.T) (l *regLog, dir string, entered, release chan struct{}) {
+	t.Helper()
+	dir = initDir(t)
 	reg, err := ReadRegistry(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -169,25 +171,33 @@ func TestRegistryGroupCommit(t *testing.T) {
 	if err := compact(dir, reg); err != nil {
 		t.Fatal(err)
 	}
-	l, err := openRegLog(dir, -1)
+	l, err = openRegLog(dir, -1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	entered, release := make(chan struct{}, 16), make(chan struct{})
+	entered, release = make(chan struct{}, 16), make(chan struct{})
 	var once sync.Once
 	l.sync = func(f *os.File) error {
 		entered <- struct{}{}
 		once.Do(func() { <-release })
 		return f.Sync()
 	}
-	rec := func(i int) []logRecord {
-		return []logRecord{{Kind: kindPolicy, Key: fmt.Sprintf("p%d", i), Policy: []byte(`{"Version":"2012-10-17","Statement":[]}`)}}
-	}
-	first := l.append(rec(0))
+	return l, dir, entered, release
+}
+
+// policyRecord is a change to log: policy p<i>.
+func policyRecord(i int) []logRecord {
+	return []logRecord{{Kind: kindPolicy, Key: fmt.Sprintf("p%d", i), Policy: []byte(`{"Version":"2012-10-17","Statement":[]}`)}}
+}
+
+// One fsync covers every change that arrives while the previous one runs.
+func TestRegistryGroupCommit(t *testing.T) {
+	l, dir, entered, release := heldLog(t)
+	first := l.append(policyRecord(0))
 	<-entered // the first fsync is running, and held
 	var rest []<-chan error
 	for i := 1; i < 10; i++ {
-		rest = append(rest, l.append(rec(i)))
+		rest = append(rest, l.append(policyRecord(i)))
 	}
 	close(release)
 	for _, ch := range append(rest, first) {
@@ -213,34 +223,13 @@ func TestRegistryGroupCommit(t *testing.T) {
 // Once commits are seen to arrive together, a round waits a moment for
 // company before its fsync; a change that comes alone is written at once.
 func TestRegistryCommitGathersOnlyUnderLoad(t *testing.T) {
-	dir := initDir(t)
-	reg, err := ReadRegistry(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := compact(dir, reg); err != nil {
-		t.Fatal(err)
-	}
-	l, err := openRegLog(dir, -1)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l, _, entered, release := heldLog(t)
 	var mu sync.Mutex
 	var pauses []time.Duration
 	l.pause = func(d time.Duration) {
 		mu.Lock()
 		pauses = append(pauses, d)
 		mu.Unlock()
-	}
-	entered, release := make(chan struct{}, 16), make(chan struct{})
-	var once sync.Once
-	l.sync = func(f *os.File) error {
-		entered <- struct{}{}
-		once.Do(func() { <-release })
-		return f.Sync()
-	}
-	rec := func(i int) []logRecord {
-		return []logRecord{{Kind: kindPolicy, Key: fmt.Sprintf("p%d", i), Policy: []byte(`{"Version":"2012-10-17","Statement":[]}`)}}
 	}
 	paused := func() []time.Duration {
 		mu.Lock()
@@ -256,13 +245,13 @@ func TestRegistryCommitGathersOnlyUnderLoad(t *testing.T) {
 		}
 	}
 	// A lone change: written at once.
-	first := l.append(rec(0))
+	first := l.append(policyRecord(0))
 	<-entered
 	// Nine arrive while its fsync runs: the next round carries them all,
 	// and was not delayed (the round before it was alone).
 	var crowd []<-chan error
 	for i := 1; i < 10; i++ {
-		crowd = append(crowd, l.append(rec(i)))
+		crowd = append(crowd, l.append(policyRecord(i)))
 	}
 	close(release)
 	wait(first)
@@ -272,13 +261,13 @@ func TestRegistryCommitGathersOnlyUnderLoad(t *testing.T) {
 		t.Fatalf("paused %v before rounds that followed a lone change", got)
 	}
 	// The next change follows a crowded round: its round waits first.
-	wait(l.append(rec(10)))
+	wait(l.append(policyRecord(10)))
 	<-entered
 	if got := paused(); len(got) != 1 || got[0] != commitGather {
 		t.Fatalf("paused %v after a round of nine, want once for %v", got, commitGather)
 	}
 	// And the one after, following a lone change, does not.
-	wait(l.append(rec(11)))
+	wait(l.append(policyRecord(11)))
 	<-entered
 	if got := paused(); len(got) != 1 {
 		t.Fatalf("paused %v; a round after a lone change waited", got)

@@ -85,7 +85,14 @@ func newCloudServeCmd(app *cli.App) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "serve --dir DIR [--fault OP:SPEC]... [--token-lifetime 1h] [--strict-delivery] [--single-use-tokens] [--rate-limit N/DUR] [--connect-rate N/DUR] [--client-connect-rate N/DUR] [--operation-rate N/DUR] [--broker URL]",
 		Short: "Run the emulator until SIGINT or SIGTERM",
-		Args:  cobra.NoArgs,
+		Long: `Run the emulator on the directory cloud init made, until SIGINT or SIGTERM.
+It prints "listening on ADDR" (with --broker, "attached to URL") once devices
+can connect. Every change to the registry is durable before its answer goes
+out; a stop folds the registry's log into its snapshot. Go's garbage
+collector runs at GOGC=400 here (less often than the default, for less CPU
+per device and a larger heap) unless GOGC is set. See docs/cloud-emulator.md
+for the switches and faults.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := requireDir(dir); err != nil {
 				return err

@@ -41,7 +41,10 @@ new certificate and client id = thing name. Nothing is written on the device
 side. Aimed at AWS, it creates real things and certificates in that account.
 
 Parameter patterns: {n} is the device's number (0 to N-1), {n:06} the same
-zero-padded to 6 digits, as in --param SerialNumber=lt-{n:06}.`,
+zero-padded to 6 digits, as in --param SerialNumber=lt-{n:06}.
+
+Go's garbage collector runs at GOGC=400 here unless GOGC is set, so that the
+load generator leaves the CPU to what it measures.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			lo := app.LoadOptions(cmd.Flags())

@@ -477,7 +477,7 @@ func TestServerCertNotFromRootCAIsFatal(t *testing.T) {
 	p := newPKI(t)
 	// The broker presents a certificate from a CA the device does not trust.
 	rogue := newCA(t, "rogue CA")
-	p.serverCert, p.serverKey = rogue.issue(t, "localhost", true)
+	p.serverCert, p.serverKey = rogue.issue(t, "localhost", "localhost", "127.0.0.1")
 	srvTLS := p.serverTLS(t)
 	var handshakes atomic.Int32
 	srvTLS.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
@@ -520,7 +520,7 @@ func TestServerRefusesClaimCertIsFatal(t *testing.T) {
 	aws := startBroker(t, srvTLS)
 	// A claim certificate from a CA the broker does not trust.
 	rogue := newCA(t, "rogue claim CA")
-	cert, key := rogue.issue(t, "claim", false)
+	cert, key := rogue.issue(t, "claim")
 	p.claimCertPath = p.write(t, "rogue.crt", cert)
 	p.claimKeyPath = p.write(t, "rogue.key", key)
 

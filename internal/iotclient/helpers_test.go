@@ -72,8 +72,10 @@ func newCA(t testing.TB, cn string) *testCA {
 	return &testCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
 }
 
-// issue returns a leaf certificate and its PKCS#8 key, both PEM.
-func (ca *testCA) issue(t testing.TB, cn string, server bool) (certPEM, keyPEM []byte) {
+// issue returns a leaf certificate and its PKCS#8 key, both PEM: a
+// server certificate for hosts (names or IP addresses) if any are given,
+// else a client certificate.
+func (ca *testCA) issue(t testing.TB, cn string, hosts ...string) (certPEM, keyPEM []byte) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -87,10 +89,15 @@ func (ca *testCA) issue(t testing.TB, cn string, server bool) (certPEM, keyPEM [
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}
-	if server {
+	if len(hosts) > 0 {
 		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-		tmpl.IPAddresses = []net.IP{net.ParseIP("127.0.0.1")}
-		tmpl.DNSNames = []string{"localhost"}
+	}
+	for _, h := range hosts {
+		if ip := net.ParseIP(h); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else {
+			tmpl.DNSNames = append(tmpl.DNSNames, h)
+		}
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
 	if err != nil {
@@ -119,8 +126,8 @@ type pki struct {
 func newPKI(t testing.TB) *pki {
 	t.Helper()
 	p := &pki{serverCA: newCA(t, "test server CA"), claimCA: newCA(t, "test claim CA"), dir: t.TempDir()}
-	p.serverCert, p.serverKey = p.serverCA.issue(t, "localhost", true)
-	p.claimCert, p.claimKey = p.claimCA.issue(t, "claim", false)
+	p.serverCert, p.serverKey = p.serverCA.issue(t, "localhost", "localhost", "127.0.0.1")
+	p.claimCert, p.claimKey = p.claimCA.issue(t, "claim")
 	p.claimCertPath = p.write(t, "claim.pem.crt", p.claimCert)
 	p.claimKeyPath = p.write(t, "claim.pem.key", p.claimKey)
 	p.rootCAPath = p.write(t, "root-ca.pem", p.serverCA.pem)

@@ -17,7 +17,7 @@ func TestConnectOnceRefusedCertificate(t *testing.T) {
 	p := newPKI(t)
 	aws := startBroker(t, p.serverTLS(t))
 	rogue := newCA(t, "rogue device CA")
-	certPEM, keyPEM := rogue.issue(t, "device", false)
+	certPEM, keyPEM := rogue.issue(t, "device")
 	cert, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
 		t.Fatal(err)

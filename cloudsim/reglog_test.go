@@ -741,31 +741,11 @@ func TestRegistryReadsEarlierJSONFormat(t *testing.T) {
 			snap.Certificates[id] = cert
 		}
 	}
-	b, err := json.MarshalIndent(snap, "", "  ")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(e.dir, fileRegistryJSON), b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Remove(filepath.Join(e.dir, fileRegistry)); err != nil {
-		t.Fatal(err)
-	}
-	line := func(v any) string {
-		b, err := json.Marshal(v)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return fmt.Sprintf("%x %s\n", crc32.Checksum(b, castagnoli), b)
-	}
-	log := line(logHeader{Generation: reg.Generation}) +
-		line(jsonLogRecord{Kind: kindCert, Key: p.certID, V: mustJSON(t, reg.Certificates[p.certID])}) +
-		line(jsonLogRecord{Kind: kindToken, Key: p.token, V: mustJSON(t, reg.Tokens[p.token])}) +
-		line(jsonLogRecord{Kind: kindThing, Key: p.thingName, V: mustJSON(t, reg.Things[p.thingName])}) +
-		`1234abcd {"t":"thing","k":"ghost","v":{"thingName":"gh`
-	if err := os.WriteFile(filepath.Join(e.dir, fileRegistryLog), []byte(log), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	writeJSONFormat(t, e.dir, snap, `1234abcd {"t":"thing","k":"ghost","v":{"thingName":"gh`,
+		logHeader{Generation: reg.Generation},
+		jsonLogRecord{Kind: kindCert, Key: p.certID, V: mustJSON(t, reg.Certificates[p.certID])},
+		jsonLogRecord{Kind: kindToken, Key: p.token, V: mustJSON(t, reg.Tokens[p.token])},
+		jsonLogRecord{Kind: kindThing, Key: p.thingName, V: mustJSON(t, reg.Things[p.thingName])})
 
 	got, err := ReadRegistry(e.dir)
 	if err != nil {
@@ -798,20 +778,7 @@ func TestStartRewritesEarlierJSONFormat(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := json.Marshal(reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(e.dir, fileRegistryJSON), b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Remove(filepath.Join(e.dir, fileRegistry)); err != nil {
-		t.Fatal(err)
-	}
-	h := mustJSON(t, logHeader{Generation: reg.Generation})
-	if err := os.WriteFile(filepath.Join(e.dir, fileRegistryLog), fmt.Appendf(nil, "%x %s\n", crc32.Checksum(h, castagnoli), h), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	writeJSONFormat(t, e.dir, reg, "", logHeader{Generation: reg.Generation})
 	e2 := startEnv(t, Options{Dir: e.dir})
 	c := e2.dialClaim(t)
 	p := createCert(t, c)
@@ -826,6 +793,27 @@ func TestStartRewritesEarlierJSONFormat(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(e.dir, fileRegistryJSON)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("registry.json still there after the start: %v", err)
+	}
+}
+
+// writeJSONFormat leaves dir as an earlier version did: snap as
+// registry.json and no registry.cbor, and a log of lines, each a checksum
+// and the line's JSON, then tail (a torn line, or "").
+func writeJSONFormat(t *testing.T, dir string, snap any, tail string, lines ...any) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(dir, fileRegistryJSON), mustJSON(t, snap), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(dir, fileRegistry)); err != nil {
+		t.Fatal(err)
+	}
+	var log []byte
+	for _, l := range lines {
+		b := mustJSON(t, l)
+		log = fmt.Appendf(log, "%x %s\n", crc32.Checksum(b, castagnoli), b)
+	}
+	if err := os.WriteFile(filepath.Join(dir, fileRegistryLog), append(log, tail...), 0o600); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -576,7 +576,7 @@ func (r *secretsRun) fleetprov(wantCode int, extraEnv []string, args ...string) 
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
 	name := r.collect(strings.Join(args, " "), extraEnv, stdout.Bytes(), stderr.Bytes())
-	if code := exitCode(err); code != wantCode {
+	if code := cloudtest.ExitCode(err); code != wantCode {
 		r.t.Fatalf("%s: exit %d, want %d\nstdout:\n%s\nstderr:\n%s", name, code, wantCode, stdout.String(), stderr.String())
 	}
 	return stdout.String() + stderr.String()
@@ -615,7 +615,7 @@ func (r *secretsRun) interrupted() {
 		r.t.Fatalf("run did not stop within %s of SIGINT:\n%s%s", cloudtest.WaitLimit, stdout.String(), stderr.String())
 	}
 	r.collect("run (interrupted)", nil, []byte(stdout.String()), []byte(stderr.String()))
-	if code := exitCode(err); code != 130 {
+	if code := cloudtest.ExitCode(err); code != 130 {
 		r.t.Fatalf("interrupted run: exit %d, want 130\n%s%s", code, stdout.String(), stderr.String())
 	}
 }
@@ -812,18 +812,6 @@ func TestNoSecretsInOutputs(t *testing.T) {
 			}
 		}
 	}
-}
-
-// exitCode is a finished command's exit code, -1 if it did not run.
-func exitCode(err error) int {
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		return ee.ExitCode()
-	}
-	if err != nil {
-		return -1
-	}
-	return 0
 }
 
 // The token's user PIN in these tests, and a wrong one: long and unlike

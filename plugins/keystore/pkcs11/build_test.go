@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/fleetprov/fleetprov/internal/buildtest"
+	"github.com/fleetprov/fleetprov/internal/cloudtest"
 )
 
 const fleetprovPkg = buildtest.Fleetprov
@@ -40,7 +41,7 @@ func TestFleetprovBuiltWithTag(t *testing.T) {
 	plain.Env = env
 	out, err := plain.CombinedOutput()
 	want := "fleetprov: environment variable FLEETPROV_KEY_PATH names a pkcs11: key, but this fleetprov has no pkcs11 key store (it has: file, plugin): serve it with the fleetprov-keystore-pkcs11 plugin (write plugin:NAME/pkcs11:...), build fleetprov with -tags pkcs11, or use a key file path"
-	if code := exitCode(err); code != 2 || !strings.Contains(string(out), want) {
+	if code := cloudtest.ExitCode(err); code != 2 || !strings.Contains(string(out), want) {
 		t.Errorf("default build, config check: exit %d, want 2 and %q in:\n%s", code, want, out)
 	}
 
@@ -55,9 +56,9 @@ func TestFleetprovBuiltWithTag(t *testing.T) {
 			t.Errorf("status does not show the key URI:\n%s", out)
 		}
 	}
-	cert := readCert(t, filepath.Join(c.dir, "device", "credentials", "certificate.pem"))
+	cert := cloudtest.ReadCert(t, filepath.Join(c.dir, "device", "credentials", "certificate.pem"))
 	if pub := tokenPublicKey(t, uri); !reflect.DeepEqual(cert.PublicKey, pub) {
 		t.Error("the certificate is not for the token's key")
 	}
-	checkNoDeviceKeyFile(t, c.dir)
+	cloudtest.CheckNoDeviceKeyFile(t, c.dir)
 }

@@ -12,8 +12,6 @@ import (
 	"crypto"
 	"crypto/x509"
 	"encoding/pem"
-	"errors"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -45,15 +43,7 @@ type cloud struct {
 
 func startCloud(t *testing.T, faults ...string) *cloud {
 	t.Helper()
-	var fs []cloudsim.Fault
-	for _, f := range faults {
-		pf, err := cloudsim.ParseFault(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		fs = append(fs, pf)
-	}
-	dir, srv := cloudtest.Start(t, cloudsim.Options{Faults: fs}, nil)
+	dir, srv := cloudtest.StartWithFaults(t, faults...)
 	return &cloud{dir: dir, config: filepath.Join(dir, "config.yaml"), journal: filepath.Join(dir, "device", "journal"), srv: srv}
 }
 
@@ -79,11 +69,11 @@ func TestProvisionWithTokenKey(t *testing.T) {
 		t.Errorf("run does not name the token key:\n%s", out)
 	}
 	tokenKey := tokenPublicKey(t, uri)
-	cert := readCert(t, filepath.Join(c.dir, "device", "credentials", "certificate.pem"))
+	cert := cloudtest.ReadCert(t, filepath.Join(c.dir, "device", "credentials", "certificate.pem"))
 	if !reflect.DeepEqual(cert.PublicKey, tokenKey) {
 		t.Error("the certificate's public key is not the token's key")
 	}
-	checkNoDeviceKeyFile(t, c.dir)
+	cloudtest.CheckNoDeviceKeyFile(t, c.dir)
 
 	// Greengrass finds the key by the URI in system.privateKeyPath.
 	cfg, err := config.Load(config.LoadOptions{Path: c.config, SkipFileChecks: true})
@@ -159,11 +149,11 @@ func claimKeyInToken(t *testing.T, viaPlugin bool) {
 	if err != nil {
 		t.Fatalf("run with the claim key in the token: %v\n%s", err, out)
 	}
-	cert := readCert(t, filepath.Join(c.dir, "device", "credentials", "certificate.pem"))
+	cert := cloudtest.ReadCert(t, filepath.Join(c.dir, "device", "credentials", "certificate.pem"))
 	if !reflect.DeepEqual(cert.PublicKey, tokenPublicKey(t, deviceURI)) {
 		t.Error("the certificate is not for the token's device key")
 	}
-	if counts := cloudCerts(t, c.dir); counts != 1 {
+	if counts := cloudtest.DeviceCertificates(t, c.dir); counts != 1 {
 		t.Errorf("cloud holds %d device certificates, want 1", counts)
 	}
 }
@@ -183,24 +173,9 @@ func TestClaimKeyInTokenMismatch(t *testing.T) {
 	run.Env = append(run.Env, "FLEETPROV_CLAIM_KEY_PATH="+other)
 	out, err := run.CombinedOutput()
 	want := "iotclient: claim certificate " + filepath.Join(c.dir, "claim.pem.crt") + " is not for the claim key in the key store (their public keys differ): use the key the claim certificate was issued for"
-	if code := exitCode(err); code != 1 || !strings.Contains(string(out), want) {
+	if code := cloudtest.ExitCode(err); code != 1 || !strings.Contains(string(out), want) {
 		t.Errorf("exit %d, want 1 and %q in:\n%s", code, want, out)
 	}
-}
-
-func cloudCerts(t *testing.T, dir string) int {
-	t.Helper()
-	reg, err := cloudsim.ReadRegistry(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, c := range reg.SortedCertificates() {
-		if !c.Claim {
-			n++
-		}
-	}
-	return n
 }
 
 // A run killed while CreateCertificate waits for the cloud resumes with the
@@ -254,7 +229,7 @@ func resumeKilledInCreateCertificate(t *testing.T, viaPlugin bool) {
 	if !reflect.DeepEqual(tokenPublicKey(t, uri), keyBefore) {
 		t.Error("the resumed run made another key")
 	}
-	cert := readCert(t, filepath.Join(c.dir, "device", "credentials", "certificate.pem"))
+	cert := cloudtest.ReadCert(t, filepath.Join(c.dir, "device", "credentials", "certificate.pem"))
 	if !reflect.DeepEqual(cert.PublicKey, keyBefore) {
 		t.Error("the certificate is not for the token's key")
 	}
@@ -267,7 +242,7 @@ func resumeKilledInCreateCertificate(t *testing.T, viaPlugin bool) {
 	if keys, err := ctx.FindKeyPairs(nil, []byte(u.Object)); err != nil || len(keys) != 1 {
 		t.Errorf("token holds %d keys labelled %s (%v), want 1", len(keys), u.Object, err)
 	}
-	checkNoDeviceKeyFile(t, c.dir)
+	cloudtest.CheckNoDeviceKeyFile(t, c.dir)
 	if viaPlugin {
 		// The killed run's plugin ends on its own once its parent is gone.
 		deadline := time.Now().Add(60 * time.Second)
@@ -299,7 +274,7 @@ func TestTokenKeyErrorsFromTheCLI(t *testing.T) {
 	key := tokenPublicKey(t, uri)
 	out, err = fleetprov(uri, "run", "--config", c.config).CombinedOutput()
 	want := `PrepareKey: create device key: pkcs11 key object="device" in token "` + tk.label + `": key already exists: it predates this provisioning (reset or --force); delete it from the token or name another object in keyPath`
-	if code := exitCode(err); code != 1 || !strings.Contains(string(out), want) {
+	if code := cloudtest.ExitCode(err); code != 1 || !strings.Contains(string(out), want) {
 		t.Errorf("run over an existing token key: exit %d, want 1 and %q in:\n%s", code, want, out)
 	}
 	if !reflect.DeepEqual(tokenPublicKey(t, uri), key) {
@@ -309,20 +284,9 @@ func TestTokenKeyErrorsFromTheCLI(t *testing.T) {
 	bad := strings.Replace(uri, "type=private", "type=public", 1)
 	out, err = fleetprov(bad, "config", "check", "--config", c.config).CombinedOutput()
 	want = `environment variable FLEETPROV_KEY_PATH pkcs11 key URI "` + bad + `": type=public: a key URI names a private key: write type=private or leave type out`
-	if code := exitCode(err); code != 2 || !strings.Contains(string(out), want) {
+	if code := cloudtest.ExitCode(err); code != 2 || !strings.Contains(string(out), want) {
 		t.Errorf("config check with a bad URI: exit %d, want 2 and %q in:\n%s", code, want, out)
 	}
-}
-
-func exitCode(err error) int {
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		return ee.ExitCode()
-	}
-	if err != nil {
-		return -1
-	}
-	return 0
 }
 
 func tokenPublicKey(t *testing.T, uri string) crypto.PublicKey {
@@ -347,54 +311,4 @@ func csrKey(t *testing.T, csrPEM string) crypto.PublicKey {
 		t.Fatal(err)
 	}
 	return csr.PublicKey
-}
-
-func readCert(t *testing.T, path string) *x509.Certificate {
-	t.Helper()
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := pem.Decode(raw)
-	if b == nil {
-		t.Fatalf("%s is not PEM", path)
-	}
-	c, err := x509.ParseCertificate(b.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
-// checkNoDeviceKeyFile asserts that the only private keys on disk are the
-// ones the local cloud made (its CA, its server, the claim): none for the
-// device, in PEM or DER.
-func checkNoDeviceKeyFile(t *testing.T, dir string) {
-	t.Helper()
-	if _, err := os.Stat(filepath.Join(dir, "device", "credentials", "priv_key")); !errors.Is(err, fs.ErrNotExist) {
-		t.Errorf("a device key file exists: %v", err)
-	}
-	cloudKeys := map[string]bool{"ca.key": true, "server.pem.key": true, "claim.pem.key": true}
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		rel, _ := filepath.Rel(dir, p)
-		if cloudKeys[rel] {
-			return nil
-		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		_, pkcs8 := x509.ParsePKCS8PrivateKey(b)
-		_, sec1 := x509.ParseECPrivateKey(b)
-		if bytes.Contains(b, []byte("PRIVATE KEY")) || pkcs8 == nil || sec1 == nil {
-			t.Errorf("%s holds a private key", rel)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
 }

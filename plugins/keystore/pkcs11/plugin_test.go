@@ -16,6 +16,7 @@ import (
 
 	"github.com/fleetprov/fleetprov/config"
 	"github.com/fleetprov/fleetprov/internal/buildtest"
+	"github.com/fleetprov/fleetprov/internal/cloudtest"
 	"github.com/fleetprov/fleetprov/plugins/host"
 	"github.com/fleetprov/fleetprov/plugins/keystore"
 	"github.com/fleetprov/fleetprov/plugins/keystore/keystoretest"
@@ -124,11 +125,11 @@ func TestProvisionThroughPlugin(t *testing.T) {
 	if err != nil {
 		t.Fatalf("run: %v\n%s", err, out)
 	}
-	cert := readCert(t, filepath.Join(c.dir, "device", "credentials", "certificate.pem"))
+	cert := cloudtest.ReadCert(t, filepath.Join(c.dir, "device", "credentials", "certificate.pem"))
 	if !reflect.DeepEqual(cert.PublicKey, tokenPublicKey(t, uri)) {
 		t.Error("the certificate is not for the token's key")
 	}
-	checkNoDeviceKeyFile(t, c.dir)
+	cloudtest.CheckNoDeviceKeyFile(t, c.dir)
 	cfg, err := config.Load(config.LoadOptions{Path: c.config, SkipFileChecks: true})
 	if err != nil {
 		t.Fatal(err)

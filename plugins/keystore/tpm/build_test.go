@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/fleetprov/fleetprov/internal/buildtest"
+	"github.com/fleetprov/fleetprov/internal/cloudtest"
 )
 
 const fleetprovPkg = buildtest.Fleetprov
@@ -66,7 +67,7 @@ func TestFleetprovBuiltWithTag(t *testing.T) {
 	cmd.Env = env
 	out, err := cmd.CombinedOutput()
 	want := "fleetprov: environment variable FLEETPROV_KEY_PATH names a TPM key (handle:), but this fleetprov has no TPM key store (it has: file, plugin): build fleetprov with -tags tpm, or use a key file path\n"
-	if code := exitCode(err); code != 2 || !strings.Contains(string(out), want) {
+	if code := cloudtest.ExitCode(err); code != 2 || !strings.Contains(string(out), want) {
 		t.Errorf("default build, config check: exit %d, want 2 and %q in:\n%s", code, want, out)
 	}
 
@@ -87,7 +88,7 @@ func TestFleetprovBuiltWithTag(t *testing.T) {
 	cmd.Env = append(env, "FLEETPROV_KEY_PATH=handle:0x81000010?pass")
 	out, err = cmd.CombinedOutput()
 	want = "fleetprov: environment variable FLEETPROV_KEY_PATH handle:0x81000010?pass: ?pass asks for the key's password at a prompt, which fleetprov cannot show: write tpm:handle=0x81000010?auth-source=file:/path/to/password instead\n"
-	if code := exitCode(err); code != 2 || !strings.Contains(string(out), want) {
+	if code := cloudtest.ExitCode(err); code != 2 || !strings.Contains(string(out), want) {
 		t.Errorf("config check with ?pass: exit %d, want 2 and %q in:\n%s", code, want, out)
 	}
 }

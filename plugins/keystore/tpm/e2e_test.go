@@ -8,9 +8,7 @@ import (
 	"context"
 	"crypto/rsa"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,7 +18,6 @@ import (
 	"time"
 
 	"github.com/fleetprov/fleetprov/cli"
-	"github.com/fleetprov/fleetprov/cloudsim"
 	"github.com/fleetprov/fleetprov/config"
 	"github.com/fleetprov/fleetprov/engine"
 	"github.com/fleetprov/fleetprov/internal/cloudtest"
@@ -78,15 +75,7 @@ type cloud struct {
 
 func startCloud(t *testing.T, faults ...string) *cloud {
 	t.Helper()
-	var fs []cloudsim.Fault
-	for _, f := range faults {
-		pf, err := cloudsim.ParseFault(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		fs = append(fs, pf)
-	}
-	dir, _ := cloudtest.Start(t, cloudsim.Options{Faults: fs}, nil)
+	dir, _ := cloudtest.StartWithFaults(t, faults...)
 	return &cloud{dir: dir, config: filepath.Join(dir, "config.yaml"), journal: filepath.Join(dir, "device", "journal")}
 }
 
@@ -108,59 +97,8 @@ func run(t *testing.T, cmd *exec.Cmd) string {
 	return string(out)
 }
 
-func readCert(t *testing.T, path string) *x509.Certificate {
-	t.Helper()
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := pem.Decode(raw)
-	if b == nil {
-		t.Fatalf("%s is not PEM", path)
-	}
-	c, err := x509.ParseCertificate(b.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
 func (c *cloud) deviceCert(t *testing.T) *x509.Certificate {
-	return readCert(t, filepath.Join(c.dir, "device", "credentials", "certificate.pem"))
-}
-
-// deviceCerts counts the device certificates the cloud issued.
-func (c *cloud) deviceCerts(t *testing.T) int {
-	t.Helper()
-	reg, err := cloudsim.ReadRegistry(c.dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, cert := range reg.SortedCertificates() {
-		if !cert.Claim {
-			n++
-		}
-	}
-	return n
-}
-
-func checkNoDeviceKeyFile(t *testing.T, dir string) {
-	t.Helper()
-	if _, err := os.Stat(filepath.Join(dir, "device", "credentials", "priv_key")); !errors.Is(err, fs.ErrNotExist) {
-		t.Errorf("a device key file exists: %v", err)
-	}
-}
-
-func exitCode(err error) int {
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		return ee.ExitCode()
-	}
-	if err != nil {
-		return -1
-	}
-	return 0
+	return cloudtest.ReadCert(t, filepath.Join(c.dir, "device", "credentials", "certificate.pem"))
 }
 
 // The device key is made in the TPM and persisted at the handle named;
@@ -179,7 +117,7 @@ func TestProvisionWithTPMKey(t *testing.T) {
 	if !equalKeys(c.deviceCert(t).PublicKey, key) {
 		t.Error("the certificate's public key is not the one tpm2_readpublic reads at 0x81000010")
 	}
-	checkNoDeviceKeyFile(t, c.dir)
+	cloudtest.CheckNoDeviceKeyFile(t, c.dir)
 	cfg, err := config.Load(config.LoadOptions{Path: c.config, SkipFileChecks: true})
 	if err != nil {
 		t.Fatal(err)
@@ -287,7 +225,7 @@ func TestForceReplacesOnlyItsOwnKey(t *testing.T) {
 	const other = "tpm:handle=0x81000011"
 	out, err := fleetprov(sw, other, "run", "--force", "--config", c.config).CombinedOutput()
 	want := "PrepareKey: tpm key 0x81000011 in " + sw.device + ": the handle holds a key fleetprov did not create, and fleetprov never evicts such a key: name a free handle in the key URI (tpm2_getcap handles-persistent lists those in use), or use that key with handle:0x81000011; create device key"
-	if code := exitCode(err); code != 1 || !strings.Contains(string(out), want) {
+	if code := cloudtest.ExitCode(err); code != 1 || !strings.Contains(string(out), want) {
 		t.Errorf("run --force over a key fleetprov did not make: exit %d, want 1 and %q in:\n%s", code, want, out)
 	}
 	if !equalKeys(sw.publicKey(t, "0x81000011"), theirs) {
@@ -317,7 +255,7 @@ func TestClaimKeyInTPM(t *testing.T) {
 	if !equalKeys(c.deviceCert(t).PublicKey, sw.publicKey(t, "0x81000010")) {
 		t.Error("the certificate is not for the TPM's device key")
 	}
-	if n := c.deviceCerts(t); n != 1 {
+	if n := cloudtest.DeviceCertificates(t, c.dir); n != 1 {
 		t.Errorf("the cloud issued %d device certificates, want 1", n)
 	}
 }
@@ -397,7 +335,7 @@ func resumeKilledInCreateCertificate(t *testing.T, uri, handle string) {
 	if cfg.PrivateKeyPath != "handle:"+handle {
 		t.Errorf("system.privateKeyPath = %q, want handle:%s", cfg.PrivateKeyPath, handle)
 	}
-	checkNoDeviceKeyFile(t, c.dir)
+	cloudtest.CheckNoDeviceKeyFile(t, c.dir)
 }
 
 // A run killed in PrepareKey just after the key was persisted, before the
@@ -458,7 +396,7 @@ func TestProvisionedWithTPMAlone(t *testing.T) {
 	sw.tool(t, "tpm2_evictcontrol", "-C", "o", "-c", "0x81000002")
 	b, err := fleetprov(sw, "tpm:", "run", "--config", c.config).CombinedOutput()
 	want := "tpm key 0x81000002 (tpm: settles on it) in " + sw.device + ": key not found: run `fleetprov reset`, then `fleetprov run` to provision afresh"
-	if code := exitCode(err); code != 1 || !strings.Contains(string(b), want) {
+	if code := cloudtest.ExitCode(err); code != 1 || !strings.Contains(string(b), want) {
 		t.Errorf("run with the key evicted: exit %d, want 1 and %q in:\n%s", code, want, b)
 	}
 }

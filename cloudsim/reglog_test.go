@@ -377,14 +377,7 @@ func TestKillServeWhileCompactingLosesNothingAcknowledged(t *testing.T) {
 // environ, provisions devices against it and kills it in the thick of it,
 // once until holds of the registry if it is given.
 func killServeUnderLoad(t *testing.T, dir string, until func(*Registry) bool, environ ...string) {
-	var st settings
-	b, err := os.ReadFile(filepath.Join(dir, fileSettings))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, &st); err != nil {
-		t.Fatal(err)
-	}
+	st := readSettings(t, dir)
 	srv := serveProcess(t, dir, environ...)
 	e := &env{dir: dir, addr: st.Listen}
 	claim := e.claimCert(t)
@@ -631,14 +624,7 @@ func logRegistry(b testing.TB, dir string, n int) {
 // Open read.
 func TestStartSeesChangesSinceOpen(t *testing.T) {
 	dir := initDir(t)
-	var st settings
-	b, err := os.ReadFile(filepath.Join(dir, fileSettings))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, &st); err != nil {
-		t.Fatal(err)
-	}
+	st := readSettings(t, dir)
 	srv, err := Open(Options{Dir: dir, Listen: "127.0.0.1:0"})
 	if err != nil {
 		t.Fatal(err)
@@ -815,6 +801,20 @@ func writeJSONFormat(t *testing.T, dir string, snap any, tail string, lines ...a
 	if err := os.WriteFile(filepath.Join(dir, fileRegistryLog), append(log, tail...), 0o600); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// readSettings reads the emulator directory's cloud.json.
+func readSettings(t *testing.T, dir string) settings {
+	t.Helper()
+	var st settings
+	b, err := os.ReadFile(filepath.Join(dir, fileSettings))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st
 }
 
 func mustJSON(t *testing.T, v any) json.RawMessage {

@@ -4,22 +4,20 @@ import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/rsa"
-	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"math/big"
 	"time"
+
+	"github.com/fleetprov/fleetprov/internal/x509p256"
 )
 
-// leafSigner makes device certificates without crypto/x509's check of
-// every signature it has just made. x509.CreateCertificate verifies its
-// own signature, so a faulty crypto.Signer (an HSM) cannot hand out a
-// broken certificate; the emulator's CA key is an ECDSA key in memory,
-// and that verification was 3% of a provisioning's CPU, as much as
-// signing. The certificate is the one x509.CreateCertificate makes for
+// leafSigner makes device certificates through x509p256, without
+// crypto/x509's check of every signature it has just made: the emulator's
+// CA key is an ECDSA key in memory, and that verification was 3% of a
+// provisioning's CPU, as much as signing. The certificate is the one x509.CreateCertificate makes for
 // the same template, byte for byte (pki_leaf_test.go holds it to that);
 // a CA other than P-256 ECDSA, or a certificate with host names, goes
 // through crypto/x509.
@@ -30,12 +28,10 @@ type leafSigner struct {
 }
 
 var (
-	oidECDSAWithSHA256  = asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 3, 2}
-	oidExtKeyUsage      = asn1.ObjectIdentifier{2, 5, 29, 37}
-	oidKeyUsage         = asn1.ObjectIdentifier{2, 5, 29, 15}
-	oidAuthorityKeyID   = asn1.ObjectIdentifier{2, 5, 29, 35}
-	oidClientAuthUsage  = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 3, 2}
-	ecdsaWithSHA256Algo = pkix.AlgorithmIdentifier{Algorithm: oidECDSAWithSHA256}
+	oidExtKeyUsage     = asn1.ObjectIdentifier{2, 5, 29, 37}
+	oidKeyUsage        = asn1.ObjectIdentifier{2, 5, 29, 15}
+	oidAuthorityKeyID  = asn1.ObjectIdentifier{2, 5, 29, 35}
+	oidClientAuthUsage = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 3, 2}
 )
 
 // newLeafSigner returns nil where crypto/x509 must do the work.
@@ -57,25 +53,18 @@ func newLeafSigner(ca *x509.Certificate, key crypto.Signer) *leafSigner {
 	return ls
 }
 
-// The parts of a certificate, in the order and form crypto/x509 writes
-// them.
-type (
-	leafTBS struct {
-		Version      int `asn1:"optional,explicit,default:0,tag:0"`
-		SerialNumber *big.Int
-		Signature    pkix.AlgorithmIdentifier
-		Issuer       asn1.RawValue
-		Validity     struct{ NotBefore, NotAfter time.Time }
-		Subject      asn1.RawValue
-		PublicKey    asn1.RawValue
-		Extensions   []pkix.Extension `asn1:"omitempty,optional,explicit,tag:3"`
-	}
-	leafCert struct {
-		TBS       asn1.RawValue
-		Algorithm pkix.AlgorithmIdentifier
-		Signature asn1.BitString
-	}
-)
+// leafTBS is what a certificate's signature covers, in the order and form
+// crypto/x509 writes it.
+type leafTBS struct {
+	Version      int `asn1:"optional,explicit,default:0,tag:0"`
+	SerialNumber *big.Int
+	Signature    pkix.AlgorithmIdentifier
+	Issuer       asn1.RawValue
+	Validity     struct{ NotBefore, NotAfter time.Time }
+	Subject      asn1.RawValue
+	PublicKey    asn1.RawValue
+	Extensions   []pkix.Extension `asn1:"omitempty,optional,explicit,tag:3"`
+}
 
 // issue signs a client certificate for pub: key usage digital signature
 // (and key encipherment for an RSA key), extended key usage client
@@ -107,7 +96,7 @@ func (ls *leafSigner) issue(pub crypto.PublicKey, subject pkix.Name, serial *big
 	if ls.tail.Id != nil {
 		exts = append(exts, ls.tail)
 	}
-	tbs := leafTBS{Version: 2, SerialNumber: serial, Signature: ecdsaWithSHA256Algo,
+	tbs := leafTBS{Version: 2, SerialNumber: serial, Signature: x509p256.Algorithm,
 		Issuer: asn1.RawValue{FullBytes: ls.issuer}, Subject: asn1.RawValue{FullBytes: subj},
 		PublicKey: asn1.RawValue{FullBytes: spki}, Extensions: exts}
 	tbs.Validity.NotBefore, tbs.Validity.NotAfter = notBefore.UTC(), notAfter.UTC()
@@ -115,11 +104,5 @@ func (ls *leafSigner) issue(pub crypto.PublicKey, subject pkix.Name, serial *big
 	if err != nil {
 		return nil, err
 	}
-	digest := sha256.Sum256(tbsDER)
-	sig, err := ecdsa.SignASN1(rand.Reader, ls.key, digest[:])
-	if err != nil {
-		return nil, err
-	}
-	return asn1.Marshal(leafCert{TBS: asn1.RawValue{FullBytes: tbsDER}, Algorithm: ecdsaWithSHA256Algo,
-		Signature: asn1.BitString{Bytes: sig, BitLength: 8 * len(sig)}})
+	return x509p256.Sign(tbsDER, ls.key)
 }

@@ -5,12 +5,13 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"encoding/pem"
 	"fmt"
+
+	"github.com/fleetprov/fleetprov/internal/x509p256"
 )
 
 // CreateCSR builds a PEM certificate signing request whose subject is only
@@ -33,11 +34,9 @@ func CreateCSR(signer crypto.Signer, commonName string) ([]byte, error) {
 
 // csrP256 makes the request x509.CreateCertificateRequest makes for a P-256
 // key in memory, byte for byte up to the signature (csr_test.go holds it to
-// that), without the check crypto/x509 then makes of its own signature.
-// That check is there for a crypto.Signer that may be faulty (a token, a
-// TPM, a plugin): those still go through crypto/x509. For a Go key in
-// memory it cost as much as the signing, and a fleet's worth of simulated
-// devices (loadtest) pays it on the cores the cloud under test needs.
+// that), signed through x509p256 rather than crypto/x509: a fleet's worth
+// of simulated devices (loadtest) no longer pays crypto/x509's check of its
+// own signature on the cores the cloud under test needs.
 func csrP256(k *ecdsa.PrivateKey, subject pkix.Name) ([]byte, error) {
 	spki, err := x509.MarshalPKIXPublicKey(&k.PublicKey)
 	if err != nil {
@@ -56,15 +55,5 @@ func csrP256(k *ecdsa.PrivateKey, subject pkix.Name) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	digest := sha256.Sum256(info)
-	sig, err := ecdsa.SignASN1(rand.Reader, k, digest[:])
-	if err != nil {
-		return nil, err
-	}
-	return asn1.Marshal(struct {
-		Info      asn1.RawValue
-		Algorithm pkix.AlgorithmIdentifier
-		Signature asn1.BitString
-	}{asn1.RawValue{FullBytes: info}, pkix.AlgorithmIdentifier{Algorithm: asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 3, 2}},
-		asn1.BitString{Bytes: sig, BitLength: 8 * len(sig)}})
+	return x509p256.Sign(info, k)
 }

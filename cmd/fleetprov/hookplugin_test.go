@@ -24,6 +24,7 @@ func TestHookPluginIsAskedDuringRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	needHost(t)
 	dir, _ := cloudtest.Start(t, cloudsim.Options{}, nil)
 
 	cfg := filepath.Join(dir, "config.yaml")

@@ -136,7 +136,7 @@ func start(spec config.Plugin, plugins []config.Plugin, log *slog.Logger) (*proc
 	}()
 	// The plugins section goes in the Hello, so that the host can check
 	// and start any of them without another round trip.
-	hello := relay.Hello{Magic: relay.Magic, Version: relay.Version, Plugins: plugins, LogLevel: relay.MinLevel(context.Background(), log)}
+	hello := relay.Hello{Magic: relay.ClientMagic, Version: relay.Version, Plugins: plugins, LogLevel: relay.MinLevel(context.Background(), log)}
 	// Writing cannot block: the pipe holds far more than a Hello, and
 	// the host reads it only after writing its own.
 	if err := p.w.Write(hello); err != nil {
@@ -147,13 +147,16 @@ func start(spec config.Plugin, plugins []config.Plugin, log *slog.Logger) (*proc
 	theirs := make(chan error, 1)
 	var h relay.Hello
 	go func() { theirs <- dec.Decode(&h) }()
-	timer := time.NewTimer(spec.StartTimeout)
+	// The host answers at once; the bound is for one that never will.
+	// A short startTimeout meant for a plugin does not shorten it.
+	wait := max(spec.StartTimeout, config.DefaultPluginStartTimeout)
+	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	select {
 	case err = <-theirs:
 	case <-timer.C:
 		p.kill()
-		return nil, failure.Transient(fmt.Errorf("plugin %s: the plugin host %s did not answer within %s (startTimeout): it was stopped; see its log lines above", spec.Name, path, spec.StartTimeout))
+		return nil, failure.Transient(fmt.Errorf("plugin %s: the plugin host %s did not answer within %s: it was stopped; see its log lines above", spec.Name, path, wait))
 	}
 	switch {
 	case err != nil:
@@ -238,6 +241,12 @@ func (p *process) call(ctx context.Context, plugin, method string, req, res any)
 	select {
 	case r := <-ch:
 		if r.Err != nil {
+			if cause := gaveUp(ctx); cause != nil {
+				// The host's end of the call saw the same deadline or
+				// cancellation; say it as the caller's, whichever end
+				// noticed first.
+				return callerGaveUp(cause, plugin, method)
+			}
 			return r.Err.Decode()
 		}
 		if res != nil && len(r.Body) > 0 {
@@ -265,12 +274,31 @@ func (p *process) call(ctx context.Context, plugin, method string, req, res any)
 		p.forget(f.ID)
 		// Best effort: the host cancels the call's context.
 		_ = p.w.Write(&relay.Frame{Kind: relay.KindCancel, ID: f.ID})
-		err := fmt.Errorf("plugin %s: %s: %w", plugin, method, ctx.Err())
-		if errors.Is(err, context.DeadlineExceeded) {
-			err = failure.Transient(err)
-		}
+		return callerGaveUp(ctx.Err(), plugin, method)
+	}
+}
+
+// gaveUp is why ctx ended, or nil. Its deadline counts from the moment
+// it passes: the host's timer for the same deadline may fire, and its
+// answer arrive, before this process's.
+func gaveUp(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if d, ok := ctx.Deadline(); ok && !time.Now().Before(d) {
+		return context.DeadlineExceeded
+	}
+	return nil
+}
+
+// callerGaveUp is the error of a call whose context ended: transient when
+// its deadline passed, as a plugin call that timed out is.
+func callerGaveUp(cause error, plugin, method string) error {
+	err := fmt.Errorf("plugin %s: %s: %w", plugin, method, cause)
+	if errors.Is(err, context.DeadlineExceeded) {
+		err = failure.Transient(err)
+	}
+	return err
 }
 
 func (p *process) forget(id uint64) {

@@ -339,7 +339,7 @@ func TestDeadline(t *testing.T) {
 	defer cancel()
 	_, err = ks.CreateKey(ctx, &keystore.CreateKeyRequest{URI: "plugin:stuck/k", Algorithm: keystore.ECDSAP256})
 	if err == nil || !errors.Is(err, context.DeadlineExceeded) || !failure.IsTransient(err) || !strings.HasPrefix(err.Error(), "plugin stuck: CreateKey: ") {
-		t.Fatalf("CreateKey past its deadline: %v, want a transient deadline error naming the plugin", err)
+		t.Fatalf("CreateKey past its deadline: %v (is deadline %v, transient %v), want a transient deadline error naming the plugin", err, errors.Is(err, context.DeadlineExceeded), failure.IsTransient(err))
 	}
 	if _, err := keystore.Open("plugin:good/k"); err != nil {
 		t.Fatalf("the host after a call gave up: %v", err)
@@ -636,5 +636,21 @@ func TestHostMissing(t *testing.T) {
 	want = fmt.Sprintf("plugin good needs the plugin host, but FLEETPROV_PLUGIN_HOST=%s does not exist: set it to the path of fleetprov-plugin-host (go build -o DIR/fleetprov-plugin-host ./cmd/fleetprov-plugin-host), or unset it", missing)
 	if err == nil || err.Error() != want || !failure.IsUsage(err) {
 		t.Fatalf("error: %v\nwant usage error %s", err, want)
+	}
+}
+
+// A program that is no plugin host, even one that echoes fleetprov's own
+// Hello back, is refused.
+func TestNotAHost(t *testing.T) {
+	cat, err := exec.LookPath("cat")
+	if err != nil {
+		t.Skip("no cat on PATH")
+	}
+	t.Setenv(plugintest.HostEnv, cat)
+	h, _ := newHost(t, spec("good", goodBin))
+	_, err = h.KeyStore(context.Background(), "good")
+	want := fmt.Sprintf("plugin good: %s is not a fleetprov plugin host: set FLEETPROV_PLUGIN_HOST to fleetprov-plugin-host, or unset it", cat)
+	if err == nil || err.Error() != want {
+		t.Fatalf("error: %v\nwant %s", err, want)
 	}
 }

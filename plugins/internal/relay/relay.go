@@ -15,8 +15,8 @@
 // The conversation:
 //
 //  1. Each side writes a Hello first: the host its magic and Version, the
-//     client the same plus the plugins section and the lowest log level it
-//     shows. A side that reads another magic or Version gives up; the
+//     client its own magic and Version, the plugins section and the lowest
+//     log level it shows. A side that reads another magic or Version gives up; the
 //     client says which versions met.
 //  2. The client sends Calls (Kind "call"), each with an ID unique on the
 //     connection, a Method, the caller's deadline and a body. The host
@@ -54,10 +54,13 @@ import (
 // Version is the relay protocol this build speaks.
 const Version = 1
 
-// Magic starts every Hello, so that a program that is not a plugin host
-// (or an echo of the client's own Hello) is told apart from one of
-// another version.
-const Magic = "fleetprov-plugin-host"
+// Magic starts the host's Hello, ClientMagic the client's: a program
+// that is not a plugin host, or one that echoes what it reads, is told
+// apart from a host of another version.
+const (
+	Magic       = "fleetprov-plugin-host"
+	ClientMagic = "fleetprov"
+)
 
 // Hello is the first item each side writes.
 type Hello struct {

@@ -67,7 +67,7 @@ func Serve(in io.Reader, out, errOut io.Writer) int {
 		fmt.Fprintln(errOut, "fleetprov-plugin-host: fleetprov starts this program when a run needs a plugin; it is not run by hand")
 		return 2
 	}
-	if hello.Magic != relay.Magic || hello.Version != relay.Version {
+	if hello.Magic != relay.ClientMagic || hello.Version != relay.Version {
 		// fleetprov reads this host's Hello and says what is wrong.
 		fmt.Fprintf(errOut, "fleetprov-plugin-host: fleetprov speaks relay protocol version %d, this host %d: install the fleetprov-plugin-host of the same build as fleetprov\n", hello.Version, relay.Version)
 		return 2

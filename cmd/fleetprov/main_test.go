@@ -19,9 +19,11 @@ import (
 
 	"github.com/rogpeppe/go-internal/testscript"
 
+	"github.com/fleetprov/fleetprov/cli"
 	"github.com/fleetprov/fleetprov/cloudsim"
 	"github.com/fleetprov/fleetprov/internal/plugintest"
 	"github.com/fleetprov/fleetprov/plugins/hook"
+	"github.com/fleetprov/fleetprov/plugins/host"
 	"github.com/fleetprov/fleetprov/plugins/keystore"
 )
 
@@ -31,8 +33,14 @@ const envBeCLI = "FLEETPROV_TEST_BE_CLI"
 
 func TestMain(m *testing.M) {
 	standard := func() int { return build.Main(os.Args, os.Stdout, os.Stderr) }
-	if os.Getenv(envBeCLI) == "1" {
+	switch os.Getenv(envBeCLI) {
+	case "1":
 		testCLI(standard)
+	case "in-process-plugins":
+		// A vendor's build that runs plugins in its own process.
+		b := build
+		b.PluginHost = func(o cli.PluginOptions) cli.PluginHost { return host.New(host.Options(o)) }
+		testCLI(func() int { return b.Main(os.Args, os.Stdout, os.Stderr) })
 	}
 	testscript.Main(removingHost{m}, map[string]func(){
 		"fleetprov":          func() { testCLI(standard) },

@@ -6,12 +6,17 @@
 //
 // Lookups for the rest of fleetprov:
 //   - keystore.Open("plugin:NAME/...") reaches the key store plugin NAME
-//     of the open Host (the host registers the "plugin" scheme);
+//     of the open Host (the "plugin" scheme is registered by
+//     plugins/internal/pluginkeys, which plugins/remote shares);
 //   - (*Host).ParamSource(NAME) is plugin NAME's parameter source;
 //   - (*Host).Hooks() lists the plugins the config marks as hooks.
 //
-// The CLI creates one Host per command and defers its Close; Close also
-// runs when a signal cancels the run or a panic unwinds it.
+// fleetprov itself does not link this package: the plugin host process
+// (cmd/fleetprov-plugin-host) runs it, and fleetprov reaches it through
+// plugins/remote, so that go-plugin and gRPC are linked only there. A
+// build that prefers one process sets cli.Build.PluginHost to a Host; the
+// CLI creates one per command and defers its Close, which also runs when
+// a signal cancels the run or a panic unwinds it.
 package host
 
 import (

@@ -39,11 +39,16 @@ import (
 func Main() int {
 	// fleetprov decides when the plugins stop: a Ctrl-C on the terminal
 	// reaches the whole process group, and fleetprov, cancelling its run,
-	// closes this host itself. EOF on stdin covers a fleetprov that died.
-	signal.Ignore(os.Interrupt, syscall.SIGTERM)
+	// closes this host itself; EOF on stdin covers a fleetprov that died.
 	// Writing to the stdout of a fleetprov that died must fail, not kill
-	// the host before it stops its plugins.
-	signal.Ignore(syscall.SIGPIPE)
+	// the host before it stops its plugins. Caught rather than ignored: an
+	// ignored signal would stay ignored in the plugins this host starts.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGPIPE)
+	go func() {
+		for range sigs {
+		}
+	}()
 	out := os.Stdout
 	// Anything else printing to stdout would corrupt the stream.
 	os.Stdout = os.Stderr

@@ -146,7 +146,14 @@ func start(spec config.Plugin, plugins []config.Plugin, log *slog.Logger) (*proc
 	dec := cbor.NewDecoder(out)
 	theirs := make(chan error, 1)
 	var h relay.Hello
-	go func() { theirs <- dec.Decode(&h) }()
+	var ready relay.Frame
+	go func() {
+		err := dec.Decode(&h)
+		if err == nil && h.Magic == relay.Magic && h.Version == relay.Version {
+			err = dec.Decode(&ready)
+		}
+		theirs <- err
+	}()
 	// The host answers at once; the bound is for one that never will.
 	// A short startTimeout meant for a plugin does not shorten it.
 	wait := max(spec.StartTimeout, config.DefaultPluginStartTimeout)
@@ -168,6 +175,13 @@ func start(spec config.Plugin, plugins []config.Plugin, log *slog.Logger) (*proc
 	case h.Version != relay.Version:
 		p.kill()
 		return nil, fmt.Errorf("plugin %s: the plugin host %s speaks relay protocol version %d, this fleetprov speaks %d: install the fleetprov-plugin-host built with this fleetprov", spec.Name, path, h.Version, relay.Version)
+	case ready.Kind != relay.KindReady || ready.Err != nil:
+		p.kill()
+		why := "it answered out of turn"
+		if ready.Err != nil {
+			why = ready.Err.Decode().Error()
+		}
+		return nil, fmt.Errorf("plugin %s: the plugin host %s refused this fleetprov (%s): install the fleetprov-plugin-host built with this fleetprov", spec.Name, path, why)
 	}
 	go p.read(dec)
 	log.Debug("plugin host started", "path", path, "took", time.Since(started).Round(time.Millisecond))

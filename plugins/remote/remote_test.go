@@ -25,6 +25,7 @@ import (
 	"github.com/fleetprov/fleetprov/internal/syncbuf"
 	"github.com/fleetprov/fleetprov/plugins/hook"
 	"github.com/fleetprov/fleetprov/plugins/hook/hooktest"
+	"github.com/fleetprov/fleetprov/plugins/internal/relay"
 	"github.com/fleetprov/fleetprov/plugins/keystore"
 	"github.com/fleetprov/fleetprov/plugins/keystore/keystoretest"
 	"github.com/fleetprov/fleetprov/plugins/paramsource"
@@ -45,6 +46,8 @@ func TestMain(m *testing.M) {
 	switch os.Getenv(envRole) {
 	case "host-v2":
 		os.Exit(hostV2())
+	case "host-refusing":
+		os.Exit(hostRefusing())
 	case "fleetprov":
 		os.Exit(waitingFleetprov())
 	}
@@ -79,6 +82,18 @@ func hostV2() int {
 	}
 	var hello any
 	_ = cbor.NewDecoder(os.Stdin).Decode(&hello)
+	return 2
+}
+
+// hostRefusing is a plugin host of this version that refuses its client.
+func hostRefusing() int {
+	w := relay.NewWriter(os.Stdout)
+	if err := w.Write(relay.Hello{Magic: relay.Magic, Version: relay.Version}); err != nil {
+		return 1
+	}
+	var hello relay.Hello
+	_ = cbor.NewDecoder(os.Stdin).Decode(&hello)
+	_ = w.Write(&relay.Frame{Kind: relay.KindReady, Err: relay.EncodeError(errors.New("no, thank you"))})
 	return 2
 }
 
@@ -653,4 +668,57 @@ func TestNotAHost(t *testing.T) {
 	if err == nil || err.Error() != want {
 		t.Fatalf("error: %v\nwant %s", err, want)
 	}
+}
+
+// A host of this version that refuses fleetprov's Hello is reported so,
+// and the real host refuses a client of another version.
+func TestHostRefuses(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Run("client side", func(t *testing.T) {
+		t.Setenv(plugintest.HostEnv, self)
+		t.Setenv(envRole, "host-refusing")
+		h, _ := newHost(t, spec("good", goodBin))
+		_, err = h.KeyStore(context.Background(), "good")
+		want := fmt.Sprintf("plugin good: the plugin host %s refused this fleetprov (no, thank you): install the fleetprov-plugin-host built with this fleetprov", self)
+		if err == nil || err.Error() != want {
+			t.Fatalf("error: %v\nwant %s", err, want)
+		}
+	})
+	t.Run("host side", func(t *testing.T) {
+		cmd := exec.Command(hostBin)
+		in, err := cmd.StdinPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer cmd.Process.Kill()
+		if err := relay.NewWriter(in).Write(relay.Hello{Magic: relay.ClientMagic, Version: relay.Version + 1}); err != nil {
+			t.Fatal(err)
+		}
+		dec := cbor.NewDecoder(out)
+		var hello relay.Hello
+		var ready relay.Frame
+		if err := dec.Decode(&hello); err != nil || hello.Magic != relay.Magic || hello.Version != relay.Version {
+			t.Fatalf("the host's Hello: %+v, %v", hello, err)
+		}
+		if err := dec.Decode(&ready); err != nil || ready.Kind != relay.KindReady || ready.Err == nil {
+			t.Fatalf("the host's answer to a client of another version: %+v, %v; want a refusal", ready, err)
+		}
+		want := fmt.Sprintf("it speaks relay protocol version %d, magic \"fleetprov\"; this host speaks version %d, magic \"fleetprov\"", relay.Version+1, relay.Version)
+		if got := ready.Err.Decode().Error(); got != want {
+			t.Errorf("refusal %q, want %q", got, want)
+		}
+		if err := cmd.Wait(); err == nil {
+			t.Error("the host exited 0 after refusing its client")
+		}
+	})
 }

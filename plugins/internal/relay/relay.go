@@ -16,8 +16,10 @@
 //
 //  1. Each side writes a Hello first: the host its magic and Version, the
 //     client its own magic and Version, the plugins section and the lowest
-//     log level it shows. A side that reads another magic or Version gives up; the
-//     client says which versions met.
+//     log level it shows. The host then answers the client's Hello with a
+//     Ready frame, or a Ready with an Error when it refuses it. The client
+//     gives up on a host of another magic or Version, and says which
+//     versions met.
 //  2. The client sends Calls (Kind "call"), each with an ID unique on the
 //     connection, a Method, the caller's deadline and a body. The host
 //     serves them concurrently and answers each with a Reply (Kind
@@ -78,6 +80,10 @@ const (
 	KindReply  = "reply"
 	KindCancel = "cancel"
 	KindLog    = "log"
+	// KindReady follows the host's Hello once it has read the client's:
+	// with no Err, the host serves; with one, it refused the client (a
+	// program of another build) and exits.
+	KindReady = "ready"
 )
 
 // Methods. Every call but MethodClose names a plugin.

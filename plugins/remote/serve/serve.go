@@ -73,8 +73,12 @@ func Serve(in io.Reader, out, errOut io.Writer) int {
 		return 2
 	}
 	if hello.Magic != relay.ClientMagic || hello.Version != relay.Version {
-		// fleetprov reads this host's Hello and says what is wrong.
-		fmt.Fprintf(errOut, "fleetprov-plugin-host: fleetprov speaks relay protocol version %d, this host %d: install the fleetprov-plugin-host of the same build as fleetprov\n", hello.Version, relay.Version)
+		// A fleetprov of another version reads this host's Hello and
+		// says so itself; this is for one of the same version that
+		// still says something else.
+		msg := fmt.Sprintf("it speaks relay protocol version %d, magic %q; this host speaks version %d, magic %q", hello.Version, hello.Magic, relay.Version, relay.ClientMagic)
+		_ = w.Write(&relay.Frame{Kind: relay.KindReady, Err: relay.EncodeError(errors.New(msg))})
+		fmt.Fprintf(errOut, "fleetprov-plugin-host: refused the program that started it: %s\n", msg)
 		return 2
 	}
 	s := &server{
@@ -89,6 +93,10 @@ func Serve(in io.Reader, out, errOut io.Writer) int {
 		if n, ok := h.(interface{ Name() string }); ok {
 			s.hooks[strings.TrimPrefix(n.Name(), "plugin ")] = h
 		}
+	}
+	if err := w.Write(&relay.Frame{Kind: relay.KindReady}); err != nil {
+		s.stop()
+		return 0
 	}
 	for {
 		var f relay.Frame

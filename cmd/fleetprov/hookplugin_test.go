@@ -76,3 +76,22 @@ func TestPluginsInProcess(t *testing.T) {
 		t.Errorf("hook plugin processes %v remain after the run", pids)
 	}
 }
+
+// A run that uses no plugin starts no plugin host, even with plugins
+// configured: with none to be found, it still provisions.
+func TestRunWithoutPluginsStartsNoHost(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, _ := cloudtest.Start(t, cloudsim.Options{}, nil)
+	cfg := filepath.Join(dir, "config.yaml")
+	addPlugin(t, cfg, map[string]any{"name": "unused", "path": filepath.Join(t.TempDir(), "unused")})
+
+	cmd := exec.Command(self, "run", "--config", cfg)
+	cmd.Env = append(os.Environ(), envBeCLI+"=1", "FLEETPROV_PLUGIN_HOST="+filepath.Join(t.TempDir(), "none"))
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "provisioned in") {
+		t.Fatalf("run: %v\n%s", err, out)
+	}
+}

@@ -722,3 +722,23 @@ func TestHostRefuses(t *testing.T) {
 		}
 	})
 }
+
+// This package is what fleetprov links in place of plugins/host: it must
+// not bring go-plugin, gRPC or protobuf (or net/rpc's gob) back.
+func TestLinksNoPluginMachinery(t *testing.T) {
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("go command not on PATH")
+	}
+	out, err := exec.Command(gobin, "list", "-deps", ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list -deps: %v\n%s", err, out)
+	}
+	for _, pkg := range strings.Fields(string(out)) {
+		for _, banned := range []string{"github.com/hashicorp/go-plugin", "google.golang.org/grpc", "google.golang.org/protobuf", "net/rpc", "encoding/gob"} {
+			if pkg == banned || strings.HasPrefix(pkg, banned+"/") {
+				t.Errorf("plugins/remote links %s", pkg)
+			}
+		}
+	}
+}

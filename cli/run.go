@@ -168,17 +168,18 @@ func peekConfig(load config.LoadOptions) *config.Config {
 // every file a run writes (one may hold a whole private key). It is called
 // only while the journal is locked, so no other run is writing them.
 func removeStaleTemps(app *App, cfg *config.Config) {
+	var paths []string
 	for _, p := range []string{cfg.KeyPath, cfg.CertPath, cfg.CSRPath, cfg.RootCAOutPath, states.DeviceConfigurationPath(cfg), cfg.File, resetPlanPath(cfg)} {
-		if p == "" {
-			continue // the device key is in a token
+		if p != "" { // "": the device key is in a token
+			paths = append(paths, p)
 		}
-		removed, err := atomicfile.RemoveStale(p)
-		for _, r := range removed {
-			app.Logger.Info("removed a temporary file a killed run left", "file", r)
-		}
-		if err != nil {
-			app.Logger.Warn("could not remove temporary files a killed run left", "next to", p, "err", err)
-		}
+	}
+	removed, err := atomicfile.RemoveStale(paths...)
+	for _, r := range removed {
+		app.Logger.Info("removed a temporary file a killed run left", "file", r)
+	}
+	if err != nil {
+		app.Logger.Warn("could not remove temporary files a killed run left", "err", err)
 	}
 }
 

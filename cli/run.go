@@ -68,8 +68,10 @@ func Provision(ctx context.Context, app *App, o ProvisionOptions) (*engine.Resul
 	// config are read, or this run would take a half-reset device for a
 	// provisioned one.
 	early := peekConfig(o.Load)
-	if err := finishInterruptedReset(app, early); err != nil {
+	if finished, err := finishInterruptedReset(app, early); err != nil {
 		return nil, err
+	} else if finished {
+		early = peekConfig(o.Load) // the reset rewrote config.yaml
 	}
 	// Plugins start when first needed and stop here on every way out:
 	// success, failure, a signal (it cancels ctx, the run returns) and a
@@ -82,6 +84,9 @@ func Provision(ctx context.Context, app *App, o ProvisionOptions) (*engine.Resul
 	}
 	builtins, session := states.Builtins(o.Load, o.Force, o.Dial, lookup)
 	defer session.Close()
+	if lc, ok := builtins.LoadConfig.(*states.LoadConfig); ok {
+		lc.Loaded = early // read once: LoadConfig checks it
+	}
 	steps := engine.Steps(builtins)
 	if app.build.Steps != nil {
 		var err error

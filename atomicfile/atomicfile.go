@@ -36,6 +36,19 @@ type Options struct {
 // rename itself durable, so a crash at any point leaves either the old file or
 // the complete new one.
 func WriteFile(path string, data []byte, perm os.FileMode, opts ...Options) error {
+	if err := Replace(path, data, perm, opts...); err != nil {
+		return err
+	}
+	return SyncDir(filepath.Dir(path))
+}
+
+// Replace is WriteFile without the final fsync of the directory: the new
+// content is on stable storage and replaces the old atomically, but the
+// rename is durable only once the directory is synced. It is for writing
+// several files into one directory and syncing it once (see Dirs): each
+// directory fsync costs as much as a file's, and a crash before it leaves
+// each file whole, old or new.
+func Replace(path string, data []byte, perm os.FileMode, opts ...Options) error {
 	var o Options
 	if len(opts) > 0 {
 		o = opts[0]
@@ -85,7 +98,7 @@ func WriteFile(path string, data []byte, perm os.FileMode, opts ...Options) erro
 	}
 	committed = true
 	faultpoint.Hit(faultpoint.FileRenamed, path)
-	return SyncDir(dir)
+	return nil
 }
 
 // MkdirAll creates dir and whatever parents it lacks, as os.MkdirAll does,
@@ -142,16 +155,20 @@ func MkdirAll(dir string, perm os.FileMode, owner *Owner) error {
 }
 
 // Dirs gathers the directories in which entries were renamed, removed or
-// created outside WriteFile, so that each is fsynced once when they are all
-// done. The zero value is ready to use.
+// created (by Replace, or outside this package), so that each is fsynced
+// once when they are all done. The zero value is ready to use.
 type Dirs struct {
 	list []string
 	seen map[string]bool
 }
 
 // Add records the directory holding path.
-func (ds *Dirs) Add(path string) {
-	d := filepath.Dir(filepath.Clean(path))
+func (ds *Dirs) Add(path string) { ds.AddDir(filepath.Dir(filepath.Clean(path))) }
+
+// AddDir records dir itself, for a change to the directory's own inode
+// (its owner, its mode) that must be durable too.
+func (ds *Dirs) AddDir(dir string) {
+	d := filepath.Clean(dir)
 	if ds.seen[d] {
 		return
 	}

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -48,5 +49,60 @@ func TestRemoveStale(t *testing.T) {
 	}
 	if removed, err := RemoveStale(filepath.Join(dir, "missing", "x")); err != nil || len(removed) != 0 {
 		t.Errorf("missing directory: %v %v", removed, err)
+	}
+}
+
+// Several files at once, in two directories: each one's leftovers go, and
+// a directory that cannot be read is reported without keeping the other
+// clean.
+func TestRemoveStaleSeveral(t *testing.T) {
+	a, b := t.TempDir(), t.TempDir()
+	stale := []string{
+		filepath.Join(a, ".certificate.pem.tmp-1"),
+		filepath.Join(a, ".priv_key.tmp-22"),
+		filepath.Join(b, ".config.yaml.tmp-333"),
+	}
+	keep := []string{filepath.Join(a, ".other.tmp-4"), filepath.Join(a, "certificate.pem"), filepath.Join(b, "config.yaml")}
+	for _, p := range append(slices.Clone(stale), keep...) {
+		if err := os.WriteFile(p, []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	removed, err := RemoveStale(filepath.Join(a, "certificate.pem"), filepath.Join(a, "priv_key"), filepath.Join(b, "config.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(removed)
+	want := slices.Sorted(slices.Values(stale))
+	if !slices.Equal(removed, want) {
+		t.Errorf("removed %v, want %v", removed, want)
+	}
+	for _, p := range keep {
+		if _, err := os.Lstat(p); err != nil {
+			t.Errorf("%s removed: %v", p, err)
+		}
+	}
+
+	if os.Geteuid() == 0 {
+		return // root reads any directory
+	}
+	locked := filepath.Join(a, "locked")
+	if err := os.Mkdir(locked, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	left := filepath.Join(b, ".config.yaml.tmp-5")
+	if err := os.WriteFile(left, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(locked, 0); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Chmod(locked, 0o700)
+	removed, err = RemoveStale(filepath.Join(locked, "priv_key"), filepath.Join(b, "config.yaml"))
+	if err == nil || !strings.Contains(err.Error(), locked) {
+		t.Errorf("unreadable directory: err %v, want one naming %s", err, locked)
+	}
+	if !slices.Equal(removed, []string{left}) {
+		t.Errorf("removed %v, want %v", removed, []string{left})
 	}
 }

@@ -149,16 +149,17 @@ func (p resetPlan) apply(app *App, cfg *config.Config, planPath string) error {
 }
 
 // finishInterruptedReset completes a reset that was killed half way, if
-// there is one, before a run looks at the journal and the config.
-func finishInterruptedReset(app *App, cfg *config.Config) error {
+// there is one, before a run looks at the journal and the config; finished
+// says it did (config.yaml was rewritten).
+func finishInterruptedReset(app *App, cfg *config.Config) (finished bool, err error) {
 	if cfg == nil {
-		return nil
+		return false, nil
 	}
 	path := resetPlanPath(cfg)
 	p, err := loadResetPlan(path)
 	if err != nil || p == nil {
-		return err
+		return false, err
 	}
 	fmt.Fprintf(app.Stdout, "finishing a reset that was interrupted (%s)\n", path)
-	return p.apply(app, cfg, path)
+	return true, p.apply(app, cfg, path)
 }

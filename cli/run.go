@@ -68,8 +68,10 @@ func Provision(ctx context.Context, app *App, o ProvisionOptions) (*engine.Resul
 	// config are read, or this run would take a half-reset device for a
 	// provisioned one.
 	early := peekConfig(o.Load)
-	if err := finishInterruptedReset(app, early); err != nil {
+	if finished, err := finishInterruptedReset(app, early); err != nil {
 		return nil, err
+	} else if finished {
+		early = peekConfig(o.Load) // the reset rewrote config.yaml
 	}
 	// Plugins start when first needed and stop here on every way out:
 	// success, failure, a signal (it cancels ctx, the run returns) and a
@@ -82,6 +84,9 @@ func Provision(ctx context.Context, app *App, o ProvisionOptions) (*engine.Resul
 	}
 	builtins, session := states.Builtins(o.Load, o.Force, o.Dial, lookup)
 	defer session.Close()
+	if lc, ok := builtins.LoadConfig.(*states.LoadConfig); ok {
+		lc.Loaded = early // read once: LoadConfig checks it
+	}
 	steps := engine.Steps(builtins)
 	if app.build.Steps != nil {
 		var err error
@@ -172,17 +177,18 @@ func peekConfig(load config.LoadOptions) *config.Config {
 // every file a run writes (one may hold a whole private key). It is called
 // only while the journal is locked, so no other run is writing them.
 func removeStaleTemps(app *App, cfg *config.Config) {
+	var paths []string
 	for _, p := range []string{cfg.KeyPath, cfg.CertPath, cfg.CSRPath, cfg.RootCAOutPath, states.DeviceConfigurationPath(cfg), cfg.File, resetPlanPath(cfg)} {
-		if p == "" {
-			continue // the device key is in a token
+		if p != "" { // "": the device key is in a token
+			paths = append(paths, p)
 		}
-		removed, err := atomicfile.RemoveStale(p)
-		for _, r := range removed {
-			app.Logger.Info("removed a temporary file a killed run left", "file", r)
-		}
-		if err != nil {
-			app.Logger.Warn("could not remove temporary files a killed run left", "next to", p, "err", err)
-		}
+	}
+	removed, err := atomicfile.RemoveStale(paths...)
+	for _, r := range removed {
+		app.Logger.Info("removed a temporary file a killed run left", "file", r)
+	}
+	if err != nil {
+		app.Logger.Warn("could not remove temporary files a killed run left", "err", err)
 	}
 }
 

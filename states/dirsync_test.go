@@ -6,6 +6,8 @@ import (
 	"os/user"
 	"path/filepath"
 	"regexp"
+	"strconv"
+	"syscall"
 	"testing"
 
 	"github.com/fleetprov/fleetprov/atomicfile/atomicfiletest"
@@ -50,7 +52,12 @@ func TestPersistSyncsNewOutputDirectories(t *testing.T) {
 	d.cfg.PosixUser = "" // no chown, so only the writes are counted
 	r := d.run(true)
 	r.Data.CertificatePEM, r.Data.ThingName = "-----BEGIN CERTIFICATE-----\n", "thing"
-	syncs := atomicfiletest.Record(t)
+	var missing []string // files not yet in out when it was synced
+	syncs := atomicfiletest.RecordWith(t, func(dir string) {
+		if dir == out {
+			missing = missingFiles(out, "certificate.pem", "AmazonRootCA.pem", "deviceConfiguration.json")
+		}
+	})
 	if err := (&Persist{}).Run(context.Background(), r); err != nil {
 		t.Fatal(err)
 	}
@@ -59,10 +66,25 @@ func TestPersistSyncsNewOutputDirectories(t *testing.T) {
 			t.Errorf("%s fsynced %d times, want once (it gained a directory)", dir, n)
 		}
 	}
-	// certificate.pem, AmazonRootCA.pem, deviceConfiguration.json
-	if n := syncs.Count(out); n != 3 {
-		t.Errorf("%s fsynced %d times, want 3 (one per file written in it)", out, n)
+	// Once, after all three files are in place: each sync costs as much
+	// as a file's.
+	if n := syncs.Count(out); n != 1 {
+		t.Errorf("%s fsynced %d times, want once, after its three files", out, n)
 	}
+	if len(missing) > 0 {
+		t.Errorf("%s synced before %v were renamed into it", out, missing)
+	}
+}
+
+// missingFiles lists which of names are not in dir.
+func missingFiles(dir string, names ...string) []string {
+	var out []string
+	for _, n := range names {
+		if _, err := os.Lstat(filepath.Join(dir, n)); err != nil {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 // Run as root, Persist gives an existing credentials directory to
@@ -81,13 +103,38 @@ func TestPersistSyncsOwnerOfExistingDirectory(t *testing.T) {
 	if err := os.MkdirAll(d.cfg.OutputDir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	syncs := atomicfiletest.Record(t)
+	nobody, err := user.Lookup("nobody")
+	if err != nil {
+		t.Skipf("no user nobody here: %v", err)
+	}
+	// What the directory's one sync covered: its owner at that moment,
+	// and the files then in it.
+	ownerAtSync, missing := "", []string(nil)
+	syncs := atomicfiletest.RecordWith(t, func(dir string) {
+		if dir == filepath.Clean(d.cfg.OutputDir) {
+			ownerAtSync = ownerOf(t, dir)
+			missing = missingFiles(dir, "certificate.pem", "AmazonRootCA.pem", "deviceConfiguration.json")
+		}
+	})
 	if err := (&Persist{}).Run(context.Background(), registeredRun(t, d)); err != nil {
 		t.Fatalf("Persist: %v", err)
 	}
-	// certificate.pem, AmazonRootCA.pem, deviceConfiguration.json, then
-	// the directory's new owner.
-	if n := syncs.Count(d.cfg.OutputDir); n != 4 {
-		t.Errorf("%s fsynced %d times, want 4 (three files, then its owner)", d.cfg.OutputDir, n)
+	if n := syncs.Count(d.cfg.OutputDir); n != 1 {
+		t.Errorf("%s fsynced %d times, want once, after its files and its new owner", d.cfg.OutputDir, n)
 	}
+	if ownerAtSync != nobody.Uid {
+		t.Errorf("%s synced while owned by uid %s, before it was given to nobody (uid %s)", d.cfg.OutputDir, ownerAtSync, nobody.Uid)
+	}
+	if len(missing) > 0 {
+		t.Errorf("%s synced before %v were renamed into it", d.cfg.OutputDir, missing)
+	}
+}
+
+func ownerOf(t *testing.T, path string) string {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strconv.FormatUint(uint64(fi.Sys().(*syscall.Stat_t).Uid), 10)
 }

@@ -21,16 +21,23 @@ type LoadConfig struct {
 	// source naming an unknown plugin is a config error, found here
 	// before anything is written.
 	Plugins paramsource.PluginLookup
+	// Loaded, if set, is the config as the command already read it with
+	// these Options and without file checks (to find its plugins): it is
+	// checked here rather than parsed a second time.
+	Loaded *config.Config
 }
 
 var _ engine.State = (*LoadConfig)(nil)
 
 func (s *LoadConfig) Run(_ context.Context, r *engine.Run) error {
-	opts := s.Options
-	opts.SkipFileChecks = true
-	cfg, err := config.Load(opts)
-	if err != nil {
-		return err
+	cfg := s.Loaded
+	if cfg == nil {
+		opts := s.Options
+		opts.SkipFileChecks = true
+		var err error
+		if cfg, err = config.Load(opts); err != nil {
+			return err
+		}
 	}
 	// A provisioned device may have deleted its claim credentials, as it
 	// should: "already provisioned" must not depend on them.

@@ -33,23 +33,32 @@ func (*Persist) Run(_ context.Context, r *engine.Run) error {
 	if owner != nil {
 		opts.Owner = &atomicfile.Owner{UID: owner.UID, GID: owner.GID}
 	}
-	if err := atomicfile.WriteFile(cfg.CertPath, []byte(d.CertificatePEM), 0o600, opts); err != nil {
-		return err
-	}
 	rootCA, err := os.ReadFile(cfg.RootCAPath)
 	if err != nil {
 		return fmt.Errorf("read root CA %s: %w", cfg.RootCAPath, err)
-	}
-	if err := atomicfile.WriteFile(cfg.RootCAOutPath, rootCA, 0o644, opts); err != nil {
-		return err
 	}
 	devCfg, err := json.MarshalIndent(orEmpty(d.DeviceConfiguration), "", "  ")
 	if err != nil {
 		return err
 	}
 	devCfgPath := DeviceConfigurationPath(cfg)
-	if err := atomicfile.WriteFile(devCfgPath, append(devCfg, '\n'), 0o644, opts); err != nil {
-		return err
+	// Each file replaced whole; their directory (usually one for all)
+	// synced once after, rather than once per file: a crash before that
+	// leaves each file old or new, and this step runs again.
+	var dirs atomicfile.Dirs
+	for _, f := range []struct {
+		path string
+		data []byte
+		perm os.FileMode
+	}{
+		{cfg.CertPath, []byte(d.CertificatePEM), 0o600},
+		{cfg.RootCAOutPath, rootCA, 0o644},
+		{devCfgPath, append(devCfg, '\n'), 0o644},
+	} {
+		if err := atomicfile.Replace(f.path, f.data, f.perm, opts); err != nil {
+			return err
+		}
+		dirs.Add(f.path)
 	}
 	if owner != nil {
 		// Greengrass runs as posixUser and must be able to enter the
@@ -60,11 +69,12 @@ func (*Persist) Run(_ context.Context, r *engine.Run) error {
 			if err := atomicfile.ChownDir(dir, atomicfile.Owner{UID: owner.UID, GID: owner.GID}); err != nil {
 				return err
 			}
-			// Durable before config.yaml says provisioned.
-			if err := atomicfile.SyncDir(dir); err != nil {
-				return err
-			}
+			dirs.AddDir(dir)
 		}
+	}
+	// Durable before config.yaml says provisioned.
+	if err := dirs.Sync(); err != nil {
+		return err
 	}
 	err = config.WriteBack(cfg.File, config.Provisioned{
 		ThingName:           d.ThingName,

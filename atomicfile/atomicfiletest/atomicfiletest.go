@@ -20,13 +20,22 @@ type Syncs struct {
 // Record starts recording every directory fsync in the process until the
 // test ends. Tests that record must not run in parallel with each other;
 // other tests' syncs may be seen, so ask about the test's own directories.
-func Record(t testing.TB) *Syncs {
+func Record(t testing.TB) *Syncs { t.Helper(); return RecordWith(t, nil) }
+
+// RecordWith records as Record does and also calls each(dir) at every
+// directory fsync, after it succeeded: there a test can look at what the
+// sync made durable (a sync that comes before the change it should cover
+// proves nothing).
+func RecordWith(t testing.TB, each func(dir string)) *Syncs {
 	t.Helper()
 	s := &Syncs{}
 	seam.SetObserver(func(dir string) {
 		s.mu.Lock()
 		s.dirs = append(s.dirs, filepath.Clean(dir))
 		s.mu.Unlock()
+		if each != nil {
+			each(filepath.Clean(dir))
+		}
 	})
 	t.Cleanup(func() { seam.SetObserver(nil) })
 	return s

@@ -19,6 +19,7 @@ import (
 	"github.com/fleetprov/fleetprov/engine"
 	"github.com/fleetprov/fleetprov/failure"
 	"github.com/fleetprov/fleetprov/plugins/hook"
+	"github.com/fleetprov/fleetprov/plugins/paramsource"
 )
 
 // Exit codes, stable because scripts and systemd units test them.
@@ -72,6 +73,31 @@ type Build struct {
 	// local cloud's (package cli/cloudcmd); a device-only build leaves
 	// them out, and the local cloud with them.
 	Commands []func(*App) *cobra.Command
+	// PluginHost runs the plugins of the config's plugins section for
+	// one command. nil runs them in the plugin host process
+	// (plugins/remote, cmd/fleetprov-plugin-host), so that fleetprov
+	// itself does not link go-plugin and gRPC. A build that prefers one
+	// process, and accepts their cost in every run, sets
+	//
+	//	func(o cli.PluginOptions) cli.PluginHost { return host.New(host.Options(o)) }
+	//
+	// (package plugins/host).
+	PluginHost func(PluginOptions) PluginHost
+}
+
+// PluginOptions are what a PluginHost is made from: the plugins section
+// and the logger their logs go to.
+type PluginOptions struct {
+	Plugins []config.Plugin
+	Logger  *slog.Logger
+}
+
+// PluginHost runs a command's plugins: plugin:NAME key URIs resolve
+// through the one made last (plugins/remote.Host, plugins/host.Host).
+type PluginHost interface {
+	ParamSource(name string) (paramsource.ParamSource, error)
+	Hooks() []hook.Hook
+	Close() error
 }
 
 // Main runs the command line of this build and returns the process exit

@@ -15,8 +15,8 @@ import (
 	"github.com/fleetprov/fleetprov/atomicfile"
 	"github.com/fleetprov/fleetprov/config"
 	"github.com/fleetprov/fleetprov/engine"
-	"github.com/fleetprov/fleetprov/plugins/host"
 	"github.com/fleetprov/fleetprov/plugins/paramsource"
+	"github.com/fleetprov/fleetprov/plugins/remote"
 	"github.com/fleetprov/fleetprov/states"
 )
 
@@ -147,13 +147,17 @@ func (app *App) subscriber() engine.Subscriber {
 // newPluginHost serves the config's plugins section: key URIs
 // plugin:NAME/... resolve through it. The config is read here only for that
 // section; a config that does not load gets a host without plugins, and the
-// run's own LoadConfig step reports what is wrong with it.
-func newPluginHost(app *App, cfg *config.Config) *host.Host {
-	var specs []config.Plugin
+// run's own LoadConfig step reports what is wrong with it. Nothing starts
+// until a plugin is used: a run without plugins starts no other process.
+func newPluginHost(app *App, cfg *config.Config) PluginHost {
+	o := PluginOptions{Logger: app.Logger}
 	if cfg != nil {
-		specs = cfg.Plugins
+		o.Plugins = cfg.Plugins
 	}
-	return host.New(host.Options{Plugins: specs, Logger: app.Logger})
+	if app.build.PluginHost != nil {
+		return app.build.PluginHost(o)
+	}
+	return remote.New(remote.Options(o))
 }
 
 // peekConfig reads the config without a run's file checks, for what must

@@ -25,6 +25,7 @@ import (
 // `dpkg -r` must keep is what a device provisioned there.
 const (
 	binPath     = "/usr/bin/fleetprov"
+	hostPath    = "/usr/lib/fleetprov/fleetprov-plugin-host"
 	linkPath    = "/usr/bin/fleet-provisioning"
 	unitPath    = "/usr/lib/systemd/system/fleetprov.service"
 	manDir      = "/usr/share/man/man1"
@@ -78,6 +79,15 @@ func TestDebInstallRunRemove(t *testing.T) {
 	if info := mustRun(t, "go", "version", "-m", binPath); !regexp.MustCompile(`(?m)^\s+build\s+-tags=tpm$`).MatchString(info) {
 		t.Errorf("the installed fleetprov was not built with -tags tpm:\n%s", info)
 	}
+	// The plugin host, where fleetprov looks for it first after its own
+	// directory: static as fleetprov is, and it answers with its Hello
+	// (then, its stdin at EOF, exits as when fleetprov is gone).
+	if info := mustRun(t, "go", "version", "-m", hostPath); !regexp.MustCompile(`(?m)^\s+build\s+CGO_ENABLED=0$`).MatchString(info) {
+		t.Errorf("the installed plugin host was not built with CGO_ENABLED=0:\n%s", info)
+	}
+	if out := mustRun(t, hostPath); !strings.Contains(out, "fleetprov-plugin-host") {
+		t.Errorf("the installed plugin host did not answer with its Hello: %q", out)
+	}
 	checkManPages(t)
 	checkCompletions(t)
 
@@ -127,7 +137,7 @@ func TestDebInstallRunRemove(t *testing.T) {
 	}
 
 	mustDpkg(t, "-r", "fleetprov")
-	for _, p := range []string{binPath, linkPath, unitPath, filepath.Join(manDir, "fleetprov.1.gz"), filepath.Join(manDir, "fleet-provisioning.1.gz")} {
+	for _, p := range []string{binPath, hostPath, linkPath, unitPath, filepath.Join(manDir, "fleetprov.1.gz"), filepath.Join(manDir, "fleet-provisioning.1.gz")} {
 		if _, err := os.Lstat(p); !errors.Is(err, fs.ErrNotExist) {
 			t.Errorf("after dpkg -r, %s: %v; want it gone", p, err)
 		}
@@ -266,6 +276,7 @@ func checkInstalled(t *testing.T) {
 	t.Helper()
 	for p, mode := range map[string]fs.FileMode{
 		binPath:  0o755,
+		hostPath: 0o755,
 		unitPath: 0o644,
 		"/usr/share/bash-completion/completions/fleetprov":           0o644,
 		"/usr/share/zsh/vendor-completions/_fleetprov":               0o644,

@@ -24,6 +24,7 @@ func TestHookPluginIsAskedDuringRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	needHost(t)
 	dir, _ := cloudtest.Start(t, cloudsim.Options{}, nil)
 
 	cfg := filepath.Join(dir, "config.yaml")
@@ -43,5 +44,54 @@ func TestHookPluginIsAskedDuringRun(t *testing.T) {
 	}
 	if pids := plugintest.Processes(bin); len(pids) != 0 {
 		t.Errorf("hook plugin processes %v remain after the run", pids)
+	}
+}
+
+// A build with cli.Build.PluginHost set runs its plugins in its own
+// process: the run provisions with the hook plugin asked, though no
+// plugin host can be found.
+func TestPluginsInProcess(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin, err := plugintest.Build(t.TempDir(), "good")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, _ := cloudtest.Start(t, cloudsim.Options{}, nil)
+	cfg := filepath.Join(dir, "config.yaml")
+	addPlugin(t, cfg, map[string]any{"name": "audit", "path": bin, "hook": true})
+
+	cmd := exec.Command(self, "run", "--config", cfg)
+	cmd.Env = append(os.Environ(), envBeCLI+"=in-process-plugins", "FLEETPROV_PLUGIN_HOST="+filepath.Join(t.TempDir(), "none"))
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("run: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "provisioned in") || !strings.Contains(string(out), "good plugin starting") {
+		t.Errorf("the run did not provision with the hook plugin asked:\n%s", out)
+	}
+	if pids := plugintest.Processes(bin); len(pids) != 0 {
+		t.Errorf("hook plugin processes %v remain after the run", pids)
+	}
+}
+
+// A run that uses no plugin starts no plugin host, even with plugins
+// configured: with none to be found, it still provisions.
+func TestRunWithoutPluginsStartsNoHost(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, _ := cloudtest.Start(t, cloudsim.Options{}, nil)
+	cfg := filepath.Join(dir, "config.yaml")
+	addPlugin(t, cfg, map[string]any{"name": "unused", "path": filepath.Join(t.TempDir(), "unused")})
+
+	cmd := exec.Command(self, "run", "--config", cfg)
+	cmd.Env = append(os.Environ(), envBeCLI+"=1", "FLEETPROV_PLUGIN_HOST="+filepath.Join(t.TempDir(), "none"))
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "provisioned in") {
+		t.Fatalf("run: %v\n%s", err, out)
 	}
 }

@@ -19,8 +19,11 @@ import (
 
 	"github.com/rogpeppe/go-internal/testscript"
 
+	"github.com/fleetprov/fleetprov/cli"
 	"github.com/fleetprov/fleetprov/cloudsim"
+	"github.com/fleetprov/fleetprov/internal/plugintest"
 	"github.com/fleetprov/fleetprov/plugins/hook"
+	"github.com/fleetprov/fleetprov/plugins/host"
 	"github.com/fleetprov/fleetprov/plugins/keystore"
 )
 
@@ -30,10 +33,16 @@ const envBeCLI = "FLEETPROV_TEST_BE_CLI"
 
 func TestMain(m *testing.M) {
 	standard := func() int { return build.Main(os.Args, os.Stdout, os.Stderr) }
-	if os.Getenv(envBeCLI) == "1" {
+	switch os.Getenv(envBeCLI) {
+	case "1":
 		testCLI(standard)
+	case "in-process-plugins":
+		// A vendor's build that runs plugins in its own process.
+		b := build
+		b.PluginHost = func(o cli.PluginOptions) cli.PluginHost { return host.New(host.Options(o)) }
+		testCLI(func() int { return b.Main(os.Args, os.Stdout, os.Stderr) })
 	}
-	testscript.Main(m, map[string]func(){
+	testscript.Main(removingHost{m}, map[string]func(){
 		"fleetprov":          func() { testCLI(standard) },
 		"fleet-provisioning": func() { testCLI(standard) },
 		// A vendor's build with a hook of its own compiled in.
@@ -43,6 +52,26 @@ func TestMain(m *testing.M) {
 			testCLI(func() int { return b.Main(os.Args, os.Stdout, os.Stderr) })
 		},
 	})
+}
+
+// removingHost runs the tests, then removes the plugin host binary that
+// needHost built, if a test needed it.
+type removingHost struct{ m *testing.M }
+
+func (r removingHost) Run() int {
+	code := r.m.Run()
+	plugintest.RemoveHost()
+	return code
+}
+
+// needHost builds the plugin host, once, for a test whose fleetprov runs
+// a plugin; the fleetprov finds it by FLEETPROV_PLUGIN_HOST, which is in
+// this process's environment from then on.
+func needHost(t *testing.T) {
+	t.Helper()
+	if _, err := plugintest.Host(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // envGate vetoes entering every state while FLEETPROV_TEST_GATE holds a

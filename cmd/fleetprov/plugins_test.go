@@ -68,6 +68,7 @@ func TestPluginStoppedWhenRunEnds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	needHost(t)
 	for _, tc := range []struct {
 		name   string
 		mode   string
@@ -126,12 +127,17 @@ func TestPluginStoppedWhenRunEnds(t *testing.T) {
 			}
 			if tc.signal == syscall.SIGKILL {
 				deadline := time.Now().Add(60 * time.Second)
-				for len(plugintest.Processes(bin)) > 0 && time.Now().Before(deadline) {
+				host, _ := plugintest.Host()
+				for len(plugintest.Processes(bin))+len(plugintest.Processes(host)) > 0 && time.Now().Before(deadline) {
 					time.Sleep(50 * time.Millisecond)
 				}
 			}
 			if pids := plugintest.Processes(bin); len(pids) != 0 {
 				t.Fatalf("plugin processes %v remain after run ended (%s)\n%s", pids, tc.name, out.String())
+			}
+			host, _ := plugintest.Host()
+			if pids := plugintest.Processes(host); len(pids) != 0 {
+				t.Fatalf("plugin host processes %v remain after run ended (%s)\n%s", pids, tc.name, out.String())
 			}
 		})
 	}

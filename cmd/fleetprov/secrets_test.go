@@ -932,6 +932,7 @@ func pkcs11PluginBinary(t *testing.T) string {
 		}
 		t.Skip("skipping: gcc not found; the PKCS#11 plugin needs cgo")
 	}
+	needHost(t)
 	bin := filepath.Join(t.TempDir(), "fleetprov-keystore-pkcs11")
 	cmd := exec.Command("go", "build", "-o", bin, "github.com/fleetprov/fleetprov/cmd/fleetprov-keystore-pkcs11")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=1")

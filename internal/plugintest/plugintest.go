@@ -1,6 +1,7 @@
 // Package plugintest builds the test plugin binaries of
-// plugins/internal/testplugins (good, bad) for tests that launch real
-// plugins, and looks for plugin processes in the process table.
+// plugins/internal/testplugins (good, bad) and the plugin host
+// (cmd/fleetprov-plugin-host) for tests that launch real plugins, and
+// looks for plugin processes in the process table.
 package plugintest
 
 import (
@@ -9,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"sync"
 )
 
 // Build compiles the test plugin named name ("good" or "bad") into dir
@@ -38,4 +40,46 @@ func Processes(path string) []int {
 		}
 	}
 	return pids
+}
+
+// HostEnv is the variable that tells fleetprov where its plugin host is
+// (plugins/remote.HostEnv).
+const HostEnv = "FLEETPROV_PLUGIN_HOST"
+
+var (
+	hostOnce sync.Once
+	hostPath string
+	hostErr  error
+)
+
+// Host builds cmd/fleetprov-plugin-host once per test binary, into a
+// temporary directory, and sets FLEETPROV_PLUGIN_HOST to it, so that a
+// fleetprov under test (this process, or one started with its
+// environment) finds it. RemoveHost deletes it.
+func Host() (string, error) {
+	hostOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "fleetprov-plugin-host-")
+		if err != nil {
+			hostErr = err
+			return
+		}
+		out := filepath.Join(dir, "fleetprov-plugin-host")
+		cmd := exec.Command("go", "build", "-o", out, "github.com/fleetprov/fleetprov/cmd/fleetprov-plugin-host")
+		if b, err := cmd.CombinedOutput(); err != nil {
+			os.RemoveAll(dir)
+			hostErr = fmt.Errorf("build the plugin host: %v\n%s", err, b)
+			return
+		}
+		hostPath = out
+		hostErr = os.Setenv(HostEnv, out)
+	})
+	return hostPath, hostErr
+}
+
+// RemoveHost deletes what Host built, if it built anything; for TestMain,
+// once the tests are done.
+func RemoveHost() {
+	if hostPath != "" {
+		os.RemoveAll(filepath.Dir(hostPath))
+	}
 }

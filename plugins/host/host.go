@@ -6,29 +6,28 @@
 //
 // Lookups for the rest of fleetprov:
 //   - keystore.Open("plugin:NAME/...") reaches the key store plugin NAME
-//     of the open Host (the host registers the "plugin" scheme);
+//     of the open Host (the "plugin" scheme is registered by
+//     plugins/internal/pluginkeys, which plugins/remote shares);
 //   - (*Host).ParamSource(NAME) is plugin NAME's parameter source;
 //   - (*Host).Hooks() lists the plugins the config marks as hooks.
 //
-// The CLI creates one Host per command and defers its Close; Close also
-// runs when a signal cancels the run or a panic unwinds it.
+// fleetprov itself does not link this package: the plugin host process
+// (cmd/fleetprov-plugin-host) runs it, and fleetprov reaches it through
+// plugins/remote, so that go-plugin and gRPC are linked only there. A
+// build that prefers one process sets cli.Build.PluginHost to a Host; the
+// CLI creates one per command and defers its Close, which also runs when
+// a signal cancels the run or a panic unwinds it.
 package host
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
-	"regexp"
-	"sort"
-	"strings"
 	"sync"
-	"sync/atomic"
 
 	"github.com/fleetprov/fleetprov/config"
-	"github.com/fleetprov/fleetprov/failure"
 	"github.com/fleetprov/fleetprov/plugins/hook"
+	"github.com/fleetprov/fleetprov/plugins/internal/pluginkeys"
 	"github.com/fleetprov/fleetprov/plugins/internal/wire"
 	"github.com/fleetprov/fleetprov/plugins/keystore"
 	"github.com/fleetprov/fleetprov/plugins/paramsource"
@@ -37,7 +36,7 @@ import (
 // Scheme is the key URI scheme of key stores served by plugins:
 // plugin:NAME/KEY, where NAME is a plugin in the config and KEY is the
 // plugin's own name for the key. The plugin receives the whole URI.
-const Scheme = "plugin"
+const Scheme = pluginkeys.Scheme
 
 // Options configure a Host.
 type Options struct {
@@ -58,12 +57,6 @@ type Host struct {
 	closed  bool
 }
 
-// active is the Host that plugin: key URIs resolve against: the most
-// recent one not yet closed. A command has one.
-var active atomic.Pointer[Host]
-
-func init() { keystore.Register(Scheme, openKeyStore) }
-
 // New returns a Host for the configured plugins; nothing starts until it
 // is needed. It becomes the Host that plugin: key URIs resolve against.
 func New(o Options) *Host {
@@ -75,14 +68,14 @@ func New(o Options) *Host {
 		h.specs[p.Name] = p
 		h.names = append(h.names, p.Name)
 	}
-	active.Store(h)
+	pluginkeys.Activate(h)
 	return h
 }
 
 // Close stops every plugin process this Host started and waits until they
 // are gone. Lookups after Close fail. It is safe to call more than once.
 func (h *Host) Close() error {
-	active.CompareAndSwap(h, nil)
+	pluginkeys.Deactivate(h)
 	h.mu.Lock()
 	h.closed = true
 	running := h.running
@@ -101,7 +94,9 @@ func (h *Host) Close() error {
 }
 
 // ErrClosed is returned by lookups after Close.
-var ErrClosed = errors.New("plugins are already stopped")
+// plugins/remote returns the same error, so errors.Is finds it whichever
+// host a program uses.
+var ErrClosed = pluginkeys.ErrClosed
 
 // instanceFor returns the running instance of plugin name, starting it if
 // it is not running (first use, or after it crashed or was stopped for
@@ -127,42 +122,10 @@ func (h *Host) instanceFor(name string) (*instance, error) {
 	return inst, nil
 }
 
-func (h *Host) unknown(name string) error {
-	known := "none is configured"
-	if len(h.names) > 0 {
-		names := append([]string(nil), h.names...)
-		sort.Strings(names)
-		known = "configured: " + strings.Join(names, ", ")
-	}
-	return failure.Usage(fmt.Sprintf("plugin %q is not in the plugins section of the fleet_provisioning configuration (%s): add it there or fix the name", name, known))
-}
-
-var pluginNameRE = regexp.MustCompile(`^[a-z0-9-]+$`)
+func (h *Host) unknown(name string) error { return pluginkeys.Unknown(name, h.names) }
 
 // PluginName returns NAME of a plugin:NAME/KEY key URI.
-func PluginName(uri string) (string, error) {
-	u, err := url.Parse(uri)
-	if err != nil || u.Scheme != Scheme {
-		return "", failure.Usage(fmt.Sprintf("key URI %q is not a plugin key URI: write it as plugin:NAME/KEY", uri))
-	}
-	name, key, ok := strings.Cut(u.Opaque, "/")
-	if !ok || !pluginNameRE.MatchString(name) || key == "" {
-		return "", failure.Usage(fmt.Sprintf("key URI %q is not a plugin key URI: write it as plugin:NAME/KEY, NAME a plugin of the plugins section", uri))
-	}
-	return name, nil
-}
-
-func openKeyStore(u *url.URL) (keystore.KeyStore, error) {
-	name, err := PluginName(u.String())
-	if err != nil {
-		return nil, err
-	}
-	h := active.Load()
-	if h == nil {
-		return nil, failure.Usage(fmt.Sprintf("key URI %q names plugin %q, but no plugins are loaded: add it to the plugins section of the fleet_provisioning configuration", u.String(), name))
-	}
-	return h.KeyStore(context.Background(), name)
-}
+func PluginName(uri string) (string, error) { return pluginkeys.PluginName(uri) }
 
 // KeyStore starts plugin name if needed and returns its key store, with
 // exactly the optional abilities the plugin implements. Closing it does not

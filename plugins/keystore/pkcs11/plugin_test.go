@@ -17,6 +17,7 @@ import (
 	"github.com/fleetprov/fleetprov/config"
 	"github.com/fleetprov/fleetprov/internal/buildtest"
 	"github.com/fleetprov/fleetprov/internal/cloudtest"
+	"github.com/fleetprov/fleetprov/internal/plugintest"
 	"github.com/fleetprov/fleetprov/plugins/host"
 	"github.com/fleetprov/fleetprov/plugins/keystore"
 	"github.com/fleetprov/fleetprov/plugins/keystore/keystoretest"
@@ -92,6 +93,10 @@ func pluginBinary(t *testing.T) string {
 	if pluginErr != nil {
 		t.Fatalf("build the plugin: %v", pluginErr)
 	}
+	// fleetprov runs it through its plugin host.
+	if _, err := plugintest.Host(); err != nil {
+		t.Fatal(err)
+	}
 	return pluginPath
 }
 
@@ -101,6 +106,7 @@ func removePluginBinary() {
 	if pluginPath != "" {
 		os.RemoveAll(filepath.Dir(pluginPath))
 	}
+	plugintest.RemoveHost()
 }
 
 type buildError struct {

@@ -30,6 +30,7 @@ import (
 
 	"github.com/fleetprov/fleetprov/config"
 	"github.com/fleetprov/fleetprov/plugins/hook"
+	"github.com/fleetprov/fleetprov/plugins/internal/abilities"
 	"github.com/fleetprov/fleetprov/plugins/internal/pluginkeys"
 	"github.com/fleetprov/fleetprov/plugins/internal/relay"
 	"github.com/fleetprov/fleetprov/plugins/keystore"
@@ -140,50 +141,21 @@ func (h *Host) KeyStore(ctx context.Context, name string) (keystore.KeyStore, er
 		return nil, err
 	}
 	c := &keyStore{h: h, name: name}
-	imp, del, crt := importer{c}, deleter{c}, certStorer{c}
-	switch {
-	case ab.ImportKey && ab.DeleteKey && ab.StoreCertificate:
-		return struct {
-			*keyStore
-			importer
-			deleter
-			certStorer
-		}{c, imp, del, crt}, nil
-	case ab.ImportKey && ab.DeleteKey:
-		return struct {
-			*keyStore
-			importer
-			deleter
-		}{c, imp, del}, nil
-	case ab.ImportKey && ab.StoreCertificate:
-		return struct {
-			*keyStore
-			importer
-			certStorer
-		}{c, imp, crt}, nil
-	case ab.DeleteKey && ab.StoreCertificate:
-		return struct {
-			*keyStore
-			deleter
-			certStorer
-		}{c, del, crt}, nil
-	case ab.ImportKey:
-		return struct {
-			*keyStore
-			importer
-		}{c, imp}, nil
-	case ab.DeleteKey:
-		return struct {
-			*keyStore
-			deleter
-		}{c, del}, nil
-	case ab.StoreCertificate:
-		return struct {
-			*keyStore
-			certStorer
-		}{c, crt}, nil
+	var (
+		imp keystore.KeyImporter
+		del keystore.KeyDeleter
+		crt keystore.CertificateStorer
+	)
+	if ab.ImportKey {
+		imp = importer{c}
 	}
-	return c, nil
+	if ab.DeleteKey {
+		del = deleter{c}
+	}
+	if ab.StoreCertificate {
+		crt = certStorer{c}
+	}
+	return abilities.KeyStore(c, imp, del, crt), nil
 }
 
 // ParamSource returns plugin name's parameter source. The plugin (and the

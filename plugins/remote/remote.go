@@ -59,10 +59,9 @@ type Options struct {
 
 // Host is fleetprov's end of the plugin host process of one command.
 type Host struct {
-	log   *slog.Logger
-	specs map[string]config.Plugin
-	list  []config.Plugin
-	names []string
+	log     *slog.Logger
+	plugins pluginkeys.Plugins
+	list    []config.Plugin // sent to the plugin host as the config has them
 
 	mu     sync.Mutex
 	proc   *process
@@ -73,13 +72,9 @@ type Host struct {
 // a plugin is needed. It becomes the Host that plugin: key URIs resolve
 // against.
 func New(o Options) *Host {
-	h := &Host{log: o.Logger, specs: map[string]config.Plugin{}, list: o.Plugins}
+	h := &Host{log: o.Logger, plugins: pluginkeys.Index(o.Plugins), list: o.Plugins}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
-	}
-	for _, p := range o.Plugins {
-		h.specs[p.Name] = p
-		h.names = append(h.names, p.Name)
 	}
 	pluginkeys.Activate(h)
 	return h
@@ -103,9 +98,9 @@ func (h *Host) Close() error {
 // process returns the running plugin host, starting it for plugin name
 // if none runs (first use, or after it died).
 func (h *Host) process(name string) (*process, error) {
-	spec, ok := h.specs[name]
-	if !ok {
-		return nil, pluginkeys.Unknown(name, h.names)
+	spec, err := h.plugins.Spec(name)
+	if err != nil {
+		return nil, err
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -161,8 +156,8 @@ func (h *Host) KeyStore(ctx context.Context, name string) (keystore.KeyStore, er
 // ParamSource returns plugin name's parameter source. The plugin (and the
 // plugin host) start on the first call.
 func (h *Host) ParamSource(name string) (paramsource.ParamSource, error) {
-	if _, ok := h.specs[name]; !ok {
-		return nil, pluginkeys.Unknown(name, h.names)
+	if _, err := h.plugins.Spec(name); err != nil {
+		return nil, err
 	}
 	return paramSource{h: h, name: name}, nil
 }
@@ -171,10 +166,8 @@ func (h *Host) ParamSource(name string) (paramsource.ParamSource, error) {
 // order, ready for engine.Options.Hooks. Each starts on its first event.
 func (h *Host) Hooks() []hook.Hook {
 	var out []hook.Hook
-	for _, name := range h.names {
-		if h.specs[name].Hook {
-			out = append(out, hookPlugin{h: h, name: name})
-		}
+	for _, name := range h.plugins.Hooks() {
+		out = append(out, hookPlugin{h: h, name: name})
 	}
 	return out
 }

@@ -28,11 +28,11 @@ func Line(err error) string {
 	}
 	// An error that names where it happened (a step) keeps that in front:
 	// "CreateCertificate: connection refused; ...".
-	for e := err; e != nil; e = unwrapFirst(e) {
+	for e := err; e != nil; e = UnwrapFirst(e) {
 		if p, ok := e.(interface{ Where() string }); ok {
-			return p.Where() + ": " + Line(unwrapFirst(e))
+			return p.Where() + ": " + Line(UnwrapFirst(e))
 		}
-		if next := unwrapFirst(e); next == nil || flatten(next.Error()) != flatten(e.Error()) {
+		if next := UnwrapFirst(e); next == nil || flatten(next.Error()) != flatten(e.Error()) {
 			break // only marks that add no words may stand above it
 		}
 	}
@@ -52,13 +52,13 @@ func chain(err error) []string {
 	var segs []string
 	for err != nil {
 		text := flatten(err.Error())
-		next := unwrapFirst(err)
+		next := UnwrapFirst(err)
 		if next == nil {
 			return append(segs, text)
 		}
 		inner := flatten(next.Error())
 		switch {
-		case unwrapFirst(next) == nil && isDeadline(next):
+		case UnwrapFirst(next) == nil && isDeadline(next):
 			// "context deadline exceeded" says only that a wait ended:
 			// what was waited for, the wrapper's words, is the cause.
 			return append(segs, text)
@@ -115,9 +115,11 @@ func namedBefore(segs []string, addr string) bool {
 	return false
 }
 
-// unwrapFirst follows Unwrap() error, or the first of Unwrap() []error
-// (the cause; the rest are marks like ErrUnreached).
-func unwrapFirst(err error) error {
+// UnwrapFirst follows Unwrap() error, or the first of Unwrap() []error
+// (the cause; the rest are marks like ErrUnreached). It is how Line walks
+// a chain, and how plugins/internal/relay walks one to send it, so both
+// see the same chain.
+func UnwrapFirst(err error) error {
 	if u := errors.Unwrap(err); u != nil {
 		return u
 	}

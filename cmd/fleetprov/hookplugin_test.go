@@ -16,34 +16,13 @@ import (
 // started by the run's first hook event (nothing else in the config uses
 // it), the run provisions, and the plugin is gone when the run ends.
 func TestHookPluginIsAskedDuringRun(t *testing.T) {
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin, err := plugintest.Build(t.TempDir(), "good")
-	if err != nil {
-		t.Fatal(err)
-	}
 	needHost(t)
-	dir, _ := cloudtest.Start(t, cloudsim.Options{}, nil)
-
-	cfg := filepath.Join(dir, "config.yaml")
-	addPlugin(t, cfg, map[string]any{"name": "audit", "path": bin, "hook": true})
-
-	cmd := exec.Command(self, "run", "--config", cfg)
-	cmd.Env = append(os.Environ(), envBeCLI+"=1")
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("run: %v\n%s", err, out)
-	}
-	if !strings.Contains(string(out), "provisioned in") {
+	out := runWithHookPlugin(t, envBeCLI+"=1")
+	if !strings.Contains(out, "provisioned in") {
 		t.Errorf("run did not provision:\n%s", out)
 	}
-	if !strings.Contains(string(out), "good plugin starting") || !strings.Contains(string(out), "plugin=audit") {
+	if !strings.Contains(out, "good plugin starting") || !strings.Contains(out, "plugin=audit") {
 		t.Errorf("the hook plugin was never started by the run:\n%s", out)
-	}
-	if pids := plugintest.Processes(bin); len(pids) != 0 {
-		t.Errorf("hook plugin processes %v remain after the run", pids)
 	}
 }
 
@@ -51,30 +30,37 @@ func TestHookPluginIsAskedDuringRun(t *testing.T) {
 // process: the run provisions with the hook plugin asked, though no
 // plugin host can be found.
 func TestPluginsInProcess(t *testing.T) {
+	out := runWithHookPlugin(t, envBeCLI+"=in-process-plugins", "FLEETPROV_PLUGIN_HOST="+filepath.Join(t.TempDir(), "none"))
+	if !strings.Contains(out, "provisioned in") || !strings.Contains(out, "good plugin starting") {
+		t.Errorf("the run did not provision with the hook plugin asked:\n%s", out)
+	}
+}
+
+// runWithHookPlugin runs `fleetprov run`, its environment extended by
+// env, against a simulated cloud, with the good test plugin as the hook
+// "audit" and nothing else using it. It returns the run's output, and
+// fails t if the run fails or leaves the plugin running.
+func runWithHookPlugin(t *testing.T, env ...string) string {
+	t.Helper()
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
-	bin, err := plugintest.Build(t.TempDir(), "good")
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin := goodPlugin(t)
 	dir, _ := cloudtest.Start(t, cloudsim.Options{}, nil)
 	cfg := filepath.Join(dir, "config.yaml")
 	addPlugin(t, cfg, map[string]any{"name": "audit", "path": bin, "hook": true})
 
 	cmd := exec.Command(self, "run", "--config", cfg)
-	cmd.Env = append(os.Environ(), envBeCLI+"=in-process-plugins", "FLEETPROV_PLUGIN_HOST="+filepath.Join(t.TempDir(), "none"))
+	cmd.Env = append(os.Environ(), env...)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("run: %v\n%s", err, out)
 	}
-	if !strings.Contains(string(out), "provisioned in") || !strings.Contains(string(out), "good plugin starting") {
-		t.Errorf("the run did not provision with the hook plugin asked:\n%s", out)
-	}
 	if pids := plugintest.Processes(bin); len(pids) != 0 {
 		t.Errorf("hook plugin processes %v remain after the run", pids)
 	}
+	return string(out)
 }
 
 // A run that uses no plugin starts no plugin host, even with plugins

@@ -64,10 +64,7 @@ func TestPluginStoppedWhenRunEnds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bin, err := plugintest.Build(t.TempDir(), "good")
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin := goodPlugin(t)
 	needHost(t)
 	for _, tc := range []struct {
 		name   string
@@ -160,6 +157,17 @@ func waitFor(t *testing.T, out *cloudtest.Output, s string) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// goodPlugin builds the good test plugin for this test and returns its
+// path.
+func goodPlugin(t *testing.T) string {
+	t.Helper()
+	bin, err := plugintest.Build(t.TempDir(), "good")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bin
 }
 
 // addPlugin lists one plugin in the config's plugins section.

@@ -1,49 +1,13 @@
 package host_test
 
 import (
-	"context"
-	"crypto"
-	"crypto/rand"
-	"crypto/sha256"
 	"testing"
 
-	"github.com/fleetprov/fleetprov/config"
-	"github.com/fleetprov/fleetprov/plugins/host"
-	"github.com/fleetprov/fleetprov/plugins/keystore"
+	"github.com/fleetprov/fleetprov/plugins/internal/hostsuite"
 )
 
-// BenchmarkStartAndStop measures what a run pays for its first use of a
-// plugin: launch, handshake, the key store's abilities, and the stop.
-func BenchmarkStartAndStop(b *testing.B) {
-	for b.Loop() {
-		h := host.New(host.Options{Plugins: []config.Plugin{spec("good", goodBin)}})
-		if _, err := h.KeyStore(context.Background(), "good"); err != nil {
-			b.Fatal(err)
-		}
-		h.Close()
-	}
-}
+// BenchmarkStartAndStop is the plugin's share of plugins/remote's
+// benchmark of the same name.
+func BenchmarkStartAndStop(b *testing.B) { hostsuite.BenchmarkStartAndStop(b, suite()) }
 
-// BenchmarkSign measures one ECDSA P-256 signature through a plugin.
-func BenchmarkSign(b *testing.B) {
-	h := host.New(host.Options{Plugins: []config.Plugin{spec("good", goodBin)}})
-	defer h.Close()
-	ks, err := h.KeyStore(context.Background(), "good")
-	if err != nil {
-		b.Fatal(err)
-	}
-	uri := "plugin:good/bench"
-	if _, err := ks.CreateKey(context.Background(), &keystore.CreateKeyRequest{URI: uri, Algorithm: keystore.ECDSAP256}); err != nil {
-		b.Fatal(err)
-	}
-	s, err := ks.CreateSigner(context.Background(), &keystore.CreateSignerRequest{URI: uri})
-	if err != nil {
-		b.Fatal(err)
-	}
-	digest := sha256.Sum256([]byte("bench"))
-	for b.Loop() {
-		if _, err := s.Sign(rand.Reader, digest[:], crypto.SHA256); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
+func BenchmarkSign(b *testing.B) { hostsuite.BenchmarkSign(b, suite()) }

@@ -48,9 +48,8 @@ type Options struct {
 
 // Host owns the plugin processes of one fleetprov command.
 type Host struct {
-	log   *slog.Logger
-	specs map[string]config.Plugin
-	names []string
+	log     *slog.Logger
+	plugins pluginkeys.Plugins
 
 	mu      sync.Mutex
 	running map[string]*instance
@@ -60,13 +59,9 @@ type Host struct {
 // New returns a Host for the configured plugins; nothing starts until it
 // is needed. It becomes the Host that plugin: key URIs resolve against.
 func New(o Options) *Host {
-	h := &Host{log: o.Logger, specs: map[string]config.Plugin{}, running: map[string]*instance{}}
+	h := &Host{log: o.Logger, plugins: pluginkeys.Index(o.Plugins), running: map[string]*instance{}}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
-	}
-	for _, p := range o.Plugins {
-		h.specs[p.Name] = p
-		h.names = append(h.names, p.Name)
 	}
 	pluginkeys.Activate(h)
 	return h
@@ -102,9 +97,9 @@ var ErrClosed = pluginkeys.ErrClosed
 // it is not running (first use, or after it crashed or was stopped for
 // hanging).
 func (h *Host) instanceFor(name string) (*instance, error) {
-	spec, ok := h.specs[name]
-	if !ok {
-		return nil, h.unknown(name)
+	spec, err := h.plugins.Spec(name)
+	if err != nil {
+		return nil, err
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -121,8 +116,6 @@ func (h *Host) instanceFor(name string) (*instance, error) {
 	h.running[name] = inst
 	return inst, nil
 }
-
-func (h *Host) unknown(name string) error { return pluginkeys.Unknown(name, h.names) }
 
 // PluginName returns NAME of a plugin:NAME/KEY key URI.
 func PluginName(uri string) (string, error) { return pluginkeys.PluginName(uri) }
@@ -145,8 +138,8 @@ func (h *Host) KeyStore(ctx context.Context, name string) (keystore.KeyStore, er
 // ParamSource returns plugin name's parameter source. The plugin starts on
 // the first call, and again on a later call if it has stopped since.
 func (h *Host) ParamSource(name string) (paramsource.ParamSource, error) {
-	if _, ok := h.specs[name]; !ok {
-		return nil, h.unknown(name)
+	if _, err := h.plugins.Spec(name); err != nil {
+		return nil, err
 	}
 	return lazyParamSource{h: h, name: name}, nil
 }
@@ -156,10 +149,8 @@ func (h *Host) ParamSource(name string) (paramsource.ParamSource, error) {
 // its errors name it.
 func (h *Host) Hooks() []hook.Hook {
 	var out []hook.Hook
-	for _, name := range h.names {
-		if h.specs[name].Hook {
-			out = append(out, lazyHook{h: h, name: name})
-		}
+	for _, name := range h.plugins.Hooks() {
+		out = append(out, lazyHook{h: h, name: name})
 	}
 	return out
 }

@@ -30,6 +30,7 @@ import (
 
 	"github.com/fleetprov/fleetprov/config"
 	"github.com/fleetprov/fleetprov/plugins/hook"
+	"github.com/fleetprov/fleetprov/plugins/internal/abilities"
 	"github.com/fleetprov/fleetprov/plugins/internal/pluginkeys"
 	"github.com/fleetprov/fleetprov/plugins/internal/relay"
 	"github.com/fleetprov/fleetprov/plugins/keystore"
@@ -58,10 +59,9 @@ type Options struct {
 
 // Host is fleetprov's end of the plugin host process of one command.
 type Host struct {
-	log   *slog.Logger
-	specs map[string]config.Plugin
-	list  []config.Plugin
-	names []string
+	log     *slog.Logger
+	plugins pluginkeys.Plugins
+	list    []config.Plugin // sent to the plugin host as the config has them
 
 	mu     sync.Mutex
 	proc   *process
@@ -72,13 +72,9 @@ type Host struct {
 // a plugin is needed. It becomes the Host that plugin: key URIs resolve
 // against.
 func New(o Options) *Host {
-	h := &Host{log: o.Logger, specs: map[string]config.Plugin{}, list: o.Plugins}
+	h := &Host{log: o.Logger, plugins: pluginkeys.Index(o.Plugins), list: o.Plugins}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
-	}
-	for _, p := range o.Plugins {
-		h.specs[p.Name] = p
-		h.names = append(h.names, p.Name)
 	}
 	pluginkeys.Activate(h)
 	return h
@@ -102,9 +98,9 @@ func (h *Host) Close() error {
 // process returns the running plugin host, starting it for plugin name
 // if none runs (first use, or after it died).
 func (h *Host) process(name string) (*process, error) {
-	spec, ok := h.specs[name]
-	if !ok {
-		return nil, pluginkeys.Unknown(name, h.names)
+	spec, err := h.plugins.Spec(name)
+	if err != nil {
+		return nil, err
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -140,57 +136,28 @@ func (h *Host) KeyStore(ctx context.Context, name string) (keystore.KeyStore, er
 		return nil, err
 	}
 	c := &keyStore{h: h, name: name}
-	imp, del, crt := importer{c}, deleter{c}, certStorer{c}
-	switch {
-	case ab.ImportKey && ab.DeleteKey && ab.StoreCertificate:
-		return struct {
-			*keyStore
-			importer
-			deleter
-			certStorer
-		}{c, imp, del, crt}, nil
-	case ab.ImportKey && ab.DeleteKey:
-		return struct {
-			*keyStore
-			importer
-			deleter
-		}{c, imp, del}, nil
-	case ab.ImportKey && ab.StoreCertificate:
-		return struct {
-			*keyStore
-			importer
-			certStorer
-		}{c, imp, crt}, nil
-	case ab.DeleteKey && ab.StoreCertificate:
-		return struct {
-			*keyStore
-			deleter
-			certStorer
-		}{c, del, crt}, nil
-	case ab.ImportKey:
-		return struct {
-			*keyStore
-			importer
-		}{c, imp}, nil
-	case ab.DeleteKey:
-		return struct {
-			*keyStore
-			deleter
-		}{c, del}, nil
-	case ab.StoreCertificate:
-		return struct {
-			*keyStore
-			certStorer
-		}{c, crt}, nil
+	var (
+		imp keystore.KeyImporter
+		del keystore.KeyDeleter
+		crt keystore.CertificateStorer
+	)
+	if ab.ImportKey {
+		imp = importer{c}
 	}
-	return c, nil
+	if ab.DeleteKey {
+		del = deleter{c}
+	}
+	if ab.StoreCertificate {
+		crt = certStorer{c}
+	}
+	return abilities.KeyStore(c, imp, del, crt), nil
 }
 
 // ParamSource returns plugin name's parameter source. The plugin (and the
 // plugin host) start on the first call.
 func (h *Host) ParamSource(name string) (paramsource.ParamSource, error) {
-	if _, ok := h.specs[name]; !ok {
-		return nil, pluginkeys.Unknown(name, h.names)
+	if _, err := h.plugins.Spec(name); err != nil {
+		return nil, err
 	}
 	return paramSource{h: h, name: name}, nil
 }
@@ -199,10 +166,8 @@ func (h *Host) ParamSource(name string) (paramsource.ParamSource, error) {
 // order, ready for engine.Options.Hooks. Each starts on its first event.
 func (h *Host) Hooks() []hook.Hook {
 	var out []hook.Hook
-	for _, name := range h.names {
-		if h.specs[name].Hook {
-			out = append(out, hookPlugin{h: h, name: name})
-		}
+	for _, name := range h.plugins.Hooks() {
+		out = append(out, hookPlugin{h: h, name: name})
 	}
 	return out
 }

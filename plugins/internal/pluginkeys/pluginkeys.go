@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/fleetprov/fleetprov/config"
 	"github.com/fleetprov/fleetprov/failure"
 	"github.com/fleetprov/fleetprov/plugins/keystore"
 )
@@ -95,4 +96,43 @@ func open(u *url.URL) (keystore.KeyStore, error) {
 		return nil, failure.Usage(fmt.Sprintf("key URI %q names plugin %q, but no plugins are loaded: add it to the plugins section of the fleet_provisioning configuration", u.String(), name))
 	}
 	return h.KeyStore(context.Background(), name)
+}
+
+// Plugins is the plugins section of a config, by name, as both hosts
+// look plugins up in it.
+type Plugins struct {
+	specs map[string]config.Plugin
+	names []string // in config order
+}
+
+// Index returns the plugins of list.
+func Index(list []config.Plugin) Plugins {
+	p := Plugins{specs: make(map[string]config.Plugin, len(list))}
+	for _, s := range list {
+		p.specs[s.Name] = s
+		p.names = append(p.names, s.Name)
+	}
+	return p
+}
+
+// Spec returns plugin name, or the usage error that names the plugins
+// configured.
+func (p Plugins) Spec(name string) (config.Plugin, error) {
+	s, ok := p.specs[name]
+	if !ok {
+		return config.Plugin{}, Unknown(name, p.names)
+	}
+	return s, nil
+}
+
+// Hooks returns the names of the plugins marked with hook: true, in
+// config order: the order the engine asks them in.
+func (p Plugins) Hooks() []string {
+	var out []string
+	for _, name := range p.names {
+		if p.specs[name].Hook {
+			out = append(out, name)
+		}
+	}
+	return out
 }

@@ -210,7 +210,7 @@ func EncodeError(err error) *Error {
 		return nil
 	}
 	e := &Error{Transient: failure.IsTransient(err), Usage: failure.IsUsage(err)}
-	for x := err; x != nil; x = unwrapFirst(x) {
+	for x := err; x != nil; x = failure.UnwrapFirst(x) {
 		msg := x.Error()
 		// Marks (transient, unreached) repeat the message they wrap.
 		if n := len(e.Chain); n > 0 && e.Chain[n-1] == msg {
@@ -289,18 +289,6 @@ func (c *chained) Unwrap() []error {
 		out = append(out, c.next)
 	}
 	return append(out, c.also...)
-}
-
-func unwrapFirst(err error) error {
-	if u := errors.Unwrap(err); u != nil {
-		return u
-	}
-	if m, ok := err.(interface{ Unwrap() []error }); ok {
-		if errs := m.Unwrap(); len(errs) > 0 {
-			return errs[0]
-		}
-	}
-	return nil
 }
 
 // Record is a slog record from the host.

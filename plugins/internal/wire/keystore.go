@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
 
+	"github.com/fleetprov/fleetprov/plugins/internal/abilities"
 	"github.com/fleetprov/fleetprov/plugins/internal/pluginpb"
 	"github.com/fleetprov/fleetprov/plugins/keystore"
 )
@@ -153,50 +154,21 @@ func NewKeyStoreClient(ctx context.Context, name string, conn grpc.ClientConnInt
 	if err != nil {
 		return nil, fromStatus(name, "Abilities", err)
 	}
-	imp, del, crt := importer{c}, deleter{c}, certStorer{c}
-	switch {
-	case ab.ImportKey && ab.DeleteKey && ab.StoreCertificate:
-		return struct {
-			*keyStoreClient
-			importer
-			deleter
-			certStorer
-		}{c, imp, del, crt}, nil
-	case ab.ImportKey && ab.DeleteKey:
-		return struct {
-			*keyStoreClient
-			importer
-			deleter
-		}{c, imp, del}, nil
-	case ab.ImportKey && ab.StoreCertificate:
-		return struct {
-			*keyStoreClient
-			importer
-			certStorer
-		}{c, imp, crt}, nil
-	case ab.DeleteKey && ab.StoreCertificate:
-		return struct {
-			*keyStoreClient
-			deleter
-			certStorer
-		}{c, del, crt}, nil
-	case ab.ImportKey:
-		return struct {
-			*keyStoreClient
-			importer
-		}{c, imp}, nil
-	case ab.DeleteKey:
-		return struct {
-			*keyStoreClient
-			deleter
-		}{c, del}, nil
-	case ab.StoreCertificate:
-		return struct {
-			*keyStoreClient
-			certStorer
-		}{c, crt}, nil
+	var (
+		imp keystore.KeyImporter
+		del keystore.KeyDeleter
+		crt keystore.CertificateStorer
+	)
+	if ab.ImportKey {
+		imp = importer{c}
 	}
-	return c, nil
+	if ab.DeleteKey {
+		del = deleter{c}
+	}
+	if ab.StoreCertificate {
+		crt = certStorer{c}
+	}
+	return abilities.KeyStore(c, imp, del, crt), nil
 }
 
 func (c *keyStoreClient) CreateKey(ctx context.Context, req *keystore.CreateKeyRequest) (*keystore.CreateKeyResponse, error) {

@@ -9,7 +9,7 @@ import (
 	"github.com/fleetprov/fleetprov/config"
 	"github.com/fleetprov/fleetprov/internal/plugintest"
 	"github.com/fleetprov/fleetprov/plugins/host"
-	"github.com/fleetprov/fleetprov/plugins/internal/hostsuite"
+	"github.com/fleetprov/fleetprov/plugins/internal/hosttest"
 )
 
 var goodBin, badBin string
@@ -36,17 +36,16 @@ func TestMain(m *testing.M) {
 
 // suite runs the plugins in this process. Its tests do not run in
 // parallel: plugin: key URIs resolve against the one open Host.
-func suite() hostsuite.Options {
-	return hostsuite.Options{
-		New: func(tb testing.TB, log *slog.Logger, plugins ...config.Plugin) hostsuite.Host {
+func suite() hosttest.Options {
+	return hosttest.Options{
+		New: func(tb testing.TB, log *slog.Logger, plugins ...config.Plugin) hosttest.Host {
 			h := host.New(host.Options{Plugins: plugins, Logger: log})
 			tb.Cleanup(func() { h.Close() })
 			return h
 		},
-		Good:                  goodBin,
-		Bad:                   badBin,
-		DeadlineLosesIdentity: true,
+		Good: goodBin,
+		Bad:  badBin,
 	}
 }
 
-func TestHost(t *testing.T) { hostsuite.Run(t, suite()) }
+func TestHost(t *testing.T) { hosttest.Run(t, suite()) }

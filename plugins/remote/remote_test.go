@@ -19,7 +19,7 @@ import (
 	"github.com/fleetprov/fleetprov/failure"
 	"github.com/fleetprov/fleetprov/internal/plugintest"
 	"github.com/fleetprov/fleetprov/internal/syncbuf"
-	"github.com/fleetprov/fleetprov/plugins/internal/hostsuite"
+	"github.com/fleetprov/fleetprov/plugins/internal/hosttest"
 	"github.com/fleetprov/fleetprov/plugins/internal/relay"
 	"github.com/fleetprov/fleetprov/plugins/keystore"
 	"github.com/fleetprov/fleetprov/plugins/remote"
@@ -92,7 +92,7 @@ func hostRefusing() int {
 // waitingFleetprov starts plugin good (path in argv[1]) through the
 // plugin host and waits to be killed.
 func waitingFleetprov() int {
-	h := remote.New(remote.Options{Plugins: []config.Plugin{hostsuite.Spec("good", os.Args[1])}})
+	h := remote.New(remote.Options{Plugins: []config.Plugin{hosttest.Spec("good", os.Args[1])}})
 	if _, err := h.KeyStore(context.Background(), "good"); err != nil {
 		fmt.Println(err)
 		return 1
@@ -109,15 +109,15 @@ func open(tb testing.TB, log *slog.Logger, plugins ...config.Plugin) *remote.Hos
 	h := remote.New(remote.Options{Plugins: plugins, Logger: log})
 	tb.Cleanup(func() {
 		h.Close()
-		hostsuite.AssertNoProcess(tb, hostBin, "after Close")
+		hosttest.AssertNoProcess(tb, hostBin, "after Close")
 	})
 	return h
 }
 
 // suite runs the plugins in the plugin host process.
-func suite() hostsuite.Options {
-	return hostsuite.Options{
-		New: func(tb testing.TB, log *slog.Logger, plugins ...config.Plugin) hostsuite.Host {
+func suite() hosttest.Options {
+	return hosttest.Options{
+		New: func(tb testing.TB, log *slog.Logger, plugins ...config.Plugin) hosttest.Host {
 			return open(tb, log, plugins...)
 		},
 		Good:                   goodBin,
@@ -127,7 +127,7 @@ func suite() hostsuite.Options {
 	}
 }
 
-func TestHost(t *testing.T) { hostsuite.Run(t, suite()) }
+func TestHost(t *testing.T) { hosttest.Run(t, suite()) }
 
 // newHost returns a Host and its log, down to debug.
 func newHost(t *testing.T, plugins ...config.Plugin) (*remote.Host, *syncbuf.Buffer) {
@@ -144,16 +144,16 @@ func waitNoProcess(t *testing.T, path, when string) {
 	for len(plugintest.Processes(path)) > 0 && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
-	hostsuite.AssertNoProcess(t, path, when)
+	hosttest.AssertNoProcess(t, path, when)
 }
 
 // The host killed in the middle of a call: the call fails with one
 // transient line naming the plugin host, and the next call starts it
 // again.
 func TestHostKilledMidCall(t *testing.T) {
-	s := hostsuite.Spec("stuck", badBin)
+	s := hosttest.Spec("stuck", badBin)
 	s.Env = map[string]string{"FLEETPROV_TESTPLUGIN_MODE": "hang"}
-	h, log := newHost(t, s, hostsuite.Spec("good", goodBin))
+	h, log := newHost(t, s, hosttest.Spec("good", goodBin))
 	ks, err := h.KeyStore(context.Background(), "stuck")
 	if err != nil {
 		t.Fatal(err)
@@ -236,7 +236,7 @@ func TestHostVersionMismatch(t *testing.T) {
 	}
 	t.Setenv(plugintest.HostEnv, self)
 	t.Setenv(envRole, "host-v2")
-	h, _ := newHost(t, hostsuite.Spec("good", goodBin))
+	h, _ := newHost(t, hosttest.Spec("good", goodBin))
 	_, err = h.KeyStore(context.Background(), "good")
 	want := fmt.Sprintf("plugin good: the plugin host %s speaks relay protocol version 2, this fleetprov speaks 1: install the fleetprov-plugin-host built with this fleetprov", self)
 	if err == nil || err.Error() != want || failure.IsTransient(err) {
@@ -254,7 +254,7 @@ func TestHostMissing(t *testing.T) {
 	}
 	t.Setenv(plugintest.HostEnv, "")
 	t.Setenv("PATH", t.TempDir())
-	h, _ := newHost(t, hostsuite.Spec("good", goodBin))
+	h, _ := newHost(t, hosttest.Spec("good", goodBin))
 	_, err = h.KeyStore(context.Background(), "good")
 	dir := filepath.Dir(self)
 	want := fmt.Sprintf("plugin good needs the plugin host fleetprov-plugin-host, which is in none of %s, /usr/lib/fleetprov, PATH: install it beside fleetprov (go build -o %s/fleetprov-plugin-host ./cmd/fleetprov-plugin-host), or set FLEETPROV_PLUGIN_HOST to its path", dir, dir)
@@ -282,7 +282,7 @@ func TestNotAHost(t *testing.T) {
 		t.Skip("no cat on PATH")
 	}
 	t.Setenv(plugintest.HostEnv, cat)
-	h, _ := newHost(t, hostsuite.Spec("good", goodBin))
+	h, _ := newHost(t, hosttest.Spec("good", goodBin))
 	_, err = h.KeyStore(context.Background(), "good")
 	want := fmt.Sprintf("plugin good: %s is not a fleetprov plugin host: set FLEETPROV_PLUGIN_HOST to fleetprov-plugin-host, or unset it", cat)
 	if err == nil || err.Error() != want {
@@ -300,7 +300,7 @@ func TestHostRefuses(t *testing.T) {
 	t.Run("client side", func(t *testing.T) {
 		t.Setenv(plugintest.HostEnv, self)
 		t.Setenv(envRole, "host-refusing")
-		h, _ := newHost(t, hostsuite.Spec("good", goodBin))
+		h, _ := newHost(t, hosttest.Spec("good", goodBin))
 		_, err = h.KeyStore(context.Background(), "good")
 		want := fmt.Sprintf("plugin good: the plugin host %s refused this fleetprov (no, thank you): install the fleetprov-plugin-host built with this fleetprov", self)
 		if err == nil || err.Error() != want {

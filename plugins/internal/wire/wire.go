@@ -5,6 +5,7 @@
 package wire
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -105,7 +106,11 @@ func fromStatus(plugin, call string, err error) error {
 			msg = fmt.Sprintf("plugin %s does not serve this interface: build it with the implementation set in sdk.Plugins (it answered: %s)", plugin, st.Message())
 		}
 		return &remoteError{msg: msg, target: errors.ErrUnsupported}
-	case codes.Unavailable, codes.DeadlineExceeded, codes.ResourceExhausted, codes.Aborted:
+	case codes.DeadlineExceeded:
+		// The call's deadline passed: the caller's, as the in-process
+		// key stores and the plugin host report it.
+		return failure.Transient(&remoteError{msg: msg, target: context.DeadlineExceeded})
+	case codes.Unavailable, codes.ResourceExhausted, codes.Aborted:
 		return failure.Transient(&remoteError{msg: msg})
 	}
 	return &remoteError{msg: msg}

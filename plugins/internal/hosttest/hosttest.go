@@ -1,4 +1,4 @@
-// Package hostsuite is the test suite both plugin hosts pass: the
+// Package hosttest is the test suite both plugin hosts pass: the
 // in-process one (plugins/host) and fleetprov's client of the plugin host
 // process (plugins/remote). fleetprov treats them as one: the same
 // lookups, the same errors with the same classes, the same lifecycle of
@@ -8,7 +8,7 @@
 // plugins/internal/testplugins) and counts their processes in the process
 // table, so its cases do not run in parallel, and plugin: key URIs resolve
 // against the one Host open.
-package hostsuite
+package hosttest
 
 import (
 	"context"
@@ -65,13 +65,6 @@ type Options struct {
 	// does (it calls the plugin by name). plugins/host's key store is
 	// the crashed plugin's connection: a new lookup is needed.
 	KeyStoreOutlivesPlugin bool
-	// DeadlineLosesIdentity says that a call cut off by the caller's
-	// deadline fails with the right text and class but is not
-	// context.DeadlineExceeded to errors.Is. plugins/host's is not:
-	// plugins/internal/wire turns gRPC's DeadlineExceeded code into a
-	// transient error that wraps no sentinel. A gap rather than a
-	// design; the suite asserts it, so that closing it shows here.
-	DeadlineLosesIdentity bool
 }
 
 // Spec is a plugin of the config with timeouts long enough for a loaded
@@ -359,7 +352,7 @@ func (s suite) deadline(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	_, err = ks.CreateKey(ctx, &keystore.CreateKeyRequest{URI: "plugin:stuck/k", Algorithm: keystore.ECDSAP256})
-	if err == nil || errors.Is(err, context.DeadlineExceeded) == s.DeadlineLosesIdentity || !failure.IsTransient(err) || !strings.HasPrefix(err.Error(), "plugin stuck: CreateKey: ") {
+	if err == nil || !errors.Is(err, context.DeadlineExceeded) || !failure.IsTransient(err) || !strings.HasPrefix(err.Error(), "plugin stuck: CreateKey: ") {
 		t.Fatalf("CreateKey past its deadline: %v (is deadline %v, transient %v), want a transient deadline error naming the plugin", err, errors.Is(err, context.DeadlineExceeded), failure.IsTransient(err))
 	}
 	if _, err := keystore.Open("plugin:good/k"); err != nil {

@@ -136,21 +136,7 @@ func (h *Host) KeyStore(ctx context.Context, name string) (keystore.KeyStore, er
 		return nil, err
 	}
 	c := &keyStore{h: h, name: name}
-	var (
-		imp keystore.KeyImporter
-		del keystore.KeyDeleter
-		crt keystore.CertificateStorer
-	)
-	if ab.ImportKey {
-		imp = importer{c}
-	}
-	if ab.DeleteKey {
-		del = deleter{c}
-	}
-	if ab.StoreCertificate {
-		crt = certStorer{c}
-	}
-	return abilities.KeyStore(c, imp, del, crt), nil
+	return abilities.KeyStore(c, ab.ImportKey, ab.DeleteKey, ab.StoreCertificate), nil
 }
 
 // ParamSource returns plugin name's parameter source. The plugin (and the
@@ -239,13 +225,10 @@ type keyStore struct {
 }
 
 var (
-	_ keystore.KeyStore          = (*keyStore)(nil)
-	_ keystore.KeyImporter       = importer{}
-	_ keystore.KeyDeleter        = deleter{}
-	_ keystore.CertificateStorer = certStorer{}
-	_ paramsource.ParamSource    = paramSource{}
-	_ hook.Hook                  = hookPlugin{}
-	_ pluginkeys.Host            = (*Host)(nil)
+	_ abilities.Client        = (*keyStore)(nil)
+	_ paramsource.ParamSource = paramSource{}
+	_ hook.Hook               = hookPlugin{}
+	_ pluginkeys.Host         = (*Host)(nil)
 )
 
 func (c *keyStore) call(ctx context.Context, method string, req *relay.KeyRequest) (*relay.KeyReply, error) {
@@ -337,28 +320,22 @@ func (s *signer) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byt
 	return res.Signature, nil
 }
 
-type importer struct{ c *keyStore }
-
-func (i importer) ImportKey(ctx context.Context, req *keystore.ImportKeyRequest) error {
+func (c *keyStore) ImportKey(ctx context.Context, req *keystore.ImportKeyRequest) error {
 	der, err := x509.MarshalPKCS8PrivateKey(req.PrivateKey)
 	if err != nil {
-		return fmt.Errorf("plugin %s: ImportKey %s: encode the private key: %w", i.c.name, req.URI, err)
+		return fmt.Errorf("plugin %s: ImportKey %s: encode the private key: %w", c.name, req.URI, err)
 	}
-	_, err = i.c.call(ctx, relay.MethodImportKey, &relay.KeyRequest{URI: req.URI, PrivateKey: der, Owner: relayOwner(req.Owner)})
+	_, err = c.call(ctx, relay.MethodImportKey, &relay.KeyRequest{URI: req.URI, PrivateKey: der, Owner: relayOwner(req.Owner)})
 	clear(der)
 	return err
 }
 
-type deleter struct{ c *keyStore }
-
-func (d deleter) DeleteKey(ctx context.Context, req *keystore.DeleteKeyRequest) error {
-	_, err := d.c.call(ctx, relay.MethodDeleteKey, &relay.KeyRequest{URI: req.URI})
+func (c *keyStore) DeleteKey(ctx context.Context, req *keystore.DeleteKeyRequest) error {
+	_, err := c.call(ctx, relay.MethodDeleteKey, &relay.KeyRequest{URI: req.URI})
 	return err
 }
 
-type certStorer struct{ c *keyStore }
-
-func (s certStorer) StoreCertificate(ctx context.Context, req *keystore.StoreCertificateRequest) error {
-	_, err := s.c.call(ctx, relay.MethodStoreCertificate, &relay.KeyRequest{URI: req.URI, Certificate: req.Certificate.Raw})
+func (c *keyStore) StoreCertificate(ctx context.Context, req *keystore.StoreCertificateRequest) error {
+	_, err := c.call(ctx, relay.MethodStoreCertificate, &relay.KeyRequest{URI: req.URI, Certificate: req.Certificate.Raw})
 	return err
 }

@@ -8,54 +8,62 @@ package abilities
 
 import "github.com/fleetprov/fleetprov/plugins/keystore"
 
-// KeyStore returns core offering imp, del and crt: a nil one is not
-// offered. Abilities core itself has are hidden, so what the result
-// offers is exactly what is passed.
-func KeyStore(core keystore.KeyStore, imp keystore.KeyImporter, del keystore.KeyDeleter, crt keystore.CertificateStorer) keystore.KeyStore {
+// Client is a plugin's key store client: it can make every call, and
+// which optional ones the plugin serves is known only once it answers.
+type Client interface {
+	keystore.KeyStore
+	keystore.KeyImporter
+	keystore.KeyDeleter
+	keystore.CertificateStorer
+}
+
+// KeyStore returns c offering the optional abilities the plugin said it
+// has, and no other: c's own methods for the rest stay hidden.
+func KeyStore(c Client, importKey, deleteKey, storeCertificate bool) keystore.KeyStore {
 	// Go cannot add methods to a value at run time: each combination is
 	// its own struct type, whose method set is that of its embedded
 	// interfaces.
 	switch {
-	case imp != nil && del != nil && crt != nil:
+	case importKey && deleteKey && storeCertificate:
 		return struct {
 			keystore.KeyStore
 			keystore.KeyImporter
 			keystore.KeyDeleter
 			keystore.CertificateStorer
-		}{core, imp, del, crt}
-	case imp != nil && del != nil:
+		}{c, c, c, c}
+	case importKey && deleteKey:
 		return struct {
 			keystore.KeyStore
 			keystore.KeyImporter
 			keystore.KeyDeleter
-		}{core, imp, del}
-	case imp != nil && crt != nil:
+		}{c, c, c}
+	case importKey && storeCertificate:
 		return struct {
 			keystore.KeyStore
 			keystore.KeyImporter
 			keystore.CertificateStorer
-		}{core, imp, crt}
-	case del != nil && crt != nil:
+		}{c, c, c}
+	case deleteKey && storeCertificate:
 		return struct {
 			keystore.KeyStore
 			keystore.KeyDeleter
 			keystore.CertificateStorer
-		}{core, del, crt}
-	case imp != nil:
+		}{c, c, c}
+	case importKey:
 		return struct {
 			keystore.KeyStore
 			keystore.KeyImporter
-		}{core, imp}
-	case del != nil:
+		}{c, c}
+	case deleteKey:
 		return struct {
 			keystore.KeyStore
 			keystore.KeyDeleter
-		}{core, del}
-	case crt != nil:
+		}{c, c}
+	case storeCertificate:
 		return struct {
 			keystore.KeyStore
 			keystore.CertificateStorer
-		}{core, crt}
+		}{c, c}
 	}
-	return struct{ keystore.KeyStore }{core}
+	return struct{ keystore.KeyStore }{c}
 }

@@ -12,29 +12,15 @@ import (
 	"github.com/fleetprov/fleetprov/plugins/keystore"
 )
 
-// Every combination offers exactly its abilities, though the core store
-// (a Memory) has all three, and each call reaches the value that serves it.
+// Every combination offers exactly the abilities it is told of, though the
+// client (a Memory) has all three, and each call reaches the client.
 func TestOffersExactlyTheGivenAbilities(t *testing.T) {
 	ctx := context.Background()
 	for mask := range 8 {
 		imp, del, crt := mask&1 != 0, mask&2 != 0, mask&4 != 0
 		t.Run(fmt.Sprintf("import=%v,delete=%v,certificate=%v", imp, del, crt), func(t *testing.T) {
-			core, extra := keystore.NewMemory(), keystore.NewMemory()
-			var (
-				i keystore.KeyImporter
-				d keystore.KeyDeleter
-				c keystore.CertificateStorer
-			)
-			if imp {
-				i = extra
-			}
-			if del {
-				d = extra
-			}
-			if crt {
-				c = extra
-			}
-			ks := abilities.KeyStore(core, i, d, c)
+			core := keystore.NewMemory()
+			ks := abilities.KeyStore(core, imp, del, crt)
 
 			gotImp, hasImp := ks.(keystore.KeyImporter)
 			gotDel, hasDel := ks.(keystore.KeyDeleter)
@@ -50,7 +36,7 @@ func TestOffersExactlyTheGivenAbilities(t *testing.T) {
 				t.Fatal(err)
 			}
 			if _, err := core.GetPublicKey(ctx, &keystore.GetPublicKeyRequest{URI: "mem:core"}); err != nil {
-				t.Errorf("CreateKey did not reach the core store: %v", err)
+				t.Errorf("CreateKey did not reach the client: %v", err)
 			}
 			if imp {
 				key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -60,19 +46,19 @@ func TestOffersExactlyTheGivenAbilities(t *testing.T) {
 				if err := gotImp.ImportKey(ctx, &keystore.ImportKeyRequest{URI: "mem:imported", PrivateKey: key}); err != nil {
 					t.Fatal(err)
 				}
-				if _, err := extra.GetPublicKey(ctx, &keystore.GetPublicKeyRequest{URI: "mem:imported"}); err != nil {
-					t.Errorf("ImportKey did not reach the importer given: %v", err)
+				if _, err := core.GetPublicKey(ctx, &keystore.GetPublicKeyRequest{URI: "mem:imported"}); err != nil {
+					t.Errorf("ImportKey did not reach the client: %v", err)
 				}
 			}
 			if del {
-				if _, err := extra.CreateKey(ctx, &keystore.CreateKeyRequest{URI: "mem:doomed", Algorithm: keystore.ECDSAP256}); err != nil {
+				if _, err := core.CreateKey(ctx, &keystore.CreateKeyRequest{URI: "mem:doomed", Algorithm: keystore.ECDSAP256}); err != nil {
 					t.Fatal(err)
 				}
 				if err := gotDel.DeleteKey(ctx, &keystore.DeleteKeyRequest{URI: "mem:doomed"}); err != nil {
 					t.Fatal(err)
 				}
-				if _, err := extra.GetPublicKey(ctx, &keystore.GetPublicKeyRequest{URI: "mem:doomed"}); err == nil {
-					t.Error("DeleteKey did not reach the deleter given")
+				if _, err := core.GetPublicKey(ctx, &keystore.GetPublicKeyRequest{URI: "mem:doomed"}); err == nil {
+					t.Error("DeleteKey did not reach the client")
 				}
 			}
 		})

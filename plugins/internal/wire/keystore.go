@@ -154,21 +154,7 @@ func NewKeyStoreClient(ctx context.Context, name string, conn grpc.ClientConnInt
 	if err != nil {
 		return nil, fromStatus(name, "Abilities", err)
 	}
-	var (
-		imp keystore.KeyImporter
-		del keystore.KeyDeleter
-		crt keystore.CertificateStorer
-	)
-	if ab.ImportKey {
-		imp = importer{c}
-	}
-	if ab.DeleteKey {
-		del = deleter{c}
-	}
-	if ab.StoreCertificate {
-		crt = certStorer{c}
-	}
-	return abilities.KeyStore(c, imp, del, crt), nil
+	return abilities.KeyStore(c, ab.ImportKey, ab.DeleteKey, ab.StoreCertificate), nil
 }
 
 func (c *keyStoreClient) CreateKey(ctx context.Context, req *keystore.CreateKeyRequest) (*keystore.CreateKeyResponse, error) {
@@ -241,28 +227,22 @@ func (s *remoteSigner) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) 
 	return res.Signature, nil
 }
 
-type importer struct{ c *keyStoreClient }
-
-func (i importer) ImportKey(ctx context.Context, req *keystore.ImportKeyRequest) error {
+func (c *keyStoreClient) ImportKey(ctx context.Context, req *keystore.ImportKeyRequest) error {
 	der, err := x509.MarshalPKCS8PrivateKey(req.PrivateKey)
 	if err != nil {
-		return fmt.Errorf("plugin %s: ImportKey %s: encode the private key: %w", i.c.name, req.URI, err)
+		return fmt.Errorf("plugin %s: ImportKey %s: encode the private key: %w", c.name, req.URI, err)
 	}
-	_, err = i.c.c.ImportKey(ctx, &pluginpb.ImportKeyRequest{Uri: req.URI, PrivateKey: der, Owner: ownerPB(req.Owner)})
+	_, err = c.c.ImportKey(ctx, &pluginpb.ImportKeyRequest{Uri: req.URI, PrivateKey: der, Owner: ownerPB(req.Owner)})
 	clear(der)
-	return fromStatus(i.c.name, "ImportKey", err)
+	return fromStatus(c.name, "ImportKey", err)
 }
 
-type deleter struct{ c *keyStoreClient }
-
-func (d deleter) DeleteKey(ctx context.Context, req *keystore.DeleteKeyRequest) error {
-	_, err := d.c.c.DeleteKey(ctx, &pluginpb.DeleteKeyRequest{Uri: req.URI})
-	return fromStatus(d.c.name, "DeleteKey", err)
+func (c *keyStoreClient) DeleteKey(ctx context.Context, req *keystore.DeleteKeyRequest) error {
+	_, err := c.c.DeleteKey(ctx, &pluginpb.DeleteKeyRequest{Uri: req.URI})
+	return fromStatus(c.name, "DeleteKey", err)
 }
 
-type certStorer struct{ c *keyStoreClient }
-
-func (s certStorer) StoreCertificate(ctx context.Context, req *keystore.StoreCertificateRequest) error {
-	_, err := s.c.c.StoreCertificate(ctx, &pluginpb.StoreCertificateRequest{Uri: req.URI, Certificate: req.Certificate.Raw})
-	return fromStatus(s.c.name, "StoreCertificate", err)
+func (c *keyStoreClient) StoreCertificate(ctx context.Context, req *keystore.StoreCertificateRequest) error {
+	_, err := c.c.StoreCertificate(ctx, &pluginpb.StoreCertificateRequest{Uri: req.URI, Certificate: req.Certificate.Raw})
+	return fromStatus(c.name, "StoreCertificate", err)
 }
